@@ -1,0 +1,50 @@
+//! The `volley` command line.
+
+mod output;
+mod sql;
+
+use clap::{Parser, Subcommand};
+use volley_client::{ClientError, find_client_error};
+
+/// Exit codes, the same for every subcommand.
+pub(crate) const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  a query or job failed
+  2  bad usage
+  3  scheduler unreachable
+  4  timed out
+  5  cancelled";
+
+/// Volley: distributed SQL on DataFusion.
+#[derive(Debug, Parser)]
+#[command(name = "volley", version, after_help = EXIT_CODES)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run SQL on a Volley cluster, or on an embedded one.
+    #[command(after_help = EXIT_CODES)]
+    Sql(sql::SqlArgs),
+}
+
+impl Cli {
+    pub(crate) async fn run(self) -> Result<(), ClientError> {
+        match self.command {
+            Command::Sql(args) => sql::run(args).await,
+        }
+    }
+}
+
+/// An error as one line, without DataFusion's wrapping of Volley's own errors.
+pub(crate) fn one_line(error: &ClientError) -> String {
+    let inner = match error {
+        ClientError::Query(e) => find_client_error(e).map(ToString::to_string),
+        _ => None,
+    };
+    let text = inner.unwrap_or_else(|| error.to_string());
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}

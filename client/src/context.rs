@@ -1,0 +1,111 @@
+//! [`Context`]: a DataFusion `SessionContext` whose queries run on a Volley
+//! cluster. It dereferences to the `SessionContext`, so every DataFusion
+//! method (`sql`, `read_parquet`, `register_csv`, `table`, `register_udf`,
+//! ...) keeps its exact signature; only execution moves to the cluster.
+
+use std::ops::Deref;
+use std::sync::{Arc, Mutex};
+
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::prelude::SessionContext;
+use volley_dataflow::session_config;
+use volley_proto::v1;
+
+use crate::distributed_exec::{ClusterLink, JobObserver, VolleyQueryPlanner};
+use crate::embedded::{EmbeddedCluster, EmbeddedClusterConfig};
+use crate::error::Result;
+use crate::scheduler_client::SchedulerClient;
+
+/// A session on a Volley cluster.
+#[derive(Clone)]
+pub struct Context {
+    session: SessionContext,
+    link: ClusterLink,
+    cluster: Option<Arc<EmbeddedCluster>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("scheduler", &self.link.scheduler.url())
+            .field("embedded", &self.cluster.is_some())
+            .finish()
+    }
+}
+
+impl Context {
+    /// Connects to a running scheduler, e.g. `http://127.0.0.1:50050`.
+    pub async fn remote(url: &str) -> Result<Self> {
+        let scheduler = SchedulerClient::connect(url).await?;
+        Ok(Self::with_scheduler(scheduler, None))
+    }
+
+    /// Starts an in-process cluster of `executors` executors and connects to
+    /// it; the cluster stops when the last clone of this context drops.
+    pub async fn embedded(executors: usize) -> Result<Self> {
+        Self::embedded_with(EmbeddedClusterConfig::with_executors(executors)).await
+    }
+
+    /// Like [`Context::embedded`], sized by `config`.
+    pub async fn embedded_with(config: EmbeddedClusterConfig) -> Result<Self> {
+        let cluster = EmbeddedCluster::start(config).await?;
+        let scheduler = SchedulerClient::connect(&cluster.scheduler_url()).await?;
+        Ok(Self::with_scheduler(scheduler, Some(Arc::new(cluster))))
+    }
+
+    fn with_scheduler(scheduler: SchedulerClient, cluster: Option<Arc<EmbeddedCluster>>) -> Self {
+        let link = ClusterLink {
+            scheduler,
+            observer: Arc::new(Mutex::new(None)),
+            last_job: Arc::new(Mutex::new(None)),
+        };
+        let state = SessionStateBuilder::new()
+            .with_config(session_config())
+            .with_default_features()
+            .with_query_planner(Arc::new(VolleyQueryPlanner::new(link.clone())))
+            .build();
+        Self {
+            session: SessionContext::new_with_state(state),
+            link,
+            cluster,
+        }
+    }
+
+    /// The underlying DataFusion session (its catalog, settings, UDFs).
+    pub fn session(&self) -> &SessionContext {
+        &self.session
+    }
+
+    /// The scheduler this context submits to.
+    pub fn scheduler(&self) -> &SchedulerClient {
+        &self.link.scheduler
+    }
+
+    /// The embedded cluster, if this context started one.
+    pub fn embedded_cluster(&self) -> Option<&EmbeddedCluster> {
+        self.cluster.as_deref()
+    }
+
+    /// Calls `observer` with every status update of every job this context
+    /// runs (e.g. to draw progress).
+    pub fn set_job_observer(&self, observer: Option<JobObserver>) {
+        *self.link.observer.lock().unwrap_or_else(|p| p.into_inner()) = observer;
+    }
+
+    /// The final status of the last job this context ran.
+    pub fn last_job(&self) -> Option<v1::JobStatus> {
+        self.link
+            .last_job
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl Deref for Context {
+    type Target = SessionContext;
+
+    fn deref(&self) -> &SessionContext {
+        &self.session
+    }
+}

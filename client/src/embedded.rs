@@ -1,0 +1,115 @@
+//! The embedded cluster: the real scheduler and executors, started in this
+//! process and talking real gRPC and Flight over loopback. `volley sql`
+//! without `--scheduler`, `Context::embedded` and the tests all use it:
+//! there is no separate local mode.
+
+use std::time::Duration;
+
+use tempfile::TempDir;
+use volley_dataflow::ExecutorId;
+use volley_executor::{Executor, ExecutorConfig, default_memory_limit};
+use volley_scheduler::{SchedulerConfig, SchedulerServer};
+
+use crate::error::{ClientError, Result};
+
+/// How to size an embedded cluster.
+#[derive(Clone, Debug)]
+pub struct EmbeddedClusterConfig {
+    /// Executors to start.
+    pub executors: usize,
+    /// Task slots per executor (default: the number of CPUs).
+    pub slots_per_executor: usize,
+    /// Partitions per stage (default: all slots).
+    pub target_partitions: Option<usize>,
+    /// Memory budget per executor (default: half the machine's memory,
+    /// shared out among the executors).
+    pub memory_per_executor: usize,
+    /// How long a silent executor has before it is declared lost.
+    pub executor_timeout: Duration,
+}
+
+impl Default for EmbeddedClusterConfig {
+    fn default() -> Self {
+        Self::with_executors(2)
+    }
+}
+
+impl EmbeddedClusterConfig {
+    /// `executors` executors with default slots and memory.
+    pub fn with_executors(executors: usize) -> Self {
+        let executors = executors.max(1);
+        Self {
+            executors,
+            slots_per_executor: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            target_partitions: None,
+            memory_per_executor: default_memory_limit() / executors,
+            executor_timeout: SchedulerConfig::default().executor_timeout,
+        }
+    }
+}
+
+/// A scheduler and executors running in this process. Dropping it stops
+/// them and deletes their work directory.
+#[derive(Debug)]
+pub struct EmbeddedCluster {
+    // Field order is drop order: executors stop before the scheduler.
+    executors: Vec<Option<Executor>>,
+    scheduler: SchedulerServer,
+    _work_dir: TempDir,
+}
+
+impl EmbeddedCluster {
+    /// Starts a scheduler on a free loopback port and the executors, and
+    /// waits until every executor has registered.
+    pub async fn start(config: EmbeddedClusterConfig) -> Result<Self> {
+        let work_dir = tempfile::Builder::new()
+            .prefix("volley-embedded-")
+            .tempdir()?;
+        let scheduler = SchedulerServer::start(SchedulerConfig {
+            bind: ([127, 0, 0, 1], 0).into(),
+            target_partitions: config.target_partitions,
+            executor_timeout: config.executor_timeout,
+            ..SchedulerConfig::default()
+        })
+        .await
+        .map_err(|e| ClientError::Embedded(e.to_string()))?;
+        let mut executors = Vec::with_capacity(config.executors);
+        for _ in 0..config.executors {
+            let mut executor_config = ExecutorConfig::new(scheduler.url(), work_dir.path());
+            executor_config.slots = config.slots_per_executor.max(1);
+            executor_config.memory_limit = config.memory_per_executor;
+            let executor = Executor::start(executor_config)
+                .await
+                .map_err(|e| ClientError::Embedded(e.to_string()))?;
+            executors.push(Some(executor));
+        }
+        Ok(Self {
+            executors,
+            scheduler,
+            _work_dir: work_dir,
+        })
+    }
+
+    /// `http://127.0.0.1:port` of the scheduler.
+    pub fn scheduler_url(&self) -> String {
+        self.scheduler.url()
+    }
+
+    /// The ids of the executors still running, in start order.
+    pub fn executor_ids(&self) -> Vec<ExecutorId> {
+        self.executors
+            .iter()
+            .flatten()
+            .map(|e| e.id().clone())
+            .collect()
+    }
+
+    /// Stops executor `index` at once, as if its process were killed: its
+    /// control stream drops, its Flight server and tasks stop.
+    pub fn kill_executor(&mut self, index: usize) -> Option<ExecutorId> {
+        let executor = self.executors.get_mut(index)?.take()?;
+        let id = executor.id().clone();
+        drop(executor);
+        Some(id)
+    }
+}

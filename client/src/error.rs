@@ -1,0 +1,91 @@
+//! The client's error type, grouped by who must act, and the process exit
+//! code each maps to (documented in `volley --help`).
+
+use datafusion::error::DataFusionError;
+use volley_dataflow::JobId;
+use volley_proto::v1;
+
+/// Errors a Volley client returns.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    // -- The user must act --------------------------------------------------
+    /// The query could not be planned or run: bad SQL, unknown table, ...
+    #[error("{0}")]
+    Query(#[from] DataFusionError),
+    /// The job ran and failed; `kind` says who must act.
+    #[error("{message}")]
+    JobFailed {
+        /// The job.
+        job_id: JobId,
+        /// The typed failure reason.
+        kind: v1::ErrorKind,
+        /// What went wrong.
+        message: String,
+    },
+
+    // -- The environment --------------------------------------------------
+    /// The scheduler could not be reached.
+    #[error("cannot reach the Volley scheduler at {url}: {message}")]
+    SchedulerUnreachable {
+        /// The URL tried.
+        url: String,
+        /// What the transport said.
+        message: String,
+    },
+    /// The scheduler answered with an error.
+    #[error("the scheduler answered: {0}")]
+    Scheduler(#[from] tonic::Status),
+    /// The embedded cluster could not start.
+    #[error("cannot start the embedded cluster: {0}")]
+    Embedded(String),
+    /// Local I/O (writing output, generating data).
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl ClientError {
+    /// The process exit code for this error: 1 a query or job failed, 3 the
+    /// scheduler is unreachable, 5 the job was cancelled.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::SchedulerUnreachable { .. } => 3,
+            ClientError::JobFailed {
+                kind: v1::ErrorKind::Cancelled,
+                ..
+            } => 5,
+            ClientError::Query(e) => match find_client_error(e) {
+                Some(inner) => inner.exit_code(),
+                None => 1,
+            },
+            _ => 1,
+        }
+    }
+
+    /// Moves a client error into a DataFusion error (to cross DataFusion's
+    /// stream APIs) without losing its type.
+    pub fn into_datafusion(self) -> DataFusionError {
+        match self {
+            ClientError::Query(e) => e,
+            other => DataFusionError::External(Box::new(other)),
+        }
+    }
+}
+
+/// Finds a [`ClientError`] DataFusion wrapped on its way out.
+pub fn find_client_error(error: &DataFusionError) -> Option<&ClientError> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<ClientError>() {
+            return Some(found);
+        }
+        if let Some(DataFusionError::Shared(inner)) = e.downcast_ref::<DataFusionError>() {
+            current = Some(inner.as_ref());
+            continue;
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// Result with a [`ClientError`].
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;

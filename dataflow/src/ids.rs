@@ -1,0 +1,118 @@
+//! Newtype IDs shared by the scheduler, the executors and the client, so an
+//! id of one kind can never be passed where another is expected.
+
+use std::fmt;
+
+/// A job: one query or script submitted to the scheduler.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(String);
+
+impl JobId {
+    /// A fresh, random job id.
+    pub fn new_random() -> Self {
+        let uuid = uuid::Uuid::new_v4().simple().to_string();
+        // Eight hex digits are plenty to tell jobs apart in logs and shells.
+        Self(uuid[..12].to_string())
+    }
+
+    /// The job id as the wire and people see it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for JobId {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl From<&str> for JobId {
+    fn from(value: &str) -> Self {
+        Self(value.to_string())
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A stage within a job; stage ids are dense, from 0, in creation order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StageId(pub u32);
+
+impl fmt::Display for StageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A task: one attempt at one partition of one stage, unique per scheduler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(pub u64);
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// An executor process (or in-process executor) for one life: a restarted
+/// executor registers with a new id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExecutorId(String);
+
+impl ExecutorId {
+    /// A fresh, random executor id.
+    pub fn new_random() -> Self {
+        let uuid = uuid::Uuid::new_v4().simple().to_string();
+        Self(format!("exec-{}", &uuid[..8]))
+    }
+
+    /// The executor id as the wire and people see it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for ExecutorId {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl From<&str> for ExecutorId {
+    fn from(value: &str) -> Self {
+        Self(value.to_string())
+    }
+}
+
+impl fmt::Display for ExecutorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The address of one map output: what a shuffle writer stored for one
+/// partition of its input, possibly split into several output partitions.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MapOutputId {
+    /// The job the stage belongs to.
+    pub job_id: JobId,
+    /// The stage that wrote it.
+    pub stage_id: StageId,
+    /// The input partition (map task) that produced it.
+    pub map_partition: u32,
+}
+
+impl fmt::Display for MapOutputId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "job {} stage {} map {}",
+            self.job_id, self.stage_id, self.map_partition
+        )
+    }
+}

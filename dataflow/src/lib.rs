@@ -1,0 +1,34 @@
+//! What Volley's scheduler and executors must agree on: the newtype IDs
+//! ([`JobId`], [`StageId`], [`TaskId`], [`ExecutorId`]), the two exchange
+//! operators that stand at stage boundaries ([`ShuffleWriterExec`] at the
+//! root of every stage, [`ShuffleReaderExec`] where an input stage was cut
+//! out), the codec that carries them inside DataFusion's plan protobuf
+//! ([`VolleyCodec`]), the typed exchange failures ([`ExchangeError`]) and the
+//! session settings every node applies ([`session_config`]).
+//!
+//! Neighbours: `volley-scheduler` builds stage plans from these operators;
+//! `volley-executor` runs them, implementing [`ShuffleSink`] and
+//! [`ShuffleSource`]; `volley-proto` carries them on the wire.
+#![warn(missing_docs)]
+
+mod codec;
+mod error;
+mod exchange_io;
+mod ids;
+mod input_files;
+mod location;
+mod session;
+mod shuffle_reader;
+mod shuffle_writer;
+
+pub use codec::{VolleyCodec, decode_plan, decode_schema, encode_plan, encode_schema};
+pub use error::{ExchangeError, classify_error, find_exchange_error};
+pub use exchange_io::{
+    ExchangeContext, MapOutputWriter, PartitionStats, ShuffleSink, ShuffleSource, TrafficRecorder,
+};
+pub use ids::{ExecutorId, JobId, MapOutputId, StageId, TaskId};
+pub use input_files::{describe_files, input_files};
+pub use location::PartitionLocation;
+pub use session::{apply_settings, changed_settings, session_config};
+pub use shuffle_reader::{ExchangeKind, ShuffleReaderExec};
+pub use shuffle_writer::ShuffleWriterExec;

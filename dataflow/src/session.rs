@@ -1,0 +1,110 @@
+//! The DataFusion session settings Volley runs with, and how a client's
+//! changed settings travel with a job.
+
+use std::collections::HashMap;
+
+use datafusion::config::ConfigOptions;
+use datafusion::error::Result;
+use datafusion::prelude::SessionConfig;
+
+/// The base session config of every Volley client, scheduler and executor.
+///
+/// Round-robin repartitioning is off: in one process it spreads a narrow scan
+/// over more threads, but here every repartition is a stage boundary, and a
+/// shuffle costs more than the parallelism it buys. Scans are still split
+/// into as many partitions as there are slots.
+///
+/// File-stream work stealing is off: in one process an idle scan partition
+/// reads files assigned to its siblings, but here each partition is a task
+/// of its own and must read exactly its own file group, or files are read
+/// twice.
+///
+/// Uncorrelated scalar subqueries are planned as joins, not run by a
+/// `ScalarSubqueryExec`: that operator hands its result to expressions
+/// deeper in its input through shared memory, which a stage boundary cuts.
+///
+/// Join dynamic filters are off: a partitioned hash join waits for every
+/// build partition to report its bounds before probing, and here the other
+/// partitions run in other tasks, so it would wait forever.
+pub fn session_config() -> SessionConfig {
+    let mut config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_round_robin_repartition(false);
+    let options = config.options_mut();
+    options.execution.enable_file_stream_work_stealing = false;
+    options.optimizer.enable_join_dynamic_filter_pushdown = false;
+    options
+        .optimizer
+        .enable_physical_uncorrelated_scalar_subquery = false;
+    config
+}
+
+/// The settings in `options` that differ from [`session_config`]'s, as
+/// `key = value` strings: what a client sends with a job.
+pub fn changed_settings(options: &ConfigOptions) -> HashMap<String, String> {
+    let defaults: HashMap<String, Option<String>> = session_config()
+        .options()
+        .entries()
+        .into_iter()
+        .map(|e| (e.key, e.value))
+        .collect();
+    options
+        .entries()
+        .into_iter()
+        .filter_map(|e| {
+            let value = e.value?;
+            match defaults.get(&e.key) {
+                Some(Some(default)) if *default == value => None,
+                _ => Some((e.key, value)),
+            }
+        })
+        .collect()
+}
+
+/// Applies settings a client sent to a session config; an unknown key or a
+/// bad value is an error naming it.
+pub fn apply_settings(
+    mut config: SessionConfig,
+    settings: &HashMap<String, String>,
+) -> Result<SessionConfig> {
+    let options = config.options_mut();
+    let mut keys: Vec<_> = settings.keys().collect();
+    // Apply in a stable order so errors are reproducible.
+    keys.sort();
+    for key in keys {
+        options.set(key, &settings[key])?;
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_changed_settings_travel_and_they_apply_on_the_other_side() -> Result<()> {
+        // SET datafusion.execution.batch_size = 1024;
+        let mut client = session_config();
+        client
+            .options_mut()
+            .set("datafusion.execution.batch_size", "1024")?;
+        let changed = changed_settings(client.options());
+        assert_eq!(
+            changed,
+            HashMap::from([(
+                "datafusion.execution.batch_size".to_string(),
+                "1024".to_string()
+            )])
+        );
+        let server = apply_settings(session_config(), &changed)?;
+        assert_eq!(server.batch_size(), 1024);
+        Ok(())
+    }
+
+    #[test]
+    fn an_unknown_setting_is_an_error_naming_it() {
+        let settings = HashMap::from([("datafusion.nope".to_string(), "1".to_string())]);
+        let err = apply_settings(session_config(), &settings).unwrap_err();
+        assert!(err.to_string().contains("datafusion.nope"), "{err}");
+    }
+}

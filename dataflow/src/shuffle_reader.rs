@@ -1,0 +1,207 @@
+//! `ShuffleReaderExec`: the leaf that stands in a stage plan where an
+//! exchange was cut out. The scheduler creates it unresolved and resolves it
+//! (fills in where every piece of its input stage's output lives) once that
+//! stage has finished, just before the consuming stage is launched.
+//!
+//! Two kinds of exchange:
+//! - repartition: reader partition `j` reads output partition `j` of every
+//!   map task (a hash or round-robin shuffle);
+//! - passthrough: reader partition `i` reads map task `i`'s only output, so
+//!   the consumer (a coalesce or a sort-preserving merge) sees its input's
+//!   partitions unchanged.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::error::ExchangeError;
+use crate::exchange_io::ExchangeContext;
+use crate::ids::StageId;
+use crate::location::PartitionLocation;
+
+/// How a reader's partitions map onto its input stage's outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExchangeKind {
+    /// Reader partition `j` reads output partition `j` of every map task.
+    Repartition,
+    /// Reader partition `i` reads map task `i`'s single output.
+    Passthrough,
+}
+
+/// Reads the output of a finished stage.
+#[derive(Debug)]
+pub struct ShuffleReaderExec {
+    input_stage: StageId,
+    schema: SchemaRef,
+    kind: ExchangeKind,
+    locations: Option<Vec<Vec<PartitionLocation>>>,
+    properties: Arc<PlanProperties>,
+}
+
+impl ShuffleReaderExec {
+    /// An unresolved reader of `partitions` partitions of `input_stage`.
+    pub fn new_unresolved(
+        input_stage: StageId,
+        schema: SchemaRef,
+        partitions: usize,
+        kind: ExchangeKind,
+    ) -> Self {
+        Self::new(input_stage, schema, partitions, kind, None)
+    }
+
+    fn new(
+        input_stage: StageId,
+        schema: SchemaRef,
+        partitions: usize,
+        kind: ExchangeKind,
+        locations: Option<Vec<Vec<PartitionLocation>>>,
+    ) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Self {
+            input_stage,
+            schema,
+            kind,
+            locations,
+            properties,
+        }
+    }
+
+    /// A resolved reader: `locations[p]` lists the pieces partition `p` reads.
+    pub fn new_resolved(
+        input_stage: StageId,
+        schema: SchemaRef,
+        kind: ExchangeKind,
+        locations: Vec<Vec<PartitionLocation>>,
+    ) -> Self {
+        let partitions = locations.len();
+        Self::new(input_stage, schema, partitions, kind, Some(locations))
+    }
+
+    /// The stage whose output this reads.
+    pub fn input_stage(&self) -> StageId {
+        self.input_stage
+    }
+
+    /// How partitions map onto the input stage's outputs.
+    pub fn kind(&self) -> ExchangeKind {
+        self.kind
+    }
+
+    /// The schema of the rows read.
+    pub fn schema_ref(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Where each partition's pieces live, once resolved.
+    pub fn locations(&self) -> Option<&[Vec<PartitionLocation>]> {
+        self.locations.as_deref()
+    }
+
+    /// How many partitions this reader has.
+    pub fn partition_count(&self) -> usize {
+        self.properties.partitioning.partition_count()
+    }
+}
+
+impl DisplayAs for ShuffleReaderExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "ShuffleReaderExec: input_stage={}, partitions={}, kind={:?}{}",
+            self.input_stage,
+            self.partition_count(),
+            self.kind,
+            if self.locations.is_some() {
+                ""
+            } else {
+                ", unresolved"
+            }
+        )
+    }
+}
+
+impl ExecutionPlan for ShuffleReaderExec {
+    fn name(&self) -> &str {
+        "ShuffleReaderExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "ShuffleReaderExec is a leaf and takes no children".into(),
+            ))
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let exchange = ExchangeContext::from_task(&context)?;
+        let locations = self
+            .locations
+            .as_ref()
+            .ok_or(ExchangeError::Unresolved(self.input_stage.0))?;
+        let pieces = locations.get(partition).cloned().ok_or_else(|| {
+            DataFusionError::Internal(format!(
+                "shuffle reader of stage {} has no partition {partition}",
+                self.input_stage
+            ))
+        })?;
+        let schema = Arc::clone(&self.schema);
+        let stream = futures::stream::iter(pieces)
+            .then(move |location| {
+                let exchange = Arc::clone(&exchange);
+                let schema = Arc::clone(&schema);
+                async move {
+                    let stream = exchange.source.fetch(&location, schema).await?;
+                    let traffic = Arc::clone(&exchange.traffic);
+                    traffic.record_fetch(&location.executor_id);
+                    let from = location.executor_id.clone();
+                    Ok::<_, DataFusionError>(stream.inspect_ok(move |batch| {
+                        traffic.record_bytes(&from, batch.get_array_memory_size() as u64)
+                    }))
+                }
+            })
+            .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            stream,
+        )))
+    }
+}

@@ -1,0 +1,68 @@
+//! The executor's configuration: one typed struct, filled from flags or
+//! environment variables by the binary, or built in code by the embedded
+//! cluster.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use datafusion::arrow::ipc::CompressionType;
+
+/// How an executor runs.
+#[derive(Clone, Debug)]
+pub struct ExecutorConfig {
+    /// `http://host:port` of the scheduler.
+    pub scheduler_url: String,
+    /// Address of the executor's Flight service; port 0 picks a free port
+    /// and the real one is registered.
+    pub bind: SocketAddr,
+    /// Host name other executors and clients reach this one by (default: the
+    /// bind address's IP).
+    pub advertise_host: Option<String>,
+    /// Tasks run at once.
+    pub slots: usize,
+    /// Where spilled shuffle output and operator spill files go.
+    pub work_dir: PathBuf,
+    /// Bytes of memory the executor's tasks and shuffle buffers may use.
+    pub memory_limit: usize,
+    /// How often the executor tells the scheduler it is alive.
+    pub heartbeat_interval: Duration,
+    /// Compression of shuffle data sent over the network.
+    pub compression: Option<CompressionType>,
+}
+
+impl ExecutorConfig {
+    /// A config with defaults for everything but the scheduler and work dir.
+    pub fn new(scheduler_url: impl Into<String>, work_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            scheduler_url: scheduler_url.into(),
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise_host: None,
+            slots: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            work_dir: work_dir.into(),
+            memory_limit: default_memory_limit(),
+            heartbeat_interval: Duration::from_secs(1),
+            compression: Some(CompressionType::LZ4_FRAME),
+        }
+    }
+}
+
+/// Half of the memory this process may use: the cgroup limit when there is
+/// one, else the machine's memory; 4 GiB if neither can be read.
+pub fn default_memory_limit() -> usize {
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok());
+    let machine = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+        s.lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<usize>().ok())
+            .map(|kb| kb * 1024)
+    });
+    let total = match (cgroup, machine) {
+        (Some(c), Some(m)) => c.min(m),
+        (c, m) => c.or(m).unwrap_or(8 << 30),
+    };
+    total / 2
+}

@@ -1,0 +1,209 @@
+//! The executor's side of its control stream with the scheduler: it
+//! registers, heartbeats, receives task launches (decoding each stage plan
+//! once and caching it by `(job, stage, attempt)`), runs tasks on its slots,
+//! and reports every outcome. A task that panics is reported as failed; the
+//! executor carries on.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::physical_plan::{ExecutionPlan, displayable};
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
+use tonic::Streaming;
+use tracing::{debug, info, warn};
+use volley_dataflow::{JobId, StageId, decode_plan};
+use volley_proto::v1;
+
+use crate::error::ExecutorError;
+use crate::shuffle_store::ShuffleStore;
+use crate::task_runner::{TaskEnv, failure_from_error, panic_failure, run_task};
+
+type StageKey = (JobId, StageId, u32);
+
+/// A finished task and its outcome, ready to report.
+struct Finished {
+    status: v1::TaskStatus,
+}
+
+pub(crate) struct ControlLoop {
+    pub(crate) env: Arc<TaskEnv>,
+    pub(crate) store: Arc<ShuffleStore>,
+    pub(crate) outbound: mpsc::UnboundedSender<v1::ExecutorMessage>,
+    pub(crate) heartbeat_interval: Duration,
+    plans: HashMap<StageKey, Arc<dyn ExecutionPlan>>,
+    running: JoinSet<Finished>,
+    by_job: HashMap<JobId, Vec<AbortHandle>>,
+}
+
+impl ControlLoop {
+    pub(crate) fn new(
+        env: Arc<TaskEnv>,
+        store: Arc<ShuffleStore>,
+        outbound: mpsc::UnboundedSender<v1::ExecutorMessage>,
+        heartbeat_interval: Duration,
+    ) -> Self {
+        Self {
+            env,
+            store,
+            outbound,
+            heartbeat_interval,
+            plans: HashMap::new(),
+            running: JoinSet::new(),
+            by_job: HashMap::new(),
+        }
+    }
+
+    fn send(&self, kind: v1::executor_message::Kind) {
+        // If the stream is gone the loop ends on the inbound side.
+        let _ = self.outbound.send(v1::ExecutorMessage { kind: Some(kind) });
+    }
+
+    /// Runs until the scheduler closes the stream; returns why it ended.
+    pub(crate) async fn run(
+        mut self,
+        mut inbound: Streaming<v1::SchedulerMessage>,
+    ) -> ExecutorError {
+        let mut heartbeat = tokio::time::interval(self.heartbeat_interval);
+        loop {
+            tokio::select! {
+                message = inbound.message() => match message {
+                    Ok(Some(message)) => self.on_message(message),
+                    Ok(None) => return ExecutorError::SchedulerLost("the scheduler closed the control stream".into()),
+                    Err(status) => return ExecutorError::SchedulerLost(status.message().to_string()),
+                },
+                _ = heartbeat.tick() => {
+                    self.send(v1::executor_message::Kind::Heartbeat(v1::Heartbeat {
+                        running_tasks: self.running.len() as u32,
+                    }));
+                }
+                Some(joined) = self.running.join_next(), if !self.running.is_empty() => {
+                    match joined {
+                        Ok(finished) => self.send(v1::executor_message::Kind::TaskStatus(finished.status)),
+                        // Aborted tasks belong to cancelled jobs: nothing to report.
+                        Err(e) if e.is_cancelled() => {}
+                        Err(e) => warn!(error = %e, "a task ended abnormally outside its panic guard"),
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_message(&mut self, message: v1::SchedulerMessage) {
+        match message.kind {
+            Some(v1::scheduler_message::Kind::LaunchTasks(launch)) => self.launch(launch),
+            Some(v1::scheduler_message::Kind::CancelJobTasks(cancel)) => {
+                let job_id = JobId::from(cancel.job_id);
+                if let Some(handles) = self.by_job.remove(&job_id) {
+                    info!(job_id = %job_id, tasks = handles.len(), "cancelling tasks");
+                    for handle in handles {
+                        handle.abort();
+                    }
+                }
+                self.plans.retain(|(job, _, _), _| *job != job_id);
+            }
+            Some(v1::scheduler_message::Kind::RemoveJobData(remove)) => {
+                let job_id = JobId::from(remove.job_id);
+                let stages: Vec<StageId> = remove.stage_ids.into_iter().map(StageId).collect();
+                let removed = self.store.remove_job(&job_id, &stages);
+                debug!(job_id = %job_id, removed, "removed shuffle data");
+                self.plans.retain(|(job, stage, _), _| {
+                    !(*job == job_id && (stages.is_empty() || stages.contains(stage)))
+                });
+                if stages.is_empty() {
+                    self.by_job.remove(&job_id);
+                }
+            }
+            Some(v1::scheduler_message::Kind::Registered(_)) | None => {}
+        }
+    }
+
+    fn launch(&mut self, launch: v1::LaunchTasks) {
+        let Some(key) = launch.stage else {
+            warn!("launch without a stage key; ignored");
+            return;
+        };
+        let job_id = JobId::from(key.job_id.as_str());
+        let stage_id = StageId(key.stage_id);
+        let cache_key = (job_id.clone(), stage_id, key.stage_attempt);
+        let plan = if launch.plan.is_empty() {
+            self.plans.get(&cache_key).cloned().ok_or_else(|| {
+                datafusion::error::DataFusionError::Internal(format!(
+                    "stage {stage_id} of job {job_id} was launched without its plan"
+                ))
+            })
+        } else {
+            decode_plan(&launch.plan, &self.env.state.task_ctx()).inspect(|plan| {
+                debug!(job_id = %job_id, stage = %stage_id, plan = %displayable(plan.as_ref()).indent(false), "stage plan received");
+                self.plans.insert(cache_key, Arc::clone(plan));
+            })
+        };
+        let settings = Arc::new(launch.settings);
+        let handles = self.by_job.entry(job_id.clone()).or_default();
+        handles.retain(|h| !h.is_finished());
+        for task in launch.tasks {
+            let task_name = format!("{job_id}/{stage_id}/{}#{}", task.partition, task.task_id);
+            let mut status = v1::TaskStatus {
+                stage: Some(key.clone()),
+                task_id: task.task_id,
+                partition: task.partition,
+                attempt: task.attempt,
+                result: None,
+            };
+            let plan = match &plan {
+                Ok(plan) => Arc::clone(plan),
+                Err(e) => {
+                    status.result = Some(v1::task_status::Result::Failure(failure_from_error(e)));
+                    let _ = self.outbound.send(v1::ExecutorMessage {
+                        kind: Some(v1::executor_message::Kind::TaskStatus(status)),
+                    });
+                    continue;
+                }
+            };
+            debug!(job_id = %job_id, stage = %stage_id, partition = task.partition, task_id = task.task_id, "task started");
+            let env = Arc::clone(&self.env);
+            let settings = Arc::clone(&settings);
+            let handle = self.running.spawn(async move {
+                // The task runs in its own tokio task so a panic in a kernel
+                // is caught here and reported, not carried to the executor.
+                let inner = tokio::spawn(run_task(
+                    env,
+                    plan,
+                    task.partition as usize,
+                    settings,
+                    task_name.clone(),
+                ));
+                let abort = inner.abort_handle();
+                let _guard = AbortOnDrop(abort);
+                status.result = Some(match inner.await {
+                    Ok(result) => result,
+                    Err(e) if e.is_panic() => {
+                        let panic = e.into_panic();
+                        let message = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_else(|| "unknown panic".into());
+                        warn!(task = %task_name, %message, "task panicked");
+                        v1::task_status::Result::Failure(panic_failure(&task_name, &message))
+                    }
+                    Err(e) => {
+                        v1::task_status::Result::Failure(panic_failure(&task_name, &e.to_string()))
+                    }
+                });
+                Finished { status }
+            });
+            handles.push(handle);
+        }
+    }
+}
+
+/// Aborts a spawned task when the future awaiting it is dropped (cancelled).
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,71 @@
+//! The executor's [`ShuffleSource`]: pieces this executor holds are read
+//! straight from its store (no network, no copy); others come over Flight
+//! from the executor that holds them, on one cached channel per endpoint.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use tonic::transport::Channel;
+use volley_dataflow::{ExchangeError, ExecutorId, PartitionLocation, ShuffleSource};
+
+use crate::flight_fetch::{fetch_location, flight_channel};
+use crate::shuffle_store::ShuffleStore;
+
+#[derive(Debug)]
+pub(crate) struct ExchangeClient {
+    executor_id: ExecutorId,
+    store: Arc<ShuffleStore>,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl ExchangeClient {
+    pub(crate) fn new(executor_id: ExecutorId, store: Arc<ShuffleStore>) -> Self {
+        Self {
+            executor_id,
+            store,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn channel(&self, location: &PartitionLocation) -> Result<Channel, ExchangeError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(channel) = channels.get(&location.endpoint) {
+            return Ok(channel.clone());
+        }
+        let channel =
+            flight_channel(&location.endpoint).map_err(|e| ExchangeError::FetchFailed {
+                location: location.clone(),
+                reason: format!("bad endpoint: {e}"),
+            })?;
+        channels.insert(location.endpoint.clone(), channel.clone());
+        Ok(channel)
+    }
+}
+
+#[async_trait]
+impl ShuffleSource for ExchangeClient {
+    async fn fetch(
+        &self,
+        location: &PartitionLocation,
+        schema: SchemaRef,
+    ) -> Result<SendableRecordBatchStream, ExchangeError> {
+        if location.executor_id == self.executor_id {
+            return match self
+                .store
+                .read(&location.map_output, location.output_partition as usize)
+            {
+                Some((_, stream)) => Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream))),
+                None => Err(ExchangeError::FetchFailed {
+                    location: location.clone(),
+                    reason: "the map output is no longer held by this executor".into(),
+                }),
+            };
+        }
+        let channel = self.channel(location)?;
+        fetch_location(channel, location, schema).await
+    }
+}

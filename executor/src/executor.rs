@@ -1,0 +1,195 @@
+//! Starting an executor: its work directory and memory pool, its Flight
+//! server, and its control stream with the scheduler.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::transport::server::TcpIncoming;
+use tracing::{error, info};
+use volley_dataflow::{ExecutorId, ShuffleSink, ShuffleSource, session_config};
+use volley_proto::v1;
+use volley_proto::v1::scheduler_service_client::SchedulerServiceClient;
+
+use crate::config::ExecutorConfig;
+use crate::control::ControlLoop;
+use crate::error::ExecutorError;
+use crate::exchange_client::ExchangeClient;
+use crate::flight_service::ShuffleFlightService;
+use crate::shuffle_store::{ShuffleStore, StoreSink};
+use crate::task_runner::TaskEnv;
+
+/// Largest Flight message an executor accepts or sends.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A running executor. Dropping it stops it at once, like a killed process:
+/// its Flight server, its control stream and its running tasks.
+#[derive(Debug)]
+pub struct Executor {
+    id: ExecutorId,
+    endpoint: String,
+    flight: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    control: Option<JoinHandle<ExecutorError>>,
+}
+
+impl Executor {
+    /// Starts an executor and registers it with the scheduler.
+    pub async fn start(config: ExecutorConfig) -> Result<Self, ExecutorError> {
+        if config.slots == 0 {
+            return Err(ExecutorError::Config("--slots must be at least 1".into()));
+        }
+        let id = ExecutorId::new_random();
+        let work_dir = config.work_dir.join(id.as_str());
+        std::fs::create_dir_all(&work_dir)?;
+
+        let pool: Arc<dyn MemoryPool> = Arc::new(TrackConsumersPool::new(
+            GreedyMemoryPool::new(config.memory_limit),
+            NonZeroUsize::new(5).expect("5 is not zero"),
+        ));
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::clone(&pool))
+            .with_temp_file_path(work_dir.join("spill"))
+            .build_arc()?;
+        let state = SessionStateBuilder::new()
+            .with_config(session_config())
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .build();
+
+        let store = Arc::new(ShuffleStore::new(pool, work_dir.join("shuffle")));
+        let sink: Arc<dyn ShuffleSink> = Arc::new(StoreSink(Arc::clone(&store)));
+        let source: Arc<dyn ShuffleSource> =
+            Arc::new(ExchangeClient::new(id.clone(), Arc::clone(&store)));
+        let env = Arc::new(TaskEnv {
+            executor_id: id.clone(),
+            state,
+            sink,
+            source,
+        });
+
+        let incoming = TcpIncoming::bind(config.bind)?.with_nodelay(Some(true));
+        let addr = incoming.local_addr()?;
+        let host = config
+            .advertise_host
+            .clone()
+            .unwrap_or_else(|| addr.ip().to_string());
+        let endpoint = format!("http://{host}:{}", addr.port());
+        let flight = FlightServiceServer::new(ShuffleFlightService {
+            store: Arc::clone(&store),
+            compression: config.compression,
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let flight = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(flight)
+                .serve_with_incoming(incoming),
+        );
+        let mut executor = Self {
+            id: id.clone(),
+            endpoint: endpoint.clone(),
+            flight: Some(flight),
+            control: None,
+        };
+
+        let unreachable = |message: String| ExecutorError::SchedulerUnreachable {
+            url: config.scheduler_url.clone(),
+            message,
+        };
+        let mut client = SchedulerServiceClient::connect(config.scheduler_url.clone())
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        let (outbound, outbound_rx) = mpsc::unbounded_channel();
+        let register = v1::ExecutorMessage {
+            kind: Some(v1::executor_message::Kind::Register(v1::RegisterExecutor {
+                executor_id: id.to_string(),
+                endpoint: endpoint.clone(),
+                slots: config.slots as u32,
+                protocol_version: volley_proto::PROTOCOL_VERSION,
+            })),
+        };
+        let _ = outbound.send(register);
+        let mut inbound = client
+            .executor_control(UnboundedReceiverStream::new(outbound_rx))
+            .await
+            .map_err(|status| match status.code() {
+                tonic::Code::Unavailable => unreachable(status.message().to_string()),
+                _ => ExecutorError::Refused {
+                    url: config.scheduler_url.clone(),
+                    message: status.message().to_string(),
+                },
+            })?
+            .into_inner();
+        match inbound.message().await {
+            Ok(Some(v1::SchedulerMessage {
+                kind: Some(v1::scheduler_message::Kind::Registered(_)),
+            })) => {}
+            Ok(_) => {
+                return Err(ExecutorError::Refused {
+                    url: config.scheduler_url.clone(),
+                    message: "the scheduler did not confirm the registration".into(),
+                });
+            }
+            Err(status) => {
+                return Err(ExecutorError::Refused {
+                    url: config.scheduler_url.clone(),
+                    message: status.message().to_string(),
+                });
+            }
+        }
+        info!(executor_id = %id, %endpoint, slots = config.slots, memory_limit = config.memory_limit, "executor registered");
+
+        let control = ControlLoop::new(env, store, outbound, config.heartbeat_interval);
+        let control_id = id.clone();
+        executor.control = Some(tokio::spawn(async move {
+            let reason = control.run(inbound).await;
+            error!(executor_id = %control_id, %reason, "control stream ended");
+            reason
+        }));
+        Ok(executor)
+    }
+
+    /// This executor's id.
+    pub fn id(&self) -> &ExecutorId {
+        &self.id
+    }
+
+    /// `http://host:port` of its Flight service.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Serves until the scheduler goes away or the Flight server fails.
+    pub async fn wait(mut self) -> ExecutorError {
+        let (Some(control), Some(flight)) = (self.control.take(), self.flight.take()) else {
+            return ExecutorError::SchedulerLost("executor was not running".into());
+        };
+        tokio::select! {
+            reason = control => reason.unwrap_or_else(|e| ExecutorError::SchedulerLost(e.to_string())),
+            result = flight => match result {
+                Ok(Ok(())) => ExecutorError::SchedulerLost("the Flight server stopped".into()),
+                Ok(Err(e)) => ExecutorError::Transport(e),
+                Err(e) => ExecutorError::SchedulerLost(e.to_string()),
+            },
+        }
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        if let Some(control) = self.control.take() {
+            control.abort();
+        }
+        if let Some(flight) = self.flight.take() {
+            flight.abort();
+        }
+    }
+}

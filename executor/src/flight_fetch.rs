@@ -1,0 +1,64 @@
+//! Fetching one piece of shuffle or result data from an executor's Flight
+//! service. Used by executors (remote shuffle reads) and by clients (job
+//! results); every failure is a typed [`ExchangeError::FetchFailed`] naming
+//! the piece.
+
+use std::time::Duration;
+
+use arrow_flight::Ticket;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::TryStreamExt;
+use prost::Message;
+use tonic::transport::{Channel, Endpoint};
+use volley_dataflow::{ExchangeError, PartitionLocation};
+
+/// Largest Flight message accepted; the encoder splits batches well below.
+const MAX_FLIGHT_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// A lazily connecting channel to an executor's Flight endpoint.
+pub fn flight_channel(endpoint: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(endpoint.to_string())?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+/// Streams the piece of data at `location` over `channel`.
+pub async fn fetch_location(
+    channel: Channel,
+    location: &PartitionLocation,
+    schema: SchemaRef,
+) -> Result<SendableRecordBatchStream, ExchangeError> {
+    let mut client =
+        FlightServiceClient::new(channel).max_decoding_message_size(MAX_FLIGHT_MESSAGE);
+    let ticket = Ticket {
+        ticket: location.ticket().encode_to_vec().into(),
+    };
+    let failed = |reason: String| ExchangeError::FetchFailed {
+        location: location.clone(),
+        reason,
+    };
+    let response = client
+        .do_get(ticket)
+        .await
+        .map_err(|status| failed(status.message().to_string()))?;
+    let piece = location.clone();
+    let stream = FlightRecordBatchStream::new_from_flight_data(
+        response
+            .into_inner()
+            .map_err(|status| FlightError::Tonic(Box::new(status))),
+    )
+    .map_err(move |e| {
+        DataFusionError::from(ExchangeError::FetchFailed {
+            location: piece.clone(),
+            reason: e.to_string(),
+        })
+    });
+    Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+}

@@ -1,0 +1,29 @@
+//! Volley's executor. It registers with the scheduler over a long-lived
+//! control stream (`control`), receives task launches (each stage plan once,
+//! decoded with `volley-dataflow`'s codec and cached), runs them with
+//! DataFusion (`task_runner`), keeps their shuffle output in a memory-budgeted
+//! store that spills to Arrow IPC files (`shuffle_store`), and serves that
+//! output to other executors and clients over Arrow Flight
+//! (`flight_service`). Reads of output it holds itself skip the network
+//! (`exchange_client`).
+//!
+//! Entry point: [`Executor::start`] with an [`ExecutorConfig`]. Neighbours:
+//! `volley-scheduler` (the other end of the control stream),
+//! `volley-dataflow` (operators, codec, IDs), `volley-client` (fetches results
+//! with [`fetch_location`]).
+#![warn(missing_docs)]
+
+mod config;
+mod control;
+mod error;
+mod exchange_client;
+mod executor;
+mod flight_fetch;
+mod flight_service;
+mod shuffle_store;
+mod task_runner;
+
+pub use config::{ExecutorConfig, default_memory_limit};
+pub use error::ExecutorError;
+pub use executor::Executor;
+pub use flight_fetch::{fetch_location, flight_channel};

@@ -1,0 +1,376 @@
+//! The executor's shuffle store: every map output its tasks wrote, kept
+//! addressable by `(job, stage, map partition)` until the scheduler says the
+//! job no longer needs it.
+//!
+//! Memory is a budget: each output's batches are accounted in the executor's
+//! DataFusion memory pool (`try_grow`). When the pool refuses, the writer
+//! spills everything it holds, and all it writes afterwards, to Arrow IPC
+//! files (LZ4) under the work directory. A writer dropped before `finish`
+//! (a failed or cancelled task) deletes its files; a finished output's files
+//! go when the output is removed.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::ipc::CompressionType;
+use datafusion::arrow::ipc::reader::FileReader;
+use datafusion::arrow::ipc::writer::{FileWriter, IpcWriteOptions};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
+use futures::stream::BoxStream;
+use volley_dataflow::{
+    ExchangeError, JobId, MapOutputId, MapOutputWriter, PartitionStats, ShuffleSink, StageId,
+};
+
+#[derive(Debug)]
+enum StoredPartition {
+    Memory(Vec<RecordBatch>),
+    File(PathBuf),
+}
+
+#[derive(Debug)]
+struct StoredOutput {
+    schema: SchemaRef,
+    partitions: Vec<StoredPartition>,
+    /// Holds the pool memory of the in-memory partitions until dropped.
+    _reservation: MemoryReservation,
+}
+
+impl Drop for StoredOutput {
+    fn drop(&mut self) {
+        for partition in &self.partitions {
+            if let StoredPartition::File(path) = partition {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+/// Map outputs held by one executor.
+#[derive(Debug)]
+pub(crate) struct ShuffleStore {
+    outputs: Mutex<HashMap<MapOutputId, Arc<StoredOutput>>>,
+    pool: Arc<dyn MemoryPool>,
+    dir: PathBuf,
+}
+
+impl ShuffleStore {
+    pub(crate) fn new(pool: Arc<dyn MemoryPool>, dir: PathBuf) -> Self {
+        Self {
+            outputs: Mutex::new(HashMap::new()),
+            pool,
+            dir,
+        }
+    }
+
+    fn outputs(&self) -> MutexGuard<'_, HashMap<MapOutputId, Arc<StoredOutput>>> {
+        self.outputs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Streams one output partition of a stored map output; `None` if this
+    /// executor does not hold it.
+    pub(crate) fn read(
+        &self,
+        id: &MapOutputId,
+        partition: usize,
+    ) -> Option<(SchemaRef, BoxStream<'static, Result<RecordBatch>>)> {
+        let output = Arc::clone(self.outputs().get(id)?);
+        let schema = Arc::clone(&output.schema);
+        let stream: BoxStream<'static, Result<RecordBatch>> = match output.partitions.get(partition)
+        {
+            None => Box::pin(futures::stream::empty()),
+            Some(StoredPartition::Memory(batches)) => {
+                // Batches share their buffers: no copy.
+                Box::pin(futures::stream::iter(batches.clone().into_iter().map(Ok)))
+            }
+            Some(StoredPartition::File(path)) => match read_file(path) {
+                Ok(reader) => Box::pin(futures::stream::iter(
+                    // Keep the output (and so its file) alive while reading.
+                    reader.map(move |b| {
+                        let _keep = &output;
+                        b.map_err(DataFusionError::from)
+                    }),
+                )),
+                Err(e) => Box::pin(futures::stream::once(async move { Err(e) })),
+            },
+        };
+        Some((schema, stream))
+    }
+
+    /// Drops a job's outputs (of the given stages, or all if empty).
+    pub(crate) fn remove_job(&self, job_id: &JobId, stages: &[StageId]) -> usize {
+        let mut outputs = self.outputs();
+        let before = outputs.len();
+        outputs.retain(|id, _| {
+            !(id.job_id == *job_id && (stages.is_empty() || stages.contains(&id.stage_id)))
+        });
+        let removed = before - outputs.len();
+        drop(outputs);
+        if stages.is_empty() {
+            let _ = std::fs::remove_dir_all(self.dir.join(job_id.as_str()));
+        }
+        removed
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileReader<BufReader<File>>> {
+    let file = File::open(path).map_err(|e| {
+        DataFusionError::from(ExchangeError::ResourcesExhausted(format!(
+            "spilled shuffle file {} is unreadable: {e}",
+            path.display()
+        )))
+    })?;
+    Ok(FileReader::try_new(BufReader::new(file), None)?)
+}
+
+/// The store as the [`ShuffleSink`] shuffle writers write to.
+#[derive(Debug)]
+pub(crate) struct StoreSink(pub(crate) Arc<ShuffleStore>);
+
+impl ShuffleSink for StoreSink {
+    fn open(
+        &self,
+        id: MapOutputId,
+        schema: SchemaRef,
+        output_partitions: usize,
+    ) -> Result<Box<dyn MapOutputWriter>> {
+        let reservation = MemoryConsumer::new(format!("ShuffleOutput[{id}]"))
+            .with_can_spill(true)
+            .register(&self.0.pool);
+        Ok(Box::new(StoreWriter {
+            store: Arc::clone(&self.0),
+            id,
+            schema,
+            reservation: Some(reservation),
+            memory: vec![Vec::new(); output_partitions],
+            files: (0..output_partitions).map(|_| None).collect(),
+            stats: vec![PartitionStats::default(); output_partitions],
+            spilled: false,
+            finished: false,
+        }))
+    }
+}
+
+struct SpillFile {
+    path: PathBuf,
+    writer: FileWriter<BufWriter<File>>,
+}
+
+struct StoreWriter {
+    store: Arc<ShuffleStore>,
+    id: MapOutputId,
+    schema: SchemaRef,
+    reservation: Option<MemoryReservation>,
+    memory: Vec<Vec<RecordBatch>>,
+    files: Vec<Option<SpillFile>>,
+    stats: Vec<PartitionStats>,
+    spilled: bool,
+    finished: bool,
+}
+
+fn spill_error(path: &Path, e: impl std::fmt::Display) -> DataFusionError {
+    ExchangeError::ResourcesExhausted(format!(
+        "cannot spill shuffle output to {}: {e}",
+        path.display()
+    ))
+    .into()
+}
+
+impl StoreWriter {
+    fn file_for(&mut self, out: usize) -> Result<&mut SpillFile> {
+        if self.files[out].is_none() {
+            let dir = self
+                .store
+                .dir
+                .join(self.id.job_id.as_str())
+                .join(self.id.stage_id.to_string());
+            std::fs::create_dir_all(&dir).map_err(|e| spill_error(&dir, e))?;
+            let path = dir.join(format!(
+                "map{}-out{out}-{}.arrow",
+                self.id.map_partition,
+                uuid_suffix()
+            ));
+            let file = File::create(&path).map_err(|e| spill_error(&path, e))?;
+            let options = IpcWriteOptions::default()
+                .try_with_compression(Some(CompressionType::LZ4_FRAME))?;
+            let writer =
+                FileWriter::try_new_with_options(BufWriter::new(file), &self.schema, options)
+                    .map_err(|e| spill_error(&path, e))?;
+            self.files[out] = Some(SpillFile { path, writer });
+        }
+        self.files[out]
+            .as_mut()
+            .ok_or_else(|| DataFusionError::Internal("spill file vanished".into()))
+    }
+
+    fn spill_all(&mut self) -> Result<()> {
+        for out in 0..self.memory.len() {
+            let batches = std::mem::take(&mut self.memory[out]);
+            for batch in batches {
+                let file = self.file_for(out)?;
+                let path = file.path.clone();
+                file.writer
+                    .write(&batch)
+                    .map_err(|e| spill_error(&path, e))?;
+            }
+        }
+        if let Some(reservation) = &self.reservation {
+            reservation.free();
+        }
+        self.spilled = true;
+        Ok(())
+    }
+}
+
+fn uuid_suffix() -> String {
+    // Two attempts of one map task may write at once; never share a file.
+    volley_dataflow::JobId::new_random().to_string()
+}
+
+impl MapOutputWriter for StoreWriter {
+    fn write(&mut self, output_partition: usize, batch: RecordBatch) -> Result<()> {
+        let size = batch.get_array_memory_size();
+        let stats = self.stats.get_mut(output_partition).ok_or_else(|| {
+            DataFusionError::Internal(format!("no output partition {output_partition}"))
+        })?;
+        stats.rows += batch.num_rows() as u64;
+        stats.bytes += size as u64;
+        if !self.spilled {
+            let granted = self
+                .reservation
+                .as_ref()
+                .is_some_and(|r| r.try_grow(size).is_ok());
+            if granted {
+                self.memory[output_partition].push(batch);
+                return Ok(());
+            }
+            self.spill_all()?;
+        }
+        let file = self.file_for(output_partition)?;
+        let path = file.path.clone();
+        file.writer.write(&batch).map_err(|e| spill_error(&path, e))
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<Vec<PartitionStats>> {
+        let mut partitions = Vec::with_capacity(self.memory.len());
+        for out in 0..self.memory.len() {
+            match self.files[out].take() {
+                Some(mut file) => {
+                    file.writer
+                        .finish()
+                        .map_err(|e| spill_error(&file.path, e))?;
+                    partitions.push(StoredPartition::File(file.path));
+                }
+                None => partitions.push(StoredPartition::Memory(std::mem::take(
+                    &mut self.memory[out],
+                ))),
+            }
+        }
+        let reservation = self
+            .reservation
+            .take()
+            .ok_or_else(|| DataFusionError::Internal("shuffle writer finished twice".into()))?;
+        let output = StoredOutput {
+            schema: Arc::clone(&self.schema),
+            partitions,
+            _reservation: reservation,
+        };
+        self.finished = true;
+        self.store
+            .outputs()
+            .insert(self.id.clone(), Arc::new(output));
+        Ok(std::mem::take(&mut self.stats))
+    }
+}
+
+impl Drop for StoreWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            for file in self.files.iter_mut().filter_map(Option::take) {
+                let _ = std::fs::remove_file(&file.path);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::execution::memory_pool::GreedyMemoryPool;
+    use futures::TryStreamExt;
+
+    use super::*;
+
+    fn batch(n: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(0..n))]).unwrap()
+    }
+
+    fn id(map: u32) -> MapOutputId {
+        MapOutputId {
+            job_id: JobId::from("job"),
+            stage_id: StageId(1),
+            map_partition: map,
+        }
+    }
+
+    #[tokio::test]
+    async fn outputs_past_the_memory_budget_spill_to_files_and_read_back_whole() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        // Room for about one batch of 10k i64s, not three.
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(100_000));
+        let store = Arc::new(ShuffleStore::new(
+            Arc::clone(&pool),
+            dir.path().to_path_buf(),
+        ));
+        let mut writer = StoreSink(Arc::clone(&store)).open(id(0), batch(1).schema(), 2)?;
+        for _ in 0..3 {
+            writer.write(1, batch(10_000))?;
+        }
+        let stats = writer.finish()?;
+        assert_eq!(stats[1].rows, 30_000);
+        assert_eq!(pool.reserved(), 0, "spilled output holds no pool memory");
+        let (_, stream) = store.read(&id(0), 1).expect("stored");
+        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 30_000);
+        assert_eq!(store.remove_job(&JobId::from("job"), &[]), 1);
+        assert!(store.read(&id(0), 1).is_none());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_unfinished_writer_leaves_nothing_behind() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(10));
+        let store = Arc::new(ShuffleStore::new(
+            Arc::clone(&pool),
+            dir.path().to_path_buf(),
+        ));
+        let mut writer = StoreSink(Arc::clone(&store)).open(id(3), batch(1).schema(), 1)?;
+        writer.write(0, batch(1000))?;
+        drop(writer);
+        assert!(store.read(&id(3), 0).is_none());
+        let leftover: Vec<_> = walk(dir.path());
+        assert!(leftover.is_empty(), "files left behind: {leftover:?}");
+        Ok(())
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                files.extend(walk(&path));
+            } else {
+                files.push(path);
+            }
+        }
+        files
+    }
+}

@@ -1,0 +1,140 @@
+//! Running one task: the stage plan's partition, executed with DataFusion in
+//! a task context that carries the executor's exchange, and its outcome as
+//! the typed `TaskStatus` the scheduler expects.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::error::Result;
+use datafusion::execution::TaskContext;
+use datafusion::execution::context::SessionState;
+use datafusion::physical_plan::{ExecutionPlan, common};
+use volley_dataflow::{
+    ExchangeContext, ExchangeError, ExecutorId, ShuffleSink, ShuffleSource, ShuffleWriterExec,
+    TrafficRecorder, apply_settings, classify_error, describe_files, find_exchange_error,
+    input_files, session_config,
+};
+use volley_proto::v1;
+
+/// What every task of an executor shares.
+#[derive(Debug)]
+pub(crate) struct TaskEnv {
+    pub(crate) executor_id: ExecutorId,
+    pub(crate) state: SessionState,
+    pub(crate) sink: Arc<dyn ShuffleSink>,
+    pub(crate) source: Arc<dyn ShuffleSource>,
+}
+
+/// Runs `partition` of `plan` and reports the outcome.
+pub(crate) async fn run_task(
+    env: Arc<TaskEnv>,
+    plan: Arc<dyn ExecutionPlan>,
+    partition: usize,
+    settings: Arc<HashMap<String, String>>,
+    task_name: String,
+) -> v1::task_status::Result {
+    let traffic = Arc::new(TrafficRecorder::default());
+    match execute(
+        &env,
+        Arc::clone(&plan),
+        partition,
+        &settings,
+        task_name,
+        Arc::clone(&traffic),
+    )
+    .await
+    {
+        Ok(stats) => v1::task_status::Result::Success(v1::TaskSuccess {
+            partition_rows: stats.iter().map(|s| s.rows).collect(),
+            partition_bytes: stats.iter().map(|s| s.bytes).collect(),
+            fetches: traffic
+                .snapshot()
+                .into_iter()
+                .map(|(from, bytes, fetches)| v1::FetchStat {
+                    from_executor: from.to_string(),
+                    bytes,
+                    fetches,
+                })
+                .collect(),
+        }),
+        Err(e) => {
+            let mut failure = failure_from_error(&e);
+            // DataFusion's decoders do not always say which file they were
+            // reading; the task knows which files it was given.
+            if let Some(v1::task_failure::Reason::ExecutionFailed(failed)) = &mut failure.reason {
+                let files = input_files(&plan, partition);
+                if failed.kind == v1::ErrorKind::User as i32
+                    && !files.is_empty()
+                    && !files
+                        .iter()
+                        .any(|f| failed.message.contains(f.trim_start_matches('/')))
+                {
+                    failed.message = format!(
+                        "{} (while reading {})",
+                        failed.message,
+                        describe_files(&files)
+                    );
+                }
+            }
+            v1::task_status::Result::Failure(failure)
+        }
+    }
+}
+
+async fn execute(
+    env: &TaskEnv,
+    plan: Arc<dyn ExecutionPlan>,
+    partition: usize,
+    settings: &HashMap<String, String>,
+    task_name: String,
+    traffic: Arc<TrafficRecorder>,
+) -> Result<Vec<volley_dataflow::PartitionStats>> {
+    let exchange = ExchangeContext {
+        executor_id: env.executor_id.clone(),
+        sink: Arc::clone(&env.sink),
+        source: Arc::clone(&env.source),
+        traffic,
+    };
+    let config = apply_settings(session_config(), settings)?.with_extension(Arc::new(exchange));
+    let context = Arc::new(
+        TaskContext::from(&env.state)
+            .with_session_config(config)
+            .with_task_id(task_name),
+    );
+    let stream = plan.execute(partition, context)?;
+    let batches = common::collect(stream).await?;
+    ShuffleWriterExec::stats_from_batches(&batches)
+}
+
+/// The typed failure the scheduler acts on; never a string to be parsed.
+pub(crate) fn failure_from_error(error: &datafusion::error::DataFusionError) -> v1::TaskFailure {
+    let reason = match find_exchange_error(error) {
+        Some(ExchangeError::FetchFailed { location, reason }) => {
+            v1::task_failure::Reason::FetchFailed(v1::FetchFailed {
+                executor_id: location.executor_id.to_string(),
+                map_stage: location.map_output.stage_id.0,
+                map_partition: location.map_output.map_partition,
+                message: reason.clone(),
+            })
+        }
+        _ => v1::task_failure::Reason::ExecutionFailed(v1::ExecutionFailed {
+            kind: classify_error(error) as i32,
+            message: error.to_string(),
+        }),
+    };
+    v1::TaskFailure {
+        reason: Some(reason),
+    }
+}
+
+/// The failure reported for a task that panicked.
+pub(crate) fn panic_failure(task_name: &str, panic: &str) -> v1::TaskFailure {
+    v1::TaskFailure {
+        reason: Some(v1::task_failure::Reason::ExecutionFailed(
+            v1::ExecutionFailed {
+                kind: v1::ErrorKind::Internal as i32,
+                message: format!("task {task_name} panicked: {panic}"),
+            },
+        )),
+    }
+}

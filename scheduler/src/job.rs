@@ -1,0 +1,351 @@
+//! A job's stages and tasks, and the job status derived from them.
+//!
+//! A stage is *waiting* until every input stage has finished, then
+//! *runnable*: its readers are resolved against the inputs' map outputs and
+//! its plan is encoded once. Each task slot goes Pending -> Running -> Done;
+//! a stage is finished when every slot is Done.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::error::Result;
+use datafusion::physical_plan::{ExecutionPlan, displayable};
+use tokio::sync::watch;
+use volley_dataflow::{
+    ExchangeKind, ExecutorId, JobId, MapOutputId, PartitionLocation, PartitionStats,
+    ShuffleReaderExec, StageId, TaskId, encode_plan,
+};
+use volley_proto::v1;
+
+use crate::stage_planner::StagePlan;
+
+/// Where a job is in its life.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum JobPhase {
+    Running,
+    Succeeded,
+    Failed(v1::JobError),
+    Cancelled,
+}
+
+impl JobPhase {
+    pub(crate) fn is_terminal(&self) -> bool {
+        !matches!(self, JobPhase::Running)
+    }
+}
+
+/// One partition of a stage.
+#[derive(Clone, Debug)]
+pub(crate) enum TaskSlot {
+    Pending,
+    Running {
+        task_id: TaskId,
+        executor: ExecutorId,
+    },
+    Done {
+        executor: ExecutorId,
+        endpoint: String,
+        stats: Vec<PartitionStats>,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) struct Stage {
+    pub(crate) id: StageId,
+    plan: Arc<dyn ExecutionPlan>,
+    pub(crate) inputs: Vec<StageId>,
+    pub(crate) output_partitions: usize,
+    pub(crate) tasks: Vec<TaskSlot>,
+    pub(crate) attempt: u32,
+    /// The resolved, encoded plan, once the stage is runnable.
+    pub(crate) encoded: Option<Arc<Vec<u8>>>,
+    /// Executors that already hold this attempt's plan.
+    pub(crate) plan_sent_to: HashSet<ExecutorId>,
+    display: String,
+}
+
+impl Stage {
+    fn new(plan: StagePlan) -> Self {
+        let display = displayable(plan.plan.as_ref()).indent(false).to_string();
+        Self {
+            id: plan.id,
+            plan: plan.plan,
+            inputs: plan.inputs,
+            output_partitions: plan.output_partitions,
+            tasks: vec![TaskSlot::Pending; plan.partitions],
+            attempt: 0,
+            encoded: None,
+            plan_sent_to: HashSet::new(),
+            display,
+        }
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.tasks
+            .iter()
+            .all(|t| matches!(t, TaskSlot::Done { .. }))
+    }
+
+    pub(crate) fn done_count(&self) -> usize {
+        self.tasks
+            .iter()
+            .filter(|t| matches!(t, TaskSlot::Done { .. }))
+            .count()
+    }
+
+    /// Where each piece of this finished stage's output lives, by output
+    /// partition then map partition; empty pieces are left out.
+    fn output_locations(&self, job_id: &JobId) -> Vec<Vec<PartitionLocation>> {
+        let mut by_output = vec![Vec::new(); self.output_partitions];
+        for (map_partition, slot) in self.tasks.iter().enumerate() {
+            if let TaskSlot::Done {
+                executor,
+                endpoint,
+                stats,
+            } = slot
+            {
+                for (out, pieces) in by_output.iter_mut().enumerate() {
+                    if stats.get(out).is_some_and(|s| s.rows > 0) {
+                        pieces.push(PartitionLocation {
+                            map_output: MapOutputId {
+                                job_id: job_id.clone(),
+                                stage_id: self.id,
+                                map_partition: map_partition as u32,
+                            },
+                            output_partition: out as u32,
+                            executor_id: executor.clone(),
+                            endpoint: endpoint.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        by_output
+    }
+
+    fn rows_and_bytes(&self) -> (u64, u64) {
+        let mut totals = (0, 0);
+        for slot in &self.tasks {
+            if let TaskSlot::Done { stats, .. } = slot {
+                for s in stats {
+                    totals.0 += s.rows;
+                    totals.1 += s.bytes;
+                }
+            }
+        }
+        totals
+    }
+}
+
+/// A submitted job.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) id: JobId,
+    pub(crate) name: String,
+    pub(crate) phase: JobPhase,
+    pub(crate) stages: Vec<Stage>,
+    pub(crate) settings: HashMap<String, String>,
+    result_schema: Vec<u8>,
+    pub(crate) traffic: BTreeMap<(ExecutorId, ExecutorId), (u64, u64)>,
+    started_at: SystemTime,
+    ended_at: Option<SystemTime>,
+    pub(crate) ended_instant: Option<Instant>,
+    pub(crate) watch: watch::Sender<v1::JobStatus>,
+}
+
+impl Job {
+    pub(crate) fn new(
+        id: JobId,
+        name: String,
+        stages: Vec<StagePlan>,
+        settings: HashMap<String, String>,
+        result_schema: Vec<u8>,
+    ) -> Self {
+        let (watch, _) = watch::channel(v1::JobStatus::default());
+        let job = Self {
+            id,
+            name,
+            phase: JobPhase::Running,
+            stages: stages.into_iter().map(Stage::new).collect(),
+            settings,
+            result_schema,
+            traffic: BTreeMap::new(),
+            started_at: SystemTime::now(),
+            ended_at: None,
+            ended_instant: None,
+            watch,
+        };
+        job.publish();
+        job
+    }
+
+    /// A job that failed before it could be planned.
+    pub(crate) fn failed_at_submit(id: JobId, name: String, error: v1::JobError) -> Self {
+        let mut job = Self::new(id, name, Vec::new(), HashMap::new(), Vec::new());
+        job.finish(JobPhase::Failed(error));
+        job
+    }
+
+    pub(crate) fn final_stage(&self) -> Option<&Stage> {
+        self.stages.last()
+    }
+
+    /// Makes every waiting stage whose inputs have all finished runnable.
+    /// Returns the stages that became runnable.
+    pub(crate) fn resolve_ready_stages(&mut self) -> Result<Vec<StageId>> {
+        let mut ready = Vec::new();
+        for i in 0..self.stages.len() {
+            let stage = &self.stages[i];
+            if stage.encoded.is_some()
+                || !stage
+                    .inputs
+                    .iter()
+                    .all(|input| self.stages[input.0 as usize].is_finished())
+            {
+                continue;
+            }
+            let resolved = Arc::clone(&stage.plan)
+                .transform_up(|node| {
+                    let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() else {
+                        return Ok(Transformed::no(node));
+                    };
+                    let input = &self.stages[reader.input_stage().0 as usize];
+                    let by_output = input.output_locations(&self.id);
+                    let locations = match reader.kind() {
+                        ExchangeKind::Repartition => by_output,
+                        ExchangeKind::Passthrough => {
+                            let mut per_map = vec![Vec::new(); reader.partition_count()];
+                            for location in by_output.into_iter().flatten() {
+                                let map = location.map_output.map_partition as usize;
+                                if let Some(slot) = per_map.get_mut(map) {
+                                    slot.push(location);
+                                }
+                            }
+                            per_map
+                        }
+                    };
+                    Ok(Transformed::yes(Arc::new(ShuffleReaderExec::new_resolved(
+                        reader.input_stage(),
+                        Arc::clone(reader.schema_ref()),
+                        reader.kind(),
+                        locations,
+                    ))
+                        as Arc<dyn ExecutionPlan>))
+                })?
+                .data;
+            let encoded = encode_plan(resolved)?;
+            self.stages[i].encoded = Some(Arc::new(encoded));
+            ready.push(self.stages[i].id);
+        }
+        Ok(ready)
+    }
+
+    pub(crate) fn finish(&mut self, phase: JobPhase) {
+        if self.phase.is_terminal() {
+            return;
+        }
+        self.phase = phase;
+        self.ended_at = Some(SystemTime::now());
+        self.ended_instant = Some(Instant::now());
+        self.publish();
+    }
+
+    /// The job's status as clients see it.
+    pub(crate) fn status(&self) -> v1::JobStatus {
+        let state = match self.phase {
+            JobPhase::Running => v1::JobState::Running,
+            JobPhase::Succeeded => v1::JobState::Succeeded,
+            JobPhase::Failed(_) => v1::JobState::Failed,
+            JobPhase::Cancelled => v1::JobState::Cancelled,
+        };
+        let mut status = v1::JobStatus {
+            job_id: self.id.to_string(),
+            name: self.name.clone(),
+            state: state as i32,
+            stages_total: self.stages.len() as u32,
+            result_schema: self.result_schema.clone(),
+            started_at_ms: millis(self.started_at),
+            ended_at_ms: self.ended_at.map(millis).unwrap_or_default(),
+            ..Default::default()
+        };
+        let last = self.stages.len().saturating_sub(1);
+        for (i, stage) in self.stages.iter().enumerate() {
+            let done = stage.done_count();
+            if stage.is_finished() {
+                status.stages_done += 1;
+            }
+            status.tasks_total += stage.tasks.len() as u32;
+            status.tasks_done += done as u32;
+            status.tasks_running += stage
+                .tasks
+                .iter()
+                .filter(|t| matches!(t, TaskSlot::Running { .. }))
+                .count() as u32;
+            let (rows, bytes) = stage.rows_and_bytes();
+            if i != last {
+                status.rows_shuffled += rows;
+                status.bytes_shuffled += bytes;
+            }
+            let mut tasks_by_executor = HashMap::new();
+            for slot in &stage.tasks {
+                if let TaskSlot::Done { executor, .. } = slot {
+                    *tasks_by_executor.entry(executor.to_string()).or_insert(0) += 1;
+                }
+            }
+            status.stages.push(v1::StageStatus {
+                stage_id: stage.id.0,
+                plan: stage.display.clone(),
+                partitions: stage.tasks.len() as u32,
+                tasks_done: done as u32,
+                input_stages: stage.inputs.iter().map(|s| s.0).collect(),
+                tasks_by_executor,
+                rows_out: rows,
+                bytes_out: bytes,
+            });
+        }
+        match &self.phase {
+            JobPhase::Succeeded => {
+                if let Some(stage) = self.final_stage() {
+                    status.result = stage
+                        .output_locations(&self.id)
+                        .into_iter()
+                        .flatten()
+                        .map(|l| v1::PartitionLocation::from(&l))
+                        .collect();
+                }
+            }
+            JobPhase::Failed(error) => status.error = Some(error.clone()),
+            JobPhase::Cancelled => {
+                status.error = Some(v1::JobError {
+                    kind: v1::ErrorKind::Cancelled as i32,
+                    message: format!("job {} was cancelled", self.id),
+                })
+            }
+            JobPhase::Running => {}
+        }
+        status.traffic = self
+            .traffic
+            .iter()
+            .map(|((from, to), (bytes, fetches))| v1::ExchangeTraffic {
+                from_executor: from.to_string(),
+                to_executor: to.to_string(),
+                bytes: *bytes,
+                fetches: *fetches,
+            })
+            .collect();
+        status
+    }
+
+    /// Sends the current status to every watcher.
+    pub(crate) fn publish(&self) {
+        self.watch.send_replace(self.status());
+    }
+}
+
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}

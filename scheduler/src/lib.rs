@@ -1,0 +1,27 @@
+//! Volley's scheduler. Clients submit logical plans (encoded with
+//! `datafusion-proto`) over the `volley.v1.SchedulerService`; the scheduler
+//! plans them physically for the cluster's size, cuts them into stages at
+//! exchanges (`stage_planner`), and pushes each stage's tasks to executors'
+//! free slots over their control streams (`state`). Finished stages resolve
+//! their consumers' shuffle readers with the locations of their output.
+//! It never touches row data: results go from executors to clients over
+//! Arrow Flight.
+//!
+//! Entry point: [`SchedulerServer::start`] with a [`SchedulerConfig`].
+//! Neighbours: `volley-dataflow` (operators, codec, IDs), `volley-proto`
+//! (wire), `volley-executor` (the other end of the control stream).
+#![warn(missing_docs)]
+
+mod config;
+mod error;
+mod job;
+mod partition_safety;
+mod planning;
+mod server;
+mod service;
+mod stage_planner;
+mod state;
+
+pub use config::SchedulerConfig;
+pub use error::SchedulerError;
+pub use server::SchedulerServer;

@@ -1,0 +1,123 @@
+//! Starting and stopping a scheduler: the gRPC server plus the loop that
+//! expires silent executors and unclaimed results.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
+use tonic::transport::server::TcpIncoming;
+use tracing::info;
+use volley_proto::v1::scheduler_service_server::SchedulerServiceServer;
+
+use crate::config::SchedulerConfig;
+use crate::error::SchedulerError;
+use crate::service::{SchedulerGrpc, Shared};
+use crate::state::SchedulerState;
+
+/// Largest gRPC message the scheduler accepts (plans of wide queries).
+const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// A running scheduler. Dropping it stops it.
+#[derive(Debug)]
+pub struct SchedulerServer {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    reaper: JoinHandle<()>,
+    shared: Arc<Shared>,
+}
+
+impl SchedulerServer {
+    /// Binds `config.bind` and starts serving.
+    pub async fn start(config: SchedulerConfig) -> Result<Self, SchedulerError> {
+        let incoming = TcpIncoming::bind(config.bind)?.with_nodelay(Some(true));
+        let addr = incoming.local_addr()?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(SchedulerState::new(config.job_history)),
+            config: config.clone(),
+            streams: Mutex::new(JoinSet::new()),
+        });
+        let service = SchedulerServiceServer::new(SchedulerGrpc {
+            shared: Arc::clone(&shared),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = signal.await;
+                }),
+        );
+        let reaper = {
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                // Check often enough that a lost executor is noticed within
+                // a small fraction of its timeout.
+                let period = (shared.config.executor_timeout / 10).max(Duration::from_millis(100));
+                let mut tick = tokio::time::interval(period);
+                loop {
+                    tick.tick().await;
+                    let mut state = shared.state();
+                    state.expire_executors(shared.config.executor_timeout);
+                    state.expire_results(shared.config.result_ttl);
+                }
+            })
+        };
+        info!(%addr, "scheduler listening");
+        Ok(Self {
+            addr,
+            shutdown: Some(shutdown),
+            server: Some(server),
+            reaper,
+            shared,
+        })
+    }
+
+    /// The address the scheduler listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://host:port`, what clients and executors connect to.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// How many executors are registered now.
+    pub fn executor_count(&self) -> usize {
+        self.shared.state().executors_info().len()
+    }
+
+    /// Serves until the server fails or is stopped.
+    pub async fn wait(mut self) -> Result<(), SchedulerError> {
+        match self.server.take() {
+            Some(server) => match server.await {
+                Ok(result) => Ok(result?),
+                Err(e) => Err(SchedulerError::Io(std::io::Error::other(e))),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for SchedulerServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        self.reaper.abort();
+        self.shared
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .abort_all();
+    }
+}

@@ -1,0 +1,545 @@
+//! The scheduler's state machine: executors, jobs, and the placement of
+//! tasks on free slots. Every method is synchronous and its only side
+//! effects are non-blocking sends (to executors' control streams and to job
+//! watchers), so the whole machine can be driven deterministically in unit
+//! tests with channel-backed fake executors.
+//!
+//! Placement: tasks of runnable stages, oldest job first, go to the executor
+//! with the most free slots (ties broken by id), so a stage spreads over the
+//! cluster. A stage's plan goes to an executor with its first task there;
+//! later launches refer to it by `(job, stage, attempt)`.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+use volley_dataflow::{ExecutorId, JobId, PartitionStats, StageId, TaskId};
+use volley_proto::v1;
+
+use crate::job::{Job, JobPhase, TaskSlot};
+
+/// What the scheduler sends down an executor's control stream.
+pub(crate) type ExecutorSender = mpsc::UnboundedSender<Result<v1::SchedulerMessage, tonic::Status>>;
+
+#[derive(Debug)]
+struct ExecutorEntry {
+    endpoint: String,
+    slots: usize,
+    running: HashMap<TaskId, (JobId, StageId)>,
+    sender: ExecutorSender,
+    last_seen: Instant,
+}
+
+impl ExecutorEntry {
+    fn free_slots(&self) -> usize {
+        self.slots.saturating_sub(self.running.len())
+    }
+
+    fn send(&self, kind: v1::scheduler_message::Kind) {
+        // A closed channel means the executor's stream is gone; its loss is
+        // handled where the stream ends.
+        let _ = self
+            .sender
+            .send(Ok(v1::SchedulerMessage { kind: Some(kind) }));
+    }
+}
+
+/// All of the scheduler's mutable state.
+#[derive(Debug, Default)]
+pub(crate) struct SchedulerState {
+    executors: BTreeMap<ExecutorId, ExecutorEntry>,
+    jobs: HashMap<JobId, Job>,
+    /// Running jobs in submission order.
+    active: VecDeque<JobId>,
+    /// Finished jobs, oldest first, with whether their result was released.
+    history: VecDeque<JobId>,
+    released: HashSet<JobId>,
+    next_task_id: u64,
+    job_history: usize,
+}
+
+impl SchedulerState {
+    pub(crate) fn new(job_history: usize) -> Self {
+        Self {
+            job_history,
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn total_slots(&self) -> usize {
+        self.executors.values().map(|e| e.slots).sum()
+    }
+
+    pub(crate) fn executors_info(&self) -> Vec<v1::ExecutorInfo> {
+        self.executors
+            .iter()
+            .map(|(id, e)| v1::ExecutorInfo {
+                executor_id: id.to_string(),
+                endpoint: e.endpoint.clone(),
+                slots: e.slots as u32,
+                free_slots: e.free_slots() as u32,
+            })
+            .collect()
+    }
+
+    pub(crate) fn register_executor(
+        &mut self,
+        id: ExecutorId,
+        endpoint: String,
+        slots: usize,
+        sender: ExecutorSender,
+    ) {
+        info!(executor_id = %id, %endpoint, slots, "executor registered");
+        let entry = ExecutorEntry {
+            endpoint,
+            slots,
+            running: HashMap::new(),
+            sender,
+            last_seen: Instant::now(),
+        };
+        entry.send(v1::scheduler_message::Kind::Registered(v1::Registered {
+            protocol_version: volley_proto::PROTOCOL_VERSION,
+        }));
+        self.executors.insert(id, entry);
+        self.schedule();
+    }
+
+    pub(crate) fn heartbeat(&mut self, id: &ExecutorId) {
+        if let Some(entry) = self.executors.get_mut(id) {
+            entry.last_seen = Instant::now();
+        }
+    }
+
+    /// Declares executors silent for longer than `timeout` lost.
+    pub(crate) fn expire_executors(&mut self, timeout: Duration) {
+        let now = Instant::now();
+        let expired: Vec<ExecutorId> = self
+            .executors
+            .iter()
+            .filter(|(_, e)| now.duration_since(e.last_seen) > timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.executor_lost(&id, &format!("no heartbeat for {timeout:?}"));
+        }
+    }
+
+    /// An executor is gone: every running job that had work or output on it
+    /// fails, naming it.
+    pub(crate) fn executor_lost(&mut self, id: &ExecutorId, reason: &str) {
+        let Some(entry) = self.executors.remove(id) else {
+            return;
+        };
+        warn!(executor_id = %id, endpoint = %entry.endpoint, %reason, "executor lost");
+        let affected: Vec<JobId> = self
+            .active
+            .iter()
+            .filter(|job_id| {
+                self.jobs.get(job_id).is_some_and(|job| {
+                    job.stages.iter().any(|s| {
+                        s.tasks.iter().any(|t| match t {
+                            TaskSlot::Running { executor, .. }
+                            | TaskSlot::Done { executor, .. } => executor == id,
+                            TaskSlot::Pending => false,
+                        })
+                    })
+                })
+            })
+            .cloned()
+            .collect();
+        for job_id in affected {
+            self.fail_job(
+                &job_id,
+                v1::JobError {
+                    kind: v1::ErrorKind::ExecutorLost as i32,
+                    message: format!(
+                        "executor {id} ({}) was lost while job {job_id} needed it: {reason}",
+                        entry.endpoint
+                    ),
+                },
+            );
+        }
+        if self.executors.is_empty() {
+            let waiting: Vec<JobId> = self.active.iter().cloned().collect();
+            for job_id in waiting {
+                self.fail_job(
+                    &job_id,
+                    v1::JobError {
+                        kind: v1::ErrorKind::NoExecutors as i32,
+                        message: format!(
+                            "no executors left to run job {job_id}: the last one, {id}, was lost ({reason})"
+                        ),
+                    },
+                );
+            }
+        }
+        self.schedule();
+    }
+
+    /// Adds a planned job and starts what can start.
+    pub(crate) fn submit(&mut self, mut job: Job) {
+        let id = job.id.clone();
+        if job.phase.is_terminal() {
+            self.jobs.insert(id.clone(), job);
+            self.remember_finished(id);
+            return;
+        }
+        if self.executors.is_empty() {
+            job.finish(JobPhase::Failed(v1::JobError {
+                kind: v1::ErrorKind::NoExecutors as i32,
+                message: "no executors are registered with the scheduler".into(),
+            }));
+            self.jobs.insert(id.clone(), job);
+            self.remember_finished(id);
+            return;
+        }
+        info!(job_id = %id, stages = job.stages.len(), "job submitted");
+        self.jobs.insert(id.clone(), job);
+        self.active.push_back(id.clone());
+        self.advance(&id);
+        self.schedule();
+    }
+
+    /// A watcher for a job's status.
+    pub(crate) fn watch(&self, id: &JobId) -> Option<tokio::sync::watch::Receiver<v1::JobStatus>> {
+        self.jobs.get(id).map(|j| j.watch.subscribe())
+    }
+
+    pub(crate) fn status(&self, id: &JobId) -> Option<v1::JobStatus> {
+        self.jobs.get(id).map(Job::status)
+    }
+
+    pub(crate) fn cancel(&mut self, id: &JobId) -> bool {
+        let running = self.jobs.get(id).is_some_and(|j| !j.phase.is_terminal());
+        if running {
+            info!(job_id = %id, "job cancelled");
+            self.end_job(id, JobPhase::Cancelled);
+            self.schedule();
+        }
+        running
+    }
+
+    /// The client has read the result: drop it from the executors.
+    pub(crate) fn release(&mut self, id: &JobId) {
+        if self.jobs.contains_key(id) && self.released.insert(id.clone()) {
+            self.broadcast(v1::scheduler_message::Kind::RemoveJobData(
+                v1::RemoveJobData {
+                    job_id: id.to_string(),
+                    stage_ids: Vec::new(),
+                },
+            ));
+        }
+    }
+
+    /// Releases results of jobs that ended more than `ttl` ago.
+    pub(crate) fn expire_results(&mut self, ttl: Duration) {
+        let now = Instant::now();
+        let expired: Vec<JobId> = self
+            .history
+            .iter()
+            .filter(|id| !self.released.contains(*id))
+            .filter(|id| {
+                self.jobs
+                    .get(*id)
+                    .and_then(|j| j.ended_instant)
+                    .is_some_and(|t| now.duration_since(t) > ttl)
+            })
+            .cloned()
+            .collect();
+        for id in expired {
+            self.release(&id);
+        }
+    }
+
+    pub(crate) fn task_status(&mut self, from: &ExecutorId, status: v1::TaskStatus) {
+        let task_id = TaskId(status.task_id);
+        let freed = self
+            .executors
+            .get_mut(from)
+            .and_then(|e| e.running.remove(&task_id));
+        let Some(key) = status.stage.as_ref() else {
+            warn!(executor_id = %from, %task_id, "task status without a stage key");
+            return;
+        };
+        let job_id = JobId::from(key.job_id.as_str());
+        let stage_id = StageId(key.stage_id);
+        if freed.is_none() {
+            debug!(executor_id = %from, %task_id, "status of a task not running here; ignored");
+            self.schedule();
+            return;
+        }
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            self.schedule();
+            return;
+        };
+        if job.phase.is_terminal() {
+            self.schedule();
+            return;
+        }
+        let Some(stage) = job.stages.get_mut(stage_id.0 as usize) else {
+            return;
+        };
+        let partition = status.partition as usize;
+        let current = matches!(
+            stage.tasks.get(partition),
+            Some(TaskSlot::Running { task_id: t, .. }) if *t == task_id
+        ) && stage.attempt == key.stage_attempt;
+        if !current {
+            debug!(job_id = %job_id, stage = %stage_id, %task_id, "stale task status ignored");
+            self.schedule();
+            return;
+        }
+        match status.result {
+            Some(v1::task_status::Result::Success(success)) => {
+                let endpoint = self
+                    .executors
+                    .get(from)
+                    .map(|e| e.endpoint.clone())
+                    .unwrap_or_default();
+                let stats = success
+                    .partition_rows
+                    .iter()
+                    .zip(success.partition_bytes.iter())
+                    .map(|(rows, bytes)| PartitionStats {
+                        rows: *rows,
+                        bytes: *bytes,
+                    })
+                    .collect();
+                stage.tasks[partition] = TaskSlot::Done {
+                    executor: from.clone(),
+                    endpoint,
+                    stats,
+                };
+                for fetch in success.fetches {
+                    let entry = job
+                        .traffic
+                        .entry((ExecutorId::from(fetch.from_executor), from.clone()))
+                        .or_default();
+                    entry.0 += fetch.bytes;
+                    entry.1 += fetch.fetches;
+                }
+                debug!(job_id = %job_id, stage = %stage_id, %task_id, executor_id = %from, "task succeeded");
+                self.advance(&job_id);
+            }
+            Some(v1::task_status::Result::Failure(failure)) => {
+                let error = task_failure_to_job_error(&job_id, stage_id, partition, from, failure);
+                warn!(job_id = %job_id, stage = %stage_id, %task_id, executor_id = %from, error = %error.message, "task failed");
+                self.fail_job(&job_id, error);
+            }
+            None => {
+                warn!(job_id = %job_id, %task_id, "task status without a result");
+            }
+        }
+        self.schedule();
+    }
+
+    /// Resolves newly runnable stages; finishes the job when its final stage
+    /// is done.
+    fn advance(&mut self, id: &JobId) {
+        let Some(job) = self.jobs.get_mut(id) else {
+            return;
+        };
+        match job.resolve_ready_stages() {
+            Ok(ready) => {
+                for stage in ready {
+                    debug!(job_id = %id, %stage, "stage runnable");
+                }
+            }
+            Err(e) => {
+                let error = v1::JobError {
+                    kind: v1::ErrorKind::Internal as i32,
+                    message: format!("could not prepare a stage of job {id}: {e}"),
+                };
+                self.fail_job(id, error);
+                return;
+            }
+        }
+        if job.final_stage().is_none_or(|s| s.is_finished()) {
+            info!(job_id = %id, "job succeeded");
+            self.end_job(id, JobPhase::Succeeded);
+        } else {
+            job.publish();
+        }
+    }
+
+    fn fail_job(&mut self, id: &JobId, error: v1::JobError) {
+        if self.jobs.get(id).is_some_and(|j| !j.phase.is_terminal()) {
+            warn!(job_id = %id, error = %error.message, "job failed");
+            self.end_job(id, JobPhase::Failed(error));
+        }
+    }
+
+    /// Ends a running job: stops its tasks and drops the data no one will
+    /// read (everything but a successful job's result).
+    fn end_job(&mut self, id: &JobId, phase: JobPhase) {
+        let Some(job) = self.jobs.get_mut(id) else {
+            return;
+        };
+        let succeeded = phase == JobPhase::Succeeded;
+        job.finish(phase);
+        let stage_count = job.stages.len() as u32;
+        self.active.retain(|j| j != id);
+        if succeeded {
+            if stage_count > 1 {
+                self.broadcast(v1::scheduler_message::Kind::RemoveJobData(
+                    v1::RemoveJobData {
+                        job_id: id.to_string(),
+                        stage_ids: (0..stage_count - 1).collect(),
+                    },
+                ));
+            }
+        } else {
+            self.broadcast(v1::scheduler_message::Kind::CancelJobTasks(
+                v1::CancelJobTasks {
+                    job_id: id.to_string(),
+                },
+            ));
+            self.broadcast(v1::scheduler_message::Kind::RemoveJobData(
+                v1::RemoveJobData {
+                    job_id: id.to_string(),
+                    stage_ids: Vec::new(),
+                },
+            ));
+            self.released.insert(id.clone());
+            // Slots of cancelled tasks free now; late statuses are ignored.
+            for entry in self.executors.values_mut() {
+                entry.running.retain(|_, (job, _)| job != id);
+            }
+        }
+        self.remember_finished(id.clone());
+    }
+
+    fn remember_finished(&mut self, id: JobId) {
+        self.history.push_back(id);
+        while self.history.len() > self.job_history {
+            if let Some(old) = self.history.pop_front() {
+                if !self.released.contains(&old) {
+                    self.release(&old);
+                }
+                self.released.remove(&old);
+                self.jobs.remove(&old);
+            }
+        }
+    }
+
+    fn broadcast(&self, kind: v1::scheduler_message::Kind) {
+        for entry in self.executors.values() {
+            entry.send(kind.clone());
+        }
+    }
+
+    /// Places pending tasks of runnable stages on free slots.
+    pub(crate) fn schedule(&mut self) {
+        let mut launches: BTreeMap<(ExecutorId, JobId, StageId), Vec<v1::TaskDefinition>> =
+            BTreeMap::new();
+        for job_id in self.active.iter() {
+            let Some(job) = self.jobs.get_mut(job_id) else {
+                continue;
+            };
+            for stage in job.stages.iter_mut() {
+                if stage.encoded.is_none() {
+                    continue;
+                }
+                for (partition, slot) in stage.tasks.iter_mut().enumerate() {
+                    if !matches!(slot, TaskSlot::Pending) {
+                        continue;
+                    }
+                    let Some((executor_id, entry)) = self
+                        .executors
+                        .iter_mut()
+                        .filter(|(_, e)| e.free_slots() > 0)
+                        .max_by_key(|(id, e)| (e.free_slots(), std::cmp::Reverse((*id).clone())))
+                    else {
+                        break;
+                    };
+                    let task_id = TaskId(self.next_task_id);
+                    self.next_task_id += 1;
+                    entry.running.insert(task_id, (job_id.clone(), stage.id));
+                    *slot = TaskSlot::Running {
+                        task_id,
+                        executor: executor_id.clone(),
+                    };
+                    launches
+                        .entry((executor_id.clone(), job_id.clone(), stage.id))
+                        .or_default()
+                        .push(v1::TaskDefinition {
+                            task_id: task_id.0,
+                            partition: partition as u32,
+                            attempt: 0,
+                        });
+                }
+            }
+        }
+        let mut touched = HashSet::new();
+        for ((executor_id, job_id, stage_id), tasks) in launches {
+            let (Some(job), Some(entry)) =
+                (self.jobs.get_mut(&job_id), self.executors.get(&executor_id))
+            else {
+                continue;
+            };
+            let Some(stage) = job.stages.get_mut(stage_id.0 as usize) else {
+                continue;
+            };
+            let plan = if stage.plan_sent_to.insert(executor_id.clone()) {
+                stage
+                    .encoded
+                    .as_ref()
+                    .map(|p| p.as_ref().clone())
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            debug!(job_id = %job_id, stage = %stage_id, executor_id = %executor_id, tasks = tasks.len(), "launching tasks");
+            entry.send(v1::scheduler_message::Kind::LaunchTasks(v1::LaunchTasks {
+                stage: Some(v1::StageKey {
+                    job_id: job_id.to_string(),
+                    stage_id: stage_id.0,
+                    stage_attempt: stage.attempt,
+                }),
+                plan,
+                tasks,
+                settings: job.settings.clone(),
+            }));
+            touched.insert(job_id);
+        }
+        for job_id in touched {
+            if let Some(job) = self.jobs.get(&job_id) {
+                job.publish();
+            }
+        }
+    }
+}
+
+fn task_failure_to_job_error(
+    job_id: &JobId,
+    stage: StageId,
+    partition: usize,
+    executor: &ExecutorId,
+    failure: v1::TaskFailure,
+) -> v1::JobError {
+    match failure.reason {
+        Some(v1::task_failure::Reason::FetchFailed(fetch)) => v1::JobError {
+            kind: v1::ErrorKind::FetchFailed as i32,
+            message: format!(
+                "stage {stage} of job {job_id} could not read the output of stage {} partition {} on executor {}: {}",
+                fetch.map_stage, fetch.map_partition, fetch.executor_id, fetch.message
+            ),
+        },
+        Some(v1::task_failure::Reason::ExecutionFailed(failed)) => v1::JobError {
+            kind: failed.kind,
+            message: if failed.kind == v1::ErrorKind::User as i32 {
+                failed.message
+            } else {
+                format!(
+                    "task {partition} of stage {stage} failed on executor {executor}: {}",
+                    failed.message
+                )
+            },
+        },
+        None => v1::JobError {
+            kind: v1::ErrorKind::Internal as i32,
+            message: format!("task {partition} of stage {stage} failed without a reason"),
+        },
+    }
+}

@@ -1,0 +1,154 @@
+//! Bad input gets a clear error, and the cluster serves the next query.
+
+use std::time::{Duration, Instant};
+
+use datafusion::prelude::ParquetReadOptions;
+use volley_client::{ClientError, Context, find_client_error, v1};
+use volley_tests::{run_script, tpch_dir};
+
+use super::tpch_context;
+
+async fn error_of(ctx: &Context, sql: &str) -> String {
+    match run_script(ctx, sql).await {
+        Ok(batches) => panic!("expected `{sql}` to fail, it returned {batches:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+async fn next_query_succeeds(ctx: &Context) {
+    let batches = run_script(ctx, "SELECT count(*) AS n FROM nation")
+        .await
+        .expect("the cluster still serves queries");
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_sql_is_a_clear_error_and_the_next_query_succeeds() {
+    let ctx = tpch_context().await;
+    let error = error_of(&ctx, "SELEC n_name FROM nation").await;
+    assert!(
+        error.contains("SQL error") && error.contains("SELEC"),
+        "{error}"
+    );
+    next_query_succeeds(&ctx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_table_is_named_in_the_error_and_the_next_query_succeeds() {
+    let ctx = tpch_context().await;
+    let error = error_of(&ctx, "SELECT * FROM no_such_table").await;
+    assert!(
+        error.contains("no_such_table") && error.contains("not found"),
+        "{error}"
+    );
+    next_query_succeeds(&ctx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_column_is_named_in_the_error_and_the_next_query_succeeds() {
+    let ctx = tpch_context().await;
+    let error = error_of(&ctx, "SELECT n_no_such_column FROM nation").await;
+    assert!(error.contains("n_no_such_column"), "{error}");
+    next_query_succeeds(&ctx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_file_is_named_in_the_error_and_the_next_query_succeeds() {
+    let ctx = tpch_context().await;
+    let missing = "/nonexistent/volley/missing.parquet";
+    let error = error_of(
+        &ctx,
+        &format!("CREATE EXTERNAL TABLE gone STORED AS PARQUET LOCATION '{missing}'"),
+    )
+    .await;
+    assert!(error.contains(missing.trim_start_matches('/')), "{error}");
+    next_query_succeeds(&ctx).await;
+
+    // A file cut short after registration fails the query that reads it,
+    // naming the file.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let copy = dir.path().join("nation.parquet");
+    std::fs::copy(tpch_dir().join("nation/part-1.parquet"), &copy).expect("copy");
+    let copy_path = copy.to_str().expect("utf-8");
+    ctx.register_parquet("damaged", copy_path, ParquetReadOptions::default())
+        .await
+        .expect("register");
+    let length = std::fs::metadata(&copy).expect("metadata").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&copy)
+        .and_then(|f| f.set_len(length / 2))
+        .expect("truncate");
+    let error = error_of(&ctx, "SELECT n_name FROM damaged").await;
+    assert!(error.contains("nation.parquet"), "{error}");
+    next_query_succeeds(&ctx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_dying_mid_job_fails_the_job_promptly_naming_it() {
+    let mut cluster = volley_client::EmbeddedCluster::start(super::small_cluster())
+        .await
+        .expect("cluster");
+    let ctx = Context::remote(&cluster.scheduler_url())
+        .await
+        .expect("connect");
+    volley_client::tpch::register_tpch(&ctx, tpch_dir())
+        .await
+        .expect("register");
+    let (running_tx, mut running_rx) = tokio::sync::mpsc::unbounded_channel();
+    ctx.set_job_observer(Some(std::sync::Arc::new(move |status: &v1::JobStatus| {
+        if status.tasks_running > 0 {
+            let _ = running_tx.send(());
+        }
+    })));
+    let query_ctx = ctx.clone();
+    let query =
+        tokio::spawn(async move { run_script(&query_ctx, &volley_tests::tpch_query(9)).await });
+    tokio::time::timeout(Duration::from_secs(60), running_rx.recv())
+        .await
+        .expect("the job started running tasks");
+    let killed_at = Instant::now();
+    let victim = cluster.kill_executor(1).expect("executor 1 was running");
+    let outcome = tokio::time::timeout(Duration::from_secs(30), query)
+        .await
+        .expect("the job ended instead of hanging")
+        .expect("query task");
+    let error = outcome.expect_err("the job cannot succeed without its executor");
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(5),
+        "the failure took {:?}",
+        killed_at.elapsed()
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains(victim.as_str()),
+        "error does not name {victim}: {message}"
+    );
+    match find_client_error(&error) {
+        Some(ClientError::JobFailed { kind, .. }) => assert!(
+            matches!(
+                kind,
+                v1::ErrorKind::ExecutorLost | v1::ErrorKind::FetchFailed
+            ),
+            "unexpected kind {kind:?}"
+        ),
+        other => panic!("expected a typed job failure, got {other:?}"),
+    }
+    ctx.set_job_observer(None);
+    next_query_succeeds(&ctx).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_scheduler_is_a_clear_error_naming_its_url() {
+    // Port 1 on loopback: nothing listens there.
+    let url = "http://127.0.0.1:1";
+    let error = Context::remote(url)
+        .await
+        .expect_err("nothing listens there");
+    assert!(
+        matches!(error, ClientError::SchedulerUnreachable { .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains(url), "{error}");
+    assert_eq!(error.exit_code(), 3);
+}

@@ -1,0 +1,91 @@
+//! The distribution is real: queries become several stages whose tasks run
+//! on every executor, and executors serve shuffle data to each other.
+
+use std::collections::HashSet;
+
+use volley_tests::{run_script, tpch_query};
+
+use super::tpch_context;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_q5_runs_as_several_stages_on_both_executors_which_shuffle_to_each_other() {
+    let ctx = tpch_context().await;
+    run_script(&ctx, &tpch_query(5)).await.expect("q5 runs");
+    let job = ctx.last_job().expect("q5 ran as a job");
+    let executors: Vec<String> = ctx
+        .embedded_cluster()
+        .expect("embedded")
+        .executor_ids()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(executors.len(), 2);
+
+    assert!(
+        job.stages_total >= 3,
+        "q5 ran only {} stages",
+        job.stages_total
+    );
+    assert_eq!(job.stages_done, job.stages_total);
+    assert!(
+        job.bytes_shuffled > 0 && job.rows_shuffled > 0,
+        "nothing was shuffled: {job:?}"
+    );
+
+    let ran_tasks: HashSet<&String> = job
+        .stages
+        .iter()
+        .flat_map(|s| s.tasks_by_executor.keys())
+        .collect();
+    for executor in &executors {
+        assert!(
+            ran_tasks.contains(executor),
+            "executor {executor} ran no task"
+        );
+    }
+    for (from, to) in [
+        (&executors[0], &executors[1]),
+        (&executors[1], &executors[0]),
+    ] {
+        let served = job
+            .traffic
+            .iter()
+            .find(|t| &t.from_executor == from && &t.to_executor == to)
+            .map_or(0, |t| t.bytes);
+        assert!(
+            served > 0,
+            "executor {from} served no shuffle data to {to}: {:?}",
+            job.traffic
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_stage_of_a_job_has_as_many_tasks_as_partitions_and_all_finish() {
+    // SELECT l_returnflag, count(*) FROM lineitem GROUP BY l_returnflag ORDER BY 1
+    let ctx = tpch_context().await;
+    let batches = run_script(
+        &ctx,
+        "SELECT l_returnflag, count(*) AS n FROM lineitem GROUP BY l_returnflag ORDER BY 1",
+    )
+    .await
+    .expect("query runs");
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
+    let job = ctx.last_job().expect("ran as a job");
+    for stage in &job.stages {
+        assert_eq!(
+            stage.tasks_done, stage.partitions,
+            "stage {}",
+            stage.stage_id
+        );
+        let by_executor: u32 = stage.tasks_by_executor.values().sum();
+        assert_eq!(by_executor, stage.partitions, "stage {}", stage.stage_id);
+    }
+    // The hash aggregation's repartition is a stage boundary.
+    assert!(job.stages_total >= 2, "{job:?}");
+    assert!(
+        job.stages
+            .iter()
+            .any(|s| s.plan.contains("ShuffleWriterExec"))
+    );
+}
