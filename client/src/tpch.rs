@@ -74,7 +74,7 @@ fn write_parquet(
 /// Generates the TPC-H tables at `scale_factor` under `dir/<table>/`, each
 /// large table in `parts` files; does nothing if they are already there.
 pub fn generate_tpch(scale_factor: f64, dir: &Path, parts: usize) -> Result<()> {
-    if !(scale_factor > 0.0) {
+    if !scale_factor.is_finite() || scale_factor <= 0.0 {
         return Err(DataFusionError::Plan(format!(
             "the TPC-H scale factor must be positive, not {scale_factor}"
         )));

@@ -10,7 +10,16 @@
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Generated code of the `volley.v1` package.
-#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+// Generated code is not ours to lint; which lints fire depends on the
+// generator's version, so `allow` rather than `expect`.
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::all,
+    clippy::pedantic,
+    clippy::clone_on_ref_ptr,
+    clippy::unwrap_used
+)]
 pub mod v1 {
     tonic::include_proto!("volley.v1");
 }

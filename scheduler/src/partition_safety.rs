@@ -96,18 +96,17 @@ fn rewrite_node(node: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn Exec
             .build_exec()?;
         return Ok(Transformed::yes(rewritten));
     }
-    if let Some(join) = node.downcast_ref::<NestedLoopJoinExec>() {
-        if emits_build_rows_at_end(*join.join_type())
-            && join.right().output_partitioning().partition_count() > 1
-        {
-            let children = vec![
-                Arc::clone(join.left()),
-                Arc::new(CoalescePartitionsExec::new(Arc::clone(join.right()))) as _,
-            ];
-            return Ok(Transformed::yes(replace_children_if_necessary(
-                node, children,
-            )?));
-        }
+    if let Some(join) = node.downcast_ref::<NestedLoopJoinExec>()
+        && emits_build_rows_at_end(*join.join_type())
+        && join.right().output_partitioning().partition_count() > 1
+    {
+        let children = vec![
+            Arc::clone(join.left()),
+            Arc::new(CoalescePartitionsExec::new(Arc::clone(join.right()))) as _,
+        ];
+        return Ok(Transformed::yes(replace_children_if_necessary(
+            node, children,
+        )?));
     }
     Ok(Transformed::no(node))
 }

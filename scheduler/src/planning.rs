@@ -50,13 +50,13 @@ fn with_table_paths(error: DataFusionError, plan: &LogicalPlan) -> DataFusionErr
     }
     let mut paths = Vec::new();
     let _ = plan.apply(|node| {
-        if let LogicalPlan::TableScan(scan) = node {
-            if let Some(listing) = source_as_provider(&scan.source).ok().and_then(|p| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Some(listing) = source_as_provider(&scan.source).ok().and_then(|p| {
                 p.downcast_ref::<ListingTable>()
                     .map(|l| l.table_paths().clone())
-            }) {
-                paths.extend(listing.iter().map(|url| url.to_string()));
-            }
+            })
+        {
+            paths.extend(listing.iter().map(|url| url.to_string()));
         }
         Ok(TreeNodeRecursion::Continue)
     });

@@ -11,6 +11,7 @@
 //!   passes them through and the merge runs in the consuming stage. This is
 //!   also how build sides of `CollectLeft` joins are broadcast: every probe
 //!   task reads every build partition.
+//!
 //! The remaining root becomes the final stage, whose partitions the client
 //! fetches (a root `CoalescePartitionsExec` without a limit is dropped: the
 //! client reads the partitions itself).
@@ -96,21 +97,21 @@ impl StageCutter {
             )));
         }
 
-        if plan.is::<CoalescePartitionsExec>() || plan.is::<SortPreservingMergeExec>() {
-            if let [child] = children.as_slice() {
-                let partitions = child.output_partitioning().partition_count();
-                // A reader can feed the merge directly: no stage needed.
-                if partitions > 1 && !child.is::<ShuffleReaderExec>() {
-                    let stage = self.add_stage(Arc::clone(child), None)?;
-                    let reader = ShuffleReaderExec::new_unresolved(
-                        stage,
-                        child.schema(),
-                        partitions,
-                        ExchangeKind::Passthrough,
-                    );
-                    return replace_children_if_necessary(plan, vec![Arc::new(reader)]);
-                }
-            }
+        if (plan.is::<CoalescePartitionsExec>() || plan.is::<SortPreservingMergeExec>())
+            && let [child] = children.as_slice()
+            // A reader can feed the merge directly: no stage needed.
+            && child.output_partitioning().partition_count() > 1
+            && !child.is::<ShuffleReaderExec>()
+        {
+            let partitions = child.output_partitioning().partition_count();
+            let stage = self.add_stage(Arc::clone(child), None)?;
+            let reader = ShuffleReaderExec::new_unresolved(
+                stage,
+                child.schema(),
+                partitions,
+                ExchangeKind::Passthrough,
+            );
+            return replace_children_if_necessary(plan, vec![Arc::new(reader)]);
         }
 
         if children.is_empty() {

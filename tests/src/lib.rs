@@ -78,8 +78,7 @@ pub fn is_ordered(script: &str) -> bool {
     let last = script
         .split(';')
         .map(str::trim)
-        .filter(|s| !s.is_empty() && !s.to_lowercase().starts_with("drop"))
-        .next_back()
+        .rfind(|s| !s.is_empty() && !s.to_lowercase().starts_with("drop"))
         .unwrap_or_default()
         .to_lowercase();
     match last.rfind("order by") {

@@ -20,7 +20,12 @@ pub(crate) struct SqlArgs {
     #[arg(long, env = "VOLLEY_SCHEDULER")]
     scheduler: Option<String>,
     /// SQL to run (repeatable; each may hold several statements).
-    #[arg(short = 'c', long = "command", value_name = "SQL")]
+    #[arg(
+        short = 'c',
+        long = "command",
+        value_name = "SQL",
+        allow_hyphen_values = true
+    )]
     commands: Vec<String>,
     /// A file of SQL statements to run (repeatable).
     #[arg(short = 'f', long = "file", value_name = "FILE")]
@@ -90,7 +95,7 @@ async fn run_script(
     format: Format,
     quiet: bool,
 ) -> Result<(), ClientError> {
-    let statements = DFParser::parse_sql(script).map_err(|e| ClientError::Query(e.into()))?;
+    let statements = DFParser::parse_sql(script).map_err(ClientError::Query)?;
     for statement in statements {
         let started = Instant::now();
         let plan = ctx.state().statement_to_plan(statement).await?;
