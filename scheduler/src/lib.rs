@@ -21,6 +21,8 @@ mod server;
 mod service;
 mod stage_planner;
 mod state;
+#[cfg(test)]
+mod test_support;
 
 pub use config::SchedulerConfig;
 pub use error::SchedulerError;

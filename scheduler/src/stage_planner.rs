@@ -154,3 +154,125 @@ fn collect_input_stages(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<StageId>) {
         collect_input_stages(child, out);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::error::Result;
+    use datafusion::physical_plan::displayable;
+
+    use super::*;
+    use crate::test_support::stages;
+
+    fn reader_kinds(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<(StageId, ExchangeKind, usize)>) {
+        if let Some(reader) = plan.downcast_ref::<ShuffleReaderExec>() {
+            out.push((
+                reader.input_stage(),
+                reader.kind(),
+                reader.partition_count(),
+            ));
+        }
+        for child in plan.children() {
+            reader_kinds(child, out);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_grouped_aggregation_is_cut_at_its_hash_repartition() -> Result<()> {
+        // SELECT k % 3, count(*) FROM t GROUP BY k % 3
+        let stages = stages("SELECT k % 3 AS g, count(*) FROM t GROUP BY k % 3").await?;
+        assert_eq!(stages.len(), 2, "{stages:#?}");
+        let (map, last) = (&stages[0], &stages[1]);
+        assert_eq!((map.partitions, map.output_partitions), (4, 4));
+        assert!(map.inputs.is_empty());
+        let writer = map
+            .plan
+            .downcast_ref::<ShuffleWriterExec>()
+            .expect("writer root");
+        assert!(matches!(
+            writer.partitioning(),
+            Some(datafusion::physical_expr::Partitioning::Hash(_, 4))
+        ));
+        assert_eq!(last.inputs, vec![StageId(0)]);
+        let mut readers = Vec::new();
+        reader_kinds(&last.plan, &mut readers);
+        assert_eq!(readers, vec![(StageId(0), ExchangeKind::Repartition, 4)]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_global_sort_merges_sorted_partitions_in_a_one_task_final_stage() -> Result<()> {
+        // SELECT k FROM t ORDER BY k DESC
+        let stages = stages("SELECT k FROM t ORDER BY k DESC").await?;
+        assert_eq!(stages.len(), 2, "{stages:#?}");
+        assert_eq!(stages[0].partitions, 4);
+        assert_eq!(
+            stages[0].output_partitions, 1,
+            "sorted partitions pass through unsplit"
+        );
+        let last = &stages[1];
+        assert_eq!(last.partitions, 1);
+        let text = displayable(last.plan.as_ref()).indent(false).to_string();
+        assert!(text.contains("SortPreservingMergeExec"), "{text}");
+        let mut readers = Vec::new();
+        reader_kinds(&last.plan, &mut readers);
+        assert_eq!(readers, vec![(StageId(0), ExchangeKind::Passthrough, 4)]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn no_stage_keeps_an_operator_that_reads_all_partitions_of_its_input() -> Result<()> {
+        // A join, an aggregation and a sort: every exchange must be cut.
+        let stages = stages(
+            "SELECT a.v, count(*) FROM t a JOIN t b ON a.k = b.k + 1 GROUP BY a.v ORDER BY 2 DESC",
+        )
+        .await?;
+        fn check(plan: &Arc<dyn ExecutionPlan>) {
+            assert!(
+                !plan.is::<RepartitionExec>(),
+                "a repartition was left in a stage"
+            );
+            if plan.is::<CoalescePartitionsExec>() || plan.is::<SortPreservingMergeExec>() {
+                let child = plan.children()[0];
+                assert!(
+                    child.output_partitioning().partition_count() == 1
+                        || child.is::<ShuffleReaderExec>(),
+                    "a merge runs its input in the same task"
+                );
+            }
+            for child in plan.children() {
+                check(child);
+            }
+        }
+        for stage in &stages {
+            check(&stage.plan);
+            assert!(
+                stage.inputs.iter().all(|i| *i < stage.id),
+                "inputs come first"
+            );
+        }
+        assert!(stages.len() >= 4, "{}", stages.len());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_left_join_with_a_small_build_side_is_repartitioned_not_collected() -> Result<()> {
+        // SELECT small.k, count(t.k) FROM small LEFT JOIN t ON small.k = t.k GROUP BY small.k
+        // DataFusion would collect `small` into every task and lose its
+        // unmatched rows; both sides must be hash-partitioned instead.
+        let sql = "SELECT small.k, t.v FROM small LEFT JOIN t ON small.k = t.k";
+        let raw = crate::test_support::context()?
+            .sql(sql)
+            .await?
+            .create_physical_plan()
+            .await?;
+        let raw_text = displayable(raw.as_ref()).indent(false).to_string();
+        assert!(
+            raw_text.contains("mode=CollectLeft"),
+            "precondition: {raw_text}"
+        );
+        let plan = crate::test_support::physical(sql).await?;
+        let text = displayable(plan.as_ref()).indent(false).to_string();
+        assert!(!text.contains("mode=CollectLeft"), "{text}");
+        Ok(())
+    }
+}

@@ -543,3 +543,198 @@ fn task_failure_to_job_error(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::error::Result;
+    use tokio::sync::mpsc::UnboundedReceiver;
+
+    use super::*;
+    use crate::test_support::stages;
+
+    type Inbox = UnboundedReceiver<Result<v1::SchedulerMessage, tonic::Status>>;
+
+    fn executor(state: &mut SchedulerState, name: &str, slots: usize) -> (ExecutorId, Inbox) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let id = ExecutorId::from(name);
+        state.register_executor(id.clone(), format!("http://{name}"), slots, sender);
+        (id, receiver)
+    }
+
+    fn drain(inbox: &mut Inbox) -> Vec<v1::scheduler_message::Kind> {
+        let mut out = Vec::new();
+        while let Ok(Ok(message)) = inbox.try_recv() {
+            out.extend(message.kind);
+        }
+        out
+    }
+
+    fn launches(messages: &[v1::scheduler_message::Kind]) -> Vec<v1::LaunchTasks> {
+        messages
+            .iter()
+            .filter_map(|m| match m {
+                v1::scheduler_message::Kind::LaunchTasks(l) => Some(l.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn success(
+        launch: &v1::LaunchTasks,
+        task: &v1::TaskDefinition,
+        outputs: usize,
+    ) -> v1::TaskStatus {
+        v1::TaskStatus {
+            stage: launch.stage.clone(),
+            task_id: task.task_id,
+            partition: task.partition,
+            attempt: task.attempt,
+            result: Some(v1::task_status::Result::Success(v1::TaskSuccess {
+                partition_rows: vec![10; outputs],
+                partition_bytes: vec![100; outputs],
+                fetches: Vec::new(),
+            })),
+        }
+    }
+
+    async fn job(sql: &str) -> Result<Job> {
+        Ok(Job::new(
+            JobId::from("test-job"),
+            "test".into(),
+            stages(sql).await?,
+            HashMap::new(),
+            Vec::new(),
+        ))
+    }
+
+    const GROUP_BY: &str = "SELECT k % 3 AS g, count(*) FROM t GROUP BY k % 3";
+
+    #[tokio::test]
+    async fn a_job_runs_stage_by_stage_spread_over_executors_and_cleans_up() -> Result<()> {
+        let mut state = SchedulerState::new(10);
+        let (a, mut inbox_a) = executor(&mut state, "a", 2);
+        let (b, mut inbox_b) = executor(&mut state, "b", 2);
+        drain(&mut inbox_a);
+        drain(&mut inbox_b);
+        let job = job(GROUP_BY).await?;
+        let watch = job.watch.subscribe();
+        state.submit(job);
+
+        // Stage 0: four tasks, two per executor, each executor gets the plan once.
+        let (la, lb) = (
+            launches(&drain(&mut inbox_a)),
+            launches(&drain(&mut inbox_b)),
+        );
+        assert_eq!((la.len(), lb.len()), (1, 1));
+        assert_eq!((la[0].tasks.len(), lb[0].tasks.len()), (2, 2));
+        assert!(!la[0].plan.is_empty() && !lb[0].plan.is_empty());
+        assert_eq!(la[0].stage.as_ref().map(|s| s.stage_id), Some(0));
+
+        for (executor, launch) in [(&a, &la[0]), (&b, &lb[0])] {
+            for task in &launch.tasks {
+                state.task_status(executor, success(launch, task, 4));
+            }
+        }
+        // Stage 1 became runnable only now.
+        let (la, lb) = (
+            launches(&drain(&mut inbox_a)),
+            launches(&drain(&mut inbox_b)),
+        );
+        assert_eq!(la[0].stage.as_ref().map(|s| s.stage_id), Some(1));
+        assert_eq!(la[0].tasks.len() + lb[0].tasks.len(), 4);
+        for (executor, launch) in [(&a, &la[0]), (&b, &lb[0])] {
+            for task in &launch.tasks {
+                state.task_status(executor, success(launch, task, 1));
+            }
+        }
+        let status = watch.borrow().clone();
+        assert_eq!(status.state, v1::JobState::Succeeded as i32);
+        assert_eq!((status.stages_done, status.stages_total), (2, 2));
+        assert_eq!(status.result.len(), 4, "one result piece per final task");
+        assert_eq!(status.rows_shuffled, 4 * 4 * 10);
+        // The map outputs of stage 0 are dropped; the result stays until released.
+        let removals: Vec<_> = drain(&mut inbox_a)
+            .into_iter()
+            .filter_map(|m| match m {
+                v1::scheduler_message::Kind::RemoveJobData(r) => Some(r.stage_ids),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(removals, vec![vec![0]]);
+        state.release(&JobId::from("test-job"));
+        assert!(drain(&mut inbox_b).iter().any(|m| matches!(
+            m,
+            v1::scheduler_message::Kind::RemoveJobData(r) if r.stage_ids.is_empty()
+        )));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn losing_an_executor_that_holds_job_output_fails_the_job_naming_it() -> Result<()> {
+        let mut state = SchedulerState::new(10);
+        let (a, mut inbox_a) = executor(&mut state, "a", 2);
+        let (_b, _inbox_b) = executor(&mut state, "b", 2);
+        let job = job(GROUP_BY).await?;
+        let watch = job.watch.subscribe();
+        state.submit(job);
+        let la = launches(&drain(&mut inbox_a));
+        for task in &la[0].tasks {
+            state.task_status(&a, success(&la[0], task, 4));
+        }
+        state.executor_lost(&a, "its control stream closed");
+        let status = watch.borrow().clone();
+        assert_eq!(status.state, v1::JobState::Failed as i32);
+        let error = status.error.expect("an error");
+        assert_eq!(error.kind, v1::ErrorKind::ExecutorLost as i32);
+        assert!(error.message.contains("executor a"), "{}", error.message);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_status_from_an_unknown_or_stale_task_changes_nothing() -> Result<()> {
+        let mut state = SchedulerState::new(10);
+        let (a, mut inbox_a) = executor(&mut state, "a", 4);
+        let job = job(GROUP_BY).await?;
+        let watch = job.watch.subscribe();
+        state.submit(job);
+        let la = launches(&drain(&mut inbox_a));
+        let mut stale = success(&la[0], &la[0].tasks[0], 4);
+        stale.task_id += 1000;
+        state.task_status(&a, stale);
+        assert_eq!(watch.borrow().tasks_done, 0);
+        assert_eq!(watch.borrow().tasks_running, 4);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn cancelling_a_job_stops_its_tasks_everywhere_and_frees_their_slots() -> Result<()> {
+        let mut state = SchedulerState::new(10);
+        let (_a, mut inbox_a) = executor(&mut state, "a", 4);
+        let job = job(GROUP_BY).await?;
+        let watch = job.watch.subscribe();
+        state.submit(job);
+        drain(&mut inbox_a);
+        assert!(state.cancel(&JobId::from("test-job")));
+        assert_eq!(watch.borrow().state, v1::JobState::Cancelled as i32);
+        let messages = drain(&mut inbox_a);
+        assert!(
+            messages
+                .iter()
+                .any(|m| matches!(m, v1::scheduler_message::Kind::CancelJobTasks(_)))
+        );
+        assert_eq!(state.executors_info()[0].free_slots, 4);
+        assert!(!state.cancel(&JobId::from("test-job")), "already ended");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_job_submitted_to_an_empty_cluster_fails_saying_so() -> Result<()> {
+        let mut state = SchedulerState::new(10);
+        let job = job(GROUP_BY).await?;
+        let watch = job.watch.subscribe();
+        state.submit(job);
+        let error = watch.borrow().error.clone().expect("an error");
+        assert_eq!(error.kind, v1::ErrorKind::NoExecutors as i32);
+        Ok(())
+    }
+}
