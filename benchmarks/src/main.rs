@@ -1,1 +1,111 @@
-fn main() {}
+//! `volley-bench`: generate TPC-H data and compare Volley with single-node
+//! DataFusion on it. See `benchmarks/README.md`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use volley_benchmarks::{TpchRun, report, run_tpch, to_json};
+use volley_client::tpch::generate_tpch;
+
+/// Volley's benchmarks.
+#[derive(Debug, Parser)]
+#[command(name = "volley-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate TPC-H Parquet data with the tpchgen crates.
+    Gen {
+        /// Scale factor.
+        #[arg(long)]
+        sf: f64,
+        /// Output directory (one subdirectory per table).
+        #[arg(long)]
+        out: PathBuf,
+        /// Files per large table.
+        #[arg(long, default_value_t = 4)]
+        parts: usize,
+    },
+    /// Run TPC-H queries on DataFusion and on Volley, interleaved, and compare.
+    Tpch {
+        /// Directory written by `volley-bench gen`.
+        #[arg(long)]
+        data: PathBuf,
+        /// Comma-separated query numbers (default: all 22).
+        #[arg(long, value_delimiter = ',')]
+        queries: Option<Vec<usize>>,
+        /// Runs of each query on each side.
+        #[arg(long, default_value_t = 3)]
+        iterations: usize,
+        /// Executors of the embedded cluster.
+        #[arg(long, default_value_t = 2)]
+        executors: usize,
+        /// Slots per executor (DataFusion gets executors x slots partitions).
+        #[arg(long, default_value_t = 1)]
+        slots: usize,
+        /// Use a running scheduler instead of an embedded cluster.
+        #[arg(long)]
+        scheduler: Option<String>,
+        /// Also write the times as JSON here.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Gen { sf, out, parts } => match generate_tpch(sf, &out, parts) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("volley-bench: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Tpch {
+            data,
+            queries,
+            iterations,
+            executors,
+            slots,
+            scheduler,
+            output,
+        } => {
+            let run = TpchRun {
+                queries: queries.unwrap_or_else(|| (1..=22).collect()),
+                iterations,
+                executors,
+                slots,
+                scheduler,
+            };
+            match run_tpch(&data, &run).await {
+                Ok(results) => {
+                    println!(
+                        "TPC-H on {} ({} executors x {} slots; DataFusion with {} partitions), best of {}",
+                        data.display(),
+                        run.executors,
+                        run.slots,
+                        run.executors * run.slots,
+                        run.iterations
+                    );
+                    print!("{}", report(&results));
+                    if let Some(path) = output
+                        && let Err(e) = std::fs::write(&path, to_json(&results))
+                    {
+                        eprintln!("volley-bench: cannot write {}: {e}", path.display());
+                        return ExitCode::from(1);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("volley-bench: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

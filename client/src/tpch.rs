@@ -111,6 +111,12 @@ pub fn generate_tpch(scale_factor: f64, dir: &Path, parts: usize) -> Result<()> 
 pub async fn register_tpch(ctx: &SessionContext, dir: &Path) -> Result<()> {
     for table in TPCH_TABLES {
         let path = dir.join(table);
+        if !path.is_dir() {
+            return Err(DataFusionError::Plan(format!(
+                "no TPC-H table {table} under {} (generate it with `volley-bench gen`)",
+                dir.display()
+            )));
+        }
         let path = path
             .to_str()
             .ok_or_else(|| DataFusionError::Plan(format!("non-UTF-8 path {}", path.display())))?;

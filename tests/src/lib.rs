@@ -152,14 +152,13 @@ fn cells_equal(a: &Cell, b: &Cell) -> bool {
     }
 }
 
-/// Asserts that `actual` holds the same rows as `expected` (in the same
-/// order if `ordered`), with the same column names.
-pub fn assert_same_rows(
+/// Compares two results: the same column names and the same rows (in the
+/// same order if `ordered`); the error says where they first differ.
+pub fn compare_rows(
     expected: &[RecordBatch],
     actual: &[RecordBatch],
     ordered: bool,
-    what: &str,
-) {
+) -> std::result::Result<(), String> {
     let names = |batches: &[RecordBatch]| {
         batches.first().map(|b| {
             b.schema()
@@ -169,28 +168,45 @@ pub fn assert_same_rows(
                 .collect::<Vec<_>>()
         })
     };
-    if let (Some(e), Some(a)) = (names(expected), names(actual)) {
-        assert_eq!(e, a, "{what}: column names differ");
+    if let (Some(e), Some(a)) = (names(expected), names(actual))
+        && e != a
+    {
+        return Err(format!("column names differ: expected {e:?}, got {a:?}"));
     }
     let mut expected_rows = rows(expected);
     let mut actual_rows = rows(actual);
-    assert_eq!(
-        expected_rows.len(),
-        actual_rows.len(),
-        "{what}: expected {} rows, got {}",
-        expected_rows.len(),
-        actual_rows.len()
-    );
+    if expected_rows.len() != actual_rows.len() {
+        return Err(format!(
+            "expected {} rows, got {}",
+            expected_rows.len(),
+            actual_rows.len()
+        ));
+    }
     if !ordered {
         expected_rows.sort_by_cached_key(|r| sort_key(r));
         actual_rows.sort_by_cached_key(|r| sort_key(r));
     }
     for (i, (e, a)) in expected_rows.iter().zip(actual_rows.iter()).enumerate() {
         let same = e.len() == a.len() && e.iter().zip(a.iter()).all(|(x, y)| cells_equal(x, y));
-        assert!(
-            same,
-            "{what}: row {i} differs:\n expected {e:?}\n   actual {a:?}"
-        );
+        if !same {
+            return Err(format!(
+                "row {i} differs:\n expected {e:?}\n   actual {a:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Asserts that `actual` holds the same rows as `expected` (in the same
+/// order if `ordered`), with the same column names.
+pub fn assert_same_rows(
+    expected: &[RecordBatch],
+    actual: &[RecordBatch],
+    ordered: bool,
+    what: &str,
+) {
+    if let Err(difference) = compare_rows(expected, actual, ordered) {
+        panic!("{what}: {difference}");
     }
 }
 
