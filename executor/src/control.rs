@@ -76,6 +76,7 @@ impl ControlLoop {
                 _ = heartbeat.tick() => {
                     self.send(v1::executor_message::Kind::Heartbeat(v1::Heartbeat {
                         running_tasks: self.running.len() as u32,
+                        stored_outputs: self.store.len() as u32,
                     }));
                 }
                 Some(joined) = self.running.join_next(), if !self.running.is_empty() => {

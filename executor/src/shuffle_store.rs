@@ -118,6 +118,13 @@ impl ShuffleStore {
     }
 }
 
+impl ShuffleStore {
+    /// How many map outputs are held.
+    pub(crate) fn len(&self) -> usize {
+        self.outputs().len()
+    }
+}
+
 fn read_file(path: &Path) -> Result<FileReader<BufReader<File>>> {
     let file = File::open(path).map_err(|e| {
         DataFusionError::from(ExchangeError::ResourcesExhausted(format!(

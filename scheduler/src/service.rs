@@ -180,7 +180,9 @@ impl SchedulerService for SchedulerGrpc {
             let reason = loop {
                 match inbound.message().await {
                     Ok(Some(message)) => match message.kind {
-                        Some(v1::executor_message::Kind::Heartbeat(_)) => shared.state().heartbeat(&id),
+                        Some(v1::executor_message::Kind::Heartbeat(report)) => {
+                            shared.state().heartbeat_report(&id, &report)
+                        }
                         Some(v1::executor_message::Kind::TaskStatus(status)) => {
                             let mut state = shared.state();
                             state.heartbeat(&id);

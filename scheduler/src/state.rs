@@ -29,6 +29,7 @@ struct ExecutorEntry {
     running: HashMap<TaskId, (JobId, StageId)>,
     sender: ExecutorSender,
     last_seen: Instant,
+    stored_outputs: u32,
 }
 
 impl ExecutorEntry {
@@ -79,6 +80,7 @@ impl SchedulerState {
                 endpoint: e.endpoint.clone(),
                 slots: e.slots as u32,
                 free_slots: e.free_slots() as u32,
+                stored_outputs: e.stored_outputs,
             })
             .collect()
     }
@@ -97,6 +99,7 @@ impl SchedulerState {
             running: HashMap::new(),
             sender,
             last_seen: Instant::now(),
+            stored_outputs: 0,
         };
         entry.send(v1::scheduler_message::Kind::Registered(v1::Registered {
             protocol_version: volley_proto::PROTOCOL_VERSION,
@@ -105,9 +108,18 @@ impl SchedulerState {
         self.schedule();
     }
 
+    /// Any message from an executor shows it is alive.
     pub(crate) fn heartbeat(&mut self, id: &ExecutorId) {
         if let Some(entry) = self.executors.get_mut(id) {
             entry.last_seen = Instant::now();
+        }
+    }
+
+    /// A heartbeat also reports how much the executor holds.
+    pub(crate) fn heartbeat_report(&mut self, id: &ExecutorId, report: &v1::Heartbeat) {
+        if let Some(entry) = self.executors.get_mut(id) {
+            entry.last_seen = Instant::now();
+            entry.stored_outputs = report.stored_outputs;
         }
     }
 

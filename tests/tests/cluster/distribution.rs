@@ -89,3 +89,47 @@ async fn every_stage_of_a_job_has_as_many_tasks_as_partitions_and_all_finish() {
             .any(|s| s.plan.contains("ShuffleWriterExec"))
     );
 }
+
+async fn wait_for_stored_outputs(
+    ctx: &volley_client::Context,
+    done: impl Fn(u32) -> bool,
+    what: &str,
+) {
+    // Executors report what they hold with every heartbeat (once a second).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let executors = ctx.scheduler().executors().await.expect("cluster info");
+        let held: u32 = executors.iter().map(|e| e.stored_outputs).sum();
+        if done(held) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: executors hold {held} map outputs"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_stays_on_the_executors_until_read_and_then_nothing_is_left() {
+    use futures::StreamExt;
+    let ctx = tpch_context().await;
+    let mut stream = ctx
+        .sql(&tpch_query(3))
+        .await
+        .expect("plan q3")
+        .execute_stream()
+        .await
+        .expect("start q3");
+    // The first batch arrives once the job has finished.
+    let first = stream.next().await.expect("q3 has rows").expect("q3 runs");
+    assert!(first.num_rows() > 0);
+    let job = ctx.last_job().expect("ran as a job");
+    assert!(job.stages_total >= 3);
+    // Intermediate stages are dropped when the job ends; the result is held
+    // until the client has read it.
+    wait_for_stored_outputs(&ctx, |held| held > 0, "the unread result is held").await;
+    drop(stream);
+    wait_for_stored_outputs(&ctx, |held| held == 0, "after the result was read").await;
+}
