@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session;
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -82,6 +82,13 @@ impl QueryPlanner for VolleyQueryPlanner {
                     .create_physical_plan(logical_plan, session)
                     .await
             }
+            // The client's own catalog (SHOW TABLES, information_schema) is
+            // answered where it lives.
+            plan if reads_only_information_schema(plan) => {
+                DefaultPhysicalPlanner::default()
+                    .create_physical_plan(logical_plan, session)
+                    .await
+            }
             _ => {
                 let plan = logical_plan_to_bytes(logical_plan)?.to_vec();
                 let settings = changed_settings(session.config_options());
@@ -95,6 +102,21 @@ impl QueryPlanner for VolleyQueryPlanner {
             }
         }
     }
+}
+
+/// Does the plan scan tables, all of them in `information_schema`?
+fn reads_only_information_schema(plan: &LogicalPlan) -> bool {
+    let (mut scans, mut catalog_scans) = (0, 0);
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            scans += 1;
+            if scan.table_name.schema() == Some("information_schema") {
+                catalog_scans += 1;
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    scans > 0 && scans == catalog_scans
 }
 
 /// A whole query, run as one job on the cluster; one output partition.

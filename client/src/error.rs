@@ -22,6 +22,17 @@ pub enum ClientError {
         /// What went wrong.
         message: String,
     },
+    /// The command line was wrong (an unknown parameter, a bad duration).
+    #[error("{0}")]
+    Usage(String),
+    /// A job did not finish in time; it was cancelled on the cluster.
+    #[error("job {job_id} did not finish within {after:?}; it was cancelled")]
+    Timeout {
+        /// The job.
+        job_id: JobId,
+        /// The time allowed.
+        after: std::time::Duration,
+    },
 
     // -- The environment --------------------------------------------------
     /// The scheduler could not be reached.
@@ -44,11 +55,14 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// The process exit code for this error: 1 a query or job failed, 3 the
-    /// scheduler is unreachable, 5 the job was cancelled.
+    /// The process exit code for this error: 1 a query or job failed, 2
+    /// bad usage, 3 the scheduler is unreachable, 4 timed out, 5 the job was
+    /// cancelled.
     pub fn exit_code(&self) -> u8 {
         match self {
+            ClientError::Usage(_) => 2,
             ClientError::SchedulerUnreachable { .. } => 3,
+            ClientError::Timeout { .. } => 4,
             ClientError::JobFailed {
                 kind: v1::ErrorKind::Cancelled,
                 ..

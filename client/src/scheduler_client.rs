@@ -93,10 +93,58 @@ impl SchedulerClient {
                 logical_plan,
                 settings,
                 name,
+                ..Default::default()
             })
             .await
             .map_err(|s| self.map_status(s))?;
         Ok(JobId::from(response.into_inner().job_id))
+    }
+
+    /// Submits a SQL script the scheduler plans and runs itself (a detached
+    /// job); `output` asks the executors to write the last query's result.
+    pub async fn submit_script(
+        &self,
+        script: String,
+        name: String,
+        settings: HashMap<String, String>,
+        output: Option<v1::OutputSpec>,
+    ) -> Result<JobId> {
+        let response = self
+            .inner
+            .clone()
+            .submit_job(v1::SubmitJobRequest {
+                logical_plan: Vec::new(),
+                settings,
+                name,
+                script,
+                output,
+            })
+            .await
+            .map_err(|s| self.map_status(s))?;
+        Ok(JobId::from(response.into_inner().job_id))
+    }
+
+    /// The current status of a job.
+    pub async fn status(&self, job_id: &JobId) -> Result<v1::JobStatus> {
+        let mut updates = Box::pin(self.watch(job_id).await?);
+        match updates.next().await {
+            Some(status) => status,
+            None => Err(ClientError::Scheduler(tonic::Status::not_found(format!(
+                "no job with id {job_id}"
+            )))),
+        }
+    }
+
+    /// Recent jobs, newest first.
+    pub async fn list_jobs(&self) -> Result<Vec<v1::JobStatus>> {
+        Ok(self
+            .inner
+            .clone()
+            .list_jobs(v1::ListJobsRequest {})
+            .await
+            .map_err(|s| self.map_status(s))?
+            .into_inner()
+            .jobs)
     }
 
     /// The job's status changes, ending after a terminal state.

@@ -17,6 +17,7 @@ use datafusion_proto::protobuf;
 use prost::Message;
 use volley_proto::v1;
 
+use crate::file_output::{FileOutputExec, OutputFormat};
 use crate::ids::{JobId, StageId};
 use crate::location::PartitionLocation;
 use crate::shuffle_reader::{ExchangeKind, ShuffleReaderExec};
@@ -101,6 +102,17 @@ impl PhysicalExtensionCodec for VolleyCodec {
                     )))
                 }
             }
+            Some(v1::exchange_node::Kind::FileOutput(output)) => {
+                let [input] = inputs else {
+                    return Err(decode_error("file output", "expected one input"));
+                };
+                let format = output_format_from_proto(output.format)?;
+                Ok(Arc::new(FileOutputExec::try_new(
+                    Arc::clone(input),
+                    output.dir,
+                    format,
+                )?))
+            }
             None => Err(decode_error("exchange node", "empty")),
         }
     }
@@ -144,6 +156,11 @@ impl PhysicalExtensionCodec for VolleyCodec {
                 locations,
                 resolved: reader.locations().is_some(),
             })
+        } else if let Some(output) = node.downcast_ref::<FileOutputExec>() {
+            v1::exchange_node::Kind::FileOutput(v1::FileOutputNode {
+                dir: output.dir().to_string(),
+                format: output_format_to_proto(output.format()) as i32,
+            })
         } else {
             return Err(DataFusionError::NotImplemented(format!(
                 "Volley cannot send the operator {} to executors",
@@ -153,6 +170,25 @@ impl PhysicalExtensionCodec for VolleyCodec {
         v1::ExchangeNode { kind: Some(kind) }
             .encode(buf)
             .map_err(|e| DataFusionError::Internal(format!("cannot encode exchange node: {e}")))
+    }
+}
+
+/// The wire form of an output format.
+pub fn output_format_to_proto(format: OutputFormat) -> v1::OutputFormat {
+    match format {
+        OutputFormat::Parquet => v1::OutputFormat::Parquet,
+        OutputFormat::Csv => v1::OutputFormat::Csv,
+        OutputFormat::Json => v1::OutputFormat::Json,
+    }
+}
+
+/// An output format from the wire; unspecified means Parquet.
+pub fn output_format_from_proto(format: i32) -> Result<OutputFormat> {
+    match v1::OutputFormat::try_from(format) {
+        Ok(v1::OutputFormat::Parquet | v1::OutputFormat::Unspecified) => Ok(OutputFormat::Parquet),
+        Ok(v1::OutputFormat::Csv) => Ok(OutputFormat::Csv),
+        Ok(v1::OutputFormat::Json) => Ok(OutputFormat::Json),
+        Err(_) => Err(decode_error("output format", format)),
     }
 }
 

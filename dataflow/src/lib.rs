@@ -14,21 +14,28 @@
 mod codec;
 mod error;
 mod exchange_io;
+mod file_output;
 mod ids;
 mod input_files;
 mod location;
+mod script_text;
 mod session;
 mod shuffle_reader;
 mod shuffle_writer;
 
-pub use codec::{VolleyCodec, decode_plan, decode_schema, encode_plan, encode_schema};
+pub use codec::{
+    VolleyCodec, decode_plan, decode_schema, encode_plan, encode_schema, output_format_from_proto,
+    output_format_to_proto,
+};
 pub use error::{ExchangeError, classify_error, find_exchange_error};
 pub use exchange_io::{
     ExchangeContext, MapOutputWriter, PartitionStats, ShuffleSink, ShuffleSource, TrafficRecorder,
 };
+pub use file_output::{FileOutputExec, OutputFormat};
 pub use ids::{ExecutorId, JobId, MapOutputId, StageId, TaskId};
 pub use input_files::{describe_files, input_files};
 pub use location::PartitionLocation;
+pub use script_text::{Statement, split_statements};
 pub use session::{apply_settings, changed_settings, session_config};
 pub use shuffle_reader::{ExchangeKind, ShuffleReaderExec};
 pub use shuffle_writer::ShuffleWriterExec;

@@ -33,7 +33,8 @@ use futures::StreamExt;
 use crate::exchange_io::{ExchangeContext, PartitionStats};
 use crate::ids::{JobId, MapOutputId, StageId};
 
-static STATS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+/// The schema of the statistics batch a stage root produces.
+pub(crate) static STATS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         Field::new("output_partition", DataType::UInt32, false),
         Field::new("rows", DataType::UInt64, false),
@@ -132,7 +133,8 @@ impl ShuffleWriterExec {
     }
 }
 
-fn stats_batch(stats: &[PartitionStats]) -> Result<RecordBatch> {
+/// The statistics batch a stage root produces.
+pub(crate) fn stats_batch(stats: &[PartitionStats]) -> Result<RecordBatch> {
     let partitions: ArrayRef = Arc::new(UInt32Array::from_iter_values(0..stats.len() as u32));
     let rows: ArrayRef = Arc::new(UInt64Array::from_iter_values(stats.iter().map(|s| s.rows)));
     let bytes: ArrayRef = Arc::new(UInt64Array::from_iter_values(stats.iter().map(|s| s.bytes)));

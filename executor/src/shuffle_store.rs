@@ -234,6 +234,19 @@ impl StoreWriter {
     }
 }
 
+/// The bytes of data a batch holds (not the capacity of its buffers).
+fn data_size(batch: &RecordBatch) -> u64 {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size()) as u64
+        })
+        .sum()
+}
+
 fn uuid_suffix() -> String {
     // Two attempts of one map task may write at once; never share a file.
     volley_dataflow::JobId::new_random().to_string()
@@ -246,7 +259,7 @@ impl MapOutputWriter for StoreWriter {
             DataFusionError::Internal(format!("no output partition {output_partition}"))
         })?;
         stats.rows += batch.num_rows() as u64;
-        stats.bytes += size as u64;
+        stats.bytes += data_size(&batch);
         if !self.spilled {
             let granted = self
                 .reservation

@@ -139,6 +139,27 @@ impl Stage {
     }
 }
 
+/// Totals of what a script's finished statements did.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Totals {
+    stages: u32,
+    tasks: u32,
+    rows_shuffled: u64,
+    bytes_shuffled: u64,
+}
+
+/// Where a script job is: which statement runs, and how to tell its driver
+/// that the statement's stages have finished.
+#[derive(Debug)]
+pub(crate) struct ScriptProgress {
+    pub(crate) statements_total: u32,
+    pub(crate) statements_done: u32,
+    /// The running statement: its number (from 1) and line in the script.
+    pub(crate) current: Option<(u32, u32)>,
+    pub(crate) statement_done: Option<tokio::sync::oneshot::Sender<()>>,
+    finished: Totals,
+}
+
 /// A submitted job.
 #[derive(Debug)]
 pub(crate) struct Job {
@@ -153,6 +174,10 @@ pub(crate) struct Job {
     ended_at: Option<SystemTime>,
     pub(crate) ended_instant: Option<Instant>,
     pub(crate) watch: watch::Sender<v1::JobStatus>,
+    /// Set for jobs that run a SQL script on the scheduler.
+    pub(crate) script: Option<ScriptProgress>,
+    /// Set when the result goes to files: the files written.
+    pub(crate) output_files: Option<Vec<String>>,
 }
 
 impl Job {
@@ -176,9 +201,77 @@ impl Job {
             ended_at: None,
             ended_instant: None,
             watch,
+            script: None,
+            output_files: None,
         };
         job.publish();
         job
+    }
+
+    /// A job that runs a script of `statements` statements; its stages come
+    /// one statement at a time through [`Job::begin_statement`].
+    pub(crate) fn new_script(
+        id: JobId,
+        name: String,
+        statements: u32,
+        settings: HashMap<String, String>,
+    ) -> Self {
+        let mut job = Self::new(id, name, Vec::new(), settings, Vec::new());
+        job.script = Some(ScriptProgress {
+            statements_total: statements,
+            statements_done: 0,
+            current: None,
+            statement_done: None,
+            finished: Totals::default(),
+        });
+        job.publish();
+        job
+    }
+
+    /// Replaces the stages of a script job with those of its next
+    /// statement; the previous statement's stages count in the totals.
+    pub(crate) fn begin_statement(
+        &mut self,
+        number: u32,
+        line: u32,
+        stages: Vec<StagePlan>,
+        result_schema: Vec<u8>,
+        done: tokio::sync::oneshot::Sender<()>,
+    ) {
+        let previous = self.current_totals();
+        if let Some(script) = &mut self.script {
+            script.finished.stages += previous.stages;
+            script.finished.tasks += previous.tasks;
+            script.finished.rows_shuffled += previous.rows_shuffled;
+            script.finished.bytes_shuffled += previous.bytes_shuffled;
+            script.current = Some((number, line));
+            script.statement_done = Some(done);
+        }
+        self.stages = stages.into_iter().map(Stage::new).collect();
+        self.result_schema = result_schema;
+        self.traffic.clear();
+    }
+
+    /// What the current stages did (every stage's output counts as
+    /// shuffled here: a script's intermediate results are not returned).
+    fn current_totals(&self) -> Totals {
+        let mut totals = Totals::default();
+        for stage in &self.stages {
+            let (rows, bytes) = stage.rows_and_bytes();
+            totals.stages += 1;
+            totals.tasks += stage.tasks.len() as u32;
+            totals.rows_shuffled += rows;
+            totals.bytes_shuffled += bytes;
+        }
+        totals
+    }
+
+    /// A statement that ran on the scheduler alone (DDL, SET) is done.
+    pub(crate) fn local_statement_done(&mut self) {
+        if let Some(script) = &mut self.script {
+            script.statements_done += 1;
+        }
+        self.publish();
     }
 
     /// A job that failed before it could be planned.
@@ -246,6 +339,16 @@ impl Job {
         if self.phase.is_terminal() {
             return;
         }
+        let phase = match (phase, self.script.as_ref().and_then(|s| s.current)) {
+            (JobPhase::Failed(mut error), Some((number, line)))
+                if !error.message.starts_with("statement ") =>
+            {
+                error.message =
+                    format!("statement {number} (line {line}) failed: {}", error.message);
+                JobPhase::Failed(error)
+            }
+            (phase, _) => phase,
+        };
         self.phase = phase;
         self.ended_at = Some(SystemTime::now());
         self.ended_instant = Some(Instant::now());
@@ -305,7 +408,22 @@ impl Job {
                 bytes_out: bytes,
             });
         }
+        if let Some(stage) = self.final_stage() {
+            status.rows_out = stage.rows_and_bytes().0;
+        }
+        if let Some(script) = &self.script {
+            status.statements_total = script.statements_total;
+            status.statements_done = script.statements_done;
+            status.stages_total += script.finished.stages;
+            status.stages_done += script.finished.stages;
+            status.tasks_total += script.finished.tasks;
+            status.tasks_done += script.finished.tasks;
+            status.rows_shuffled += script.finished.rows_shuffled;
+            status.bytes_shuffled += script.finished.bytes_shuffled;
+        }
+        status.output_files = self.output_files.clone().unwrap_or_default();
         match &self.phase {
+            JobPhase::Succeeded if self.output_files.is_some() => {}
             JobPhase::Succeeded => {
                 if let Some(stage) = self.final_stage() {
                     status.result = stage

@@ -17,6 +17,7 @@ mod error;
 mod job;
 mod partition_safety;
 mod planning;
+mod script;
 mod server;
 mod service;
 mod stage_planner;

@@ -92,7 +92,7 @@ async fn try_plan(
         .map_err(|e| with_table_paths(e, &logical))?;
     let physical = make_partitions_independent(physical)?;
     let schema = encode_schema(physical.schema().as_ref())?;
-    let stages = cut_into_stages(job_id, Arc::clone(&physical))?;
+    let stages = cut_into_stages(job_id, Arc::clone(&physical), None)?;
     for stage in &stages {
         tracing::debug!(
             job_id = %job_id,

@@ -39,6 +39,7 @@ impl SchedulerServer {
             state: Mutex::new(SchedulerState::new(config.job_history)),
             config: config.clone(),
             streams: Mutex::new(JoinSet::new()),
+            scripts: Mutex::new(JoinSet::new()),
         });
         let service = SchedulerServiceServer::new(SchedulerGrpc {
             shared: Arc::clone(&shared),
@@ -114,10 +115,8 @@ impl Drop for SchedulerServer {
             server.abort();
         }
         self.reaper.abort();
-        self.shared
-            .streams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .abort_all();
+        for set in [&self.shared.streams, &self.shared.scripts] {
+            set.lock().unwrap_or_else(|p| p.into_inner()).abort_all();
+        }
     }
 }

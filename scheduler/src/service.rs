@@ -17,6 +17,7 @@ use volley_proto::v1::scheduler_service_server::SchedulerService;
 use crate::config::SchedulerConfig;
 use crate::error::SchedulerError;
 use crate::planning::plan_job;
+use crate::script;
 use crate::state::SchedulerState;
 
 /// Shared between the service handlers and the scheduler's background loops.
@@ -26,6 +27,8 @@ pub(crate) struct Shared {
     pub(crate) config: SchedulerConfig,
     /// Readers of executors' control streams; aborted with the scheduler.
     pub(crate) streams: Mutex<JoinSet<()>>,
+    /// Drivers of script jobs; aborted with the scheduler.
+    pub(crate) scripts: Mutex<JoinSet<()>>,
 }
 
 impl Shared {
@@ -58,15 +61,48 @@ impl SchedulerService for SchedulerGrpc {
         request: Request<v1::SubmitJobRequest>,
     ) -> Result<Response<v1::SubmitJobResponse>, Status> {
         let request = request.into_inner();
-        if request.logical_plan.is_empty() {
-            return Err(SchedulerError::InvalidRequest("the job has no plan".into()).into());
-        }
         let job_id = JobId::new_random();
         let target = self
             .shared
             .config
             .target_partitions
             .unwrap_or_else(|| self.shared.state().total_slots());
+        if !request.script.is_empty() {
+            match script::prepare(&job_id, &request) {
+                Ok((job, statements, output)) => {
+                    self.shared.state().submit_script(job);
+                    let driver = script::drive(
+                        Arc::clone(&self.shared),
+                        job_id.clone(),
+                        statements,
+                        request.settings,
+                        output,
+                        target,
+                    );
+                    let mut scripts = self
+                        .shared
+                        .scripts
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    while scripts.try_join_next().is_some() {}
+                    scripts.spawn(driver);
+                }
+                Err(error) => self
+                    .shared
+                    .state()
+                    .submit(crate::job::Job::failed_at_submit(
+                        job_id.clone(),
+                        request.name,
+                        error,
+                    )),
+            }
+            return Ok(Response::new(v1::SubmitJobResponse {
+                job_id: job_id.to_string(),
+            }));
+        }
+        if request.logical_plan.is_empty() {
+            return Err(SchedulerError::InvalidRequest("the job has no plan".into()).into());
+        }
         let job = plan_job(job_id.clone(), request, target).await;
         self.shared.state().submit(job);
         Ok(Response::new(v1::SubmitJobResponse {
@@ -131,6 +167,15 @@ impl SchedulerService for SchedulerGrpc {
     ) -> Result<Response<v1::ClusterInfoResponse>, Status> {
         Ok(Response::new(v1::ClusterInfoResponse {
             executors: self.shared.state().executors_info(),
+        }))
+    }
+
+    async fn list_jobs(
+        &self,
+        _request: Request<v1::ListJobsRequest>,
+    ) -> Result<Response<v1::ListJobsResponse>, Status> {
+        Ok(Response::new(v1::ListJobsResponse {
+            jobs: self.shared.state().list_jobs(),
         }))
     }
 

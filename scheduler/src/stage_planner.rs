@@ -28,7 +28,10 @@ use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
-use volley_dataflow::{ExchangeKind, JobId, ShuffleReaderExec, ShuffleWriterExec, StageId};
+use volley_dataflow::{
+    ExchangeKind, FileOutputExec, JobId, OutputFormat, ShuffleReaderExec, ShuffleWriterExec,
+    StageId,
+};
 
 /// One stage as planned: its plan (readers unresolved) and its shape.
 #[derive(Debug)]
@@ -44,10 +47,13 @@ pub(crate) struct StagePlan {
     pub(crate) inputs: Vec<StageId>,
 }
 
-/// Cuts `plan` into stages; the last one is the final stage.
+/// Cuts `plan` into stages; the last one is the final stage. With `output`,
+/// the final stage writes its partitions as files in that directory and
+/// format (a [`FileOutputExec`] root) instead of keeping them for a client.
 pub(crate) fn cut_into_stages(
     job_id: &JobId,
     plan: Arc<dyn ExecutionPlan>,
+    output: Option<(String, OutputFormat)>,
 ) -> Result<Vec<StagePlan>> {
     let mut cutter = StageCutter {
         job_id: job_id.clone(),
@@ -58,7 +64,24 @@ pub(crate) fn cut_into_stages(
         _ => plan,
     };
     let root = cutter.cut(root)?;
-    cutter.add_stage(root, None)?;
+    match output {
+        None => {
+            cutter.add_stage(root, None)?;
+        }
+        Some((dir, format)) => {
+            let id = StageId(cutter.stages.len() as u32);
+            let mut inputs = Vec::new();
+            collect_input_stages(&root, &mut inputs);
+            let partitions = root.output_partitioning().partition_count();
+            cutter.stages.push(StagePlan {
+                id,
+                plan: Arc::new(FileOutputExec::try_new(root, dir, format)?),
+                partitions,
+                output_partitions: 1,
+                inputs,
+            });
+        }
+    }
     Ok(cutter.stages)
 }
 

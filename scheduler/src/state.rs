@@ -213,6 +213,88 @@ impl SchedulerState {
         self.schedule();
     }
 
+    /// Adds a script job; its driver feeds it one statement at a time.
+    pub(crate) fn submit_script(&mut self, job: Job) {
+        let id = job.id.clone();
+        info!(job_id = %id, "script job submitted");
+        self.jobs.insert(id.clone(), job);
+        self.active.push_back(id);
+    }
+
+    /// Starts the next statement of a running script job; `false` if the
+    /// job has ended (failed or cancelled) meanwhile.
+    pub(crate) fn begin_statement(
+        &mut self,
+        id: &JobId,
+        number: u32,
+        line: u32,
+        stages: Vec<crate::stage_planner::StagePlan>,
+        result_schema: Vec<u8>,
+        done: tokio::sync::oneshot::Sender<()>,
+    ) -> bool {
+        let Some(job) = self.jobs.get_mut(id).filter(|j| !j.phase.is_terminal()) else {
+            return false;
+        };
+        let had_stages = !job.stages.is_empty();
+        job.begin_statement(number, line, stages, result_schema, done);
+        if had_stages {
+            // Stage ids restart with every statement: drop the last one's
+            // data and plans first (the control stream keeps this order).
+            self.broadcast(v1::scheduler_message::Kind::RemoveJobData(
+                v1::RemoveJobData {
+                    job_id: id.to_string(),
+                    stage_ids: Vec::new(),
+                },
+            ));
+        }
+        if self.executors.is_empty() {
+            self.fail_job(
+                id,
+                v1::JobError {
+                    kind: v1::ErrorKind::NoExecutors as i32,
+                    message: "no executors are registered with the scheduler".into(),
+                },
+            );
+            return false;
+        }
+        self.advance(id);
+        self.schedule();
+        true
+    }
+
+    /// A script statement that ran on the scheduler alone is done.
+    pub(crate) fn local_statement_done(&mut self, id: &JobId) {
+        if let Some(job) = self.jobs.get_mut(id) {
+            job.local_statement_done();
+        }
+    }
+
+    /// A script job ran all its statements.
+    pub(crate) fn finish_script(&mut self, id: &JobId, output_files: Option<Vec<String>>) {
+        if let Some(job) = self.jobs.get_mut(id).filter(|j| !j.phase.is_terminal()) {
+            job.output_files = output_files;
+            info!(job_id = %id, "script job succeeded");
+            self.end_job(id, JobPhase::Succeeded);
+        }
+    }
+
+    /// Fails a running job with `error`.
+    pub(crate) fn fail(&mut self, id: &JobId, error: v1::JobError) {
+        self.fail_job(id, error);
+        self.schedule();
+    }
+
+    /// Every known job's status, newest first.
+    pub(crate) fn list_jobs(&self) -> Vec<v1::JobStatus> {
+        let mut jobs: Vec<v1::JobStatus> = self.jobs.values().map(Job::status).collect();
+        jobs.sort_by(|a, b| {
+            b.started_at_ms
+                .cmp(&a.started_at_ms)
+                .then(b.job_id.cmp(&a.job_id))
+        });
+        jobs
+    }
+
     /// A watcher for a job's status.
     pub(crate) fn watch(&self, id: &JobId) -> Option<tokio::sync::watch::Receiver<v1::JobStatus>> {
         self.jobs.get(id).map(|j| j.watch.subscribe())
@@ -368,6 +450,15 @@ impl SchedulerState {
             }
         }
         if job.final_stage().is_none_or(|s| s.is_finished()) {
+            if let Some(script) = &mut job.script {
+                // A script's statement is done; its driver decides what next.
+                if let Some(done) = script.statement_done.take() {
+                    script.statements_done += 1;
+                    let _ = done.send(());
+                }
+                job.publish();
+                return;
+            }
             info!(job_id = %id, "job succeeded");
             self.end_job(id, JobPhase::Succeeded);
         } else {

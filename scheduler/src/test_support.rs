@@ -60,5 +60,5 @@ pub(crate) async fn physical(sql: &str) -> Result<Arc<dyn ExecutionPlan>> {
 
 /// The stages of `sql`.
 pub(crate) async fn stages(sql: &str) -> Result<Vec<StagePlan>> {
-    cut_into_stages(&JobId::from("test-job"), physical(sql).await?)
+    cut_into_stages(&JobId::from("test-job"), physical(sql).await?, None)
 }

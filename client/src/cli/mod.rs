@@ -1,7 +1,11 @@
 //! The `volley` command line.
 
+mod jobs;
 mod output;
+mod progress;
+mod shell;
 mod sql;
+mod submit;
 
 use clap::{Parser, Subcommand};
 use volley_client::{ClientError, find_client_error};
@@ -26,15 +30,24 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run SQL on a Volley cluster, or on an embedded one.
+    /// Run SQL on a Volley cluster, or on an embedded one; an interactive
+    /// shell when no SQL is given on a terminal.
     #[command(after_help = EXIT_CODES)]
     Sql(sql::SqlArgs),
+    /// Submit a SQL script as a detached batch job.
+    #[command(after_help = EXIT_CODES)]
+    Submit(submit::SubmitArgs),
+    /// List, inspect, wait for and cancel jobs.
+    #[command(after_help = EXIT_CODES)]
+    Jobs(jobs::JobsArgs),
 }
 
 impl Cli {
     pub(crate) async fn run(self) -> Result<(), ClientError> {
         match self.command {
             Command::Sql(args) => sql::run(args).await,
+            Command::Submit(args) => submit::run(args).await,
+            Command::Jobs(args) => jobs::run(args).await,
         }
     }
 }

@@ -1,17 +1,21 @@
 //! `volley sql`: run SQL statements on a cluster (or an embedded one) and
-//! print their results.
+//! print their results; without `-c`/`-f` on a terminal, an interactive
+//! shell (`shell.rs`).
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::sql::parser::DFParser;
 use volley_client::tpch::{default_tpch_dir, generate_tpch, register_tpch};
-use volley_client::{ClientError, Context, EmbeddedClusterConfig};
+use volley_client::{ClientError, Context, EmbeddedClusterConfig, JobId, v1};
+use volley_dataflow::split_statements;
 
 use super::output::{Format, write_batches};
+use super::progress::Progress;
 
 /// Arguments of `volley sql`.
 #[derive(Debug, clap::Args)]
@@ -33,24 +37,38 @@ pub(crate) struct SqlArgs {
     /// Output format (default: table on a terminal, csv otherwise).
     #[arg(long, value_enum)]
     format: Option<Format>,
+    /// Rows a table shows at most (0: all; default: 40 on a terminal, all otherwise).
+    #[arg(long, value_name = "N")]
+    max_rows: Option<usize>,
     /// Generate TPC-H data at this scale factor and register its 8 tables.
     #[arg(long, value_name = "SF")]
     tpch: Option<f64>,
     /// Executors of the embedded cluster.
     #[arg(long, default_value_t = 2)]
     executors: usize,
-    /// Do not report rows and time after each query.
+    /// Do not report rows and time after each statement.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Keep going after a failing statement (the exit code is still 1).
+    #[arg(long)]
+    continue_on_error: bool,
+}
+
+/// How results are shown; the shell's meta-commands change it.
+#[derive(Debug)]
+pub(crate) struct Display {
+    pub(crate) format: Format,
+    pub(crate) max_rows: usize,
+    pub(crate) quiet: bool,
+    pub(crate) timing: bool,
+    /// `\o FILE`: results go there instead of stdout.
+    pub(crate) output: Option<(PathBuf, std::fs::File)>,
 }
 
 pub(crate) async fn run(args: SqlArgs) -> Result<(), ClientError> {
-    let ctx = match &args.scheduler {
-        Some(url) => Context::remote(url).await?,
-        None => {
-            Context::embedded_with(EmbeddedClusterConfig::with_executors(args.executors)).await?
-        }
-    };
+    let interactive =
+        args.commands.is_empty() && args.files.is_empty() && std::io::stdin().is_terminal();
+    let ctx = connect(&args).await?;
     if let Some(sf) = args.tpch {
         let dir = default_tpch_dir(sf);
         if !args.quiet {
@@ -59,12 +77,23 @@ pub(crate) async fn run(args: SqlArgs) -> Result<(), ClientError> {
         generate_tpch(sf, &dir, 4)?;
         register_tpch(&ctx, &dir).await?;
     }
-    let format = args.format.unwrap_or(if std::io::stdout().is_terminal() {
-        Format::Table
-    } else {
-        Format::Csv
-    });
-    let mut scripts: Vec<String> = args.commands.clone();
+    let on_terminal = std::io::stdout().is_terminal();
+    let mut display = Display {
+        format: args.format.unwrap_or(if on_terminal {
+            Format::Table
+        } else {
+            Format::Csv
+        }),
+        max_rows: args.max_rows.unwrap_or(if on_terminal { 40 } else { 0 }),
+        quiet: args.quiet,
+        timing: true,
+        output: None,
+    };
+    if interactive {
+        return super::shell::run(&ctx, &mut display).await;
+    }
+    let mut scripts: Vec<(Option<PathBuf>, String)> =
+        args.commands.iter().map(|c| (None, c.clone())).collect();
     for file in &args.files {
         let text = std::fs::read_to_string(file).map_err(|e| {
             ClientError::Query(DataFusionError::Plan(format!(
@@ -72,76 +101,195 @@ pub(crate) async fn run(args: SqlArgs) -> Result<(), ClientError> {
                 file.display()
             )))
         })?;
-        scripts.push(text);
+        scripts.push((Some(file.clone()), text));
     }
     if scripts.is_empty() {
-        if std::io::stdin().is_terminal() {
-            return repl(&ctx, format, args.quiet).await;
-        }
         let mut text = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
-        scripts.push(text);
+        scripts.push((None, text));
     }
-    for script in scripts {
-        run_script(&ctx, &script, format, args.quiet).await?;
+    let mut first_error = None;
+    for (file, script) in scripts {
+        if let Err(e) = run_script(
+            &ctx,
+            file.as_deref(),
+            &script,
+            &mut display,
+            args.continue_on_error,
+        )
+        .await
+        {
+            if !args.continue_on_error {
+                return Err(e);
+            }
+            first_error.get_or_insert(e);
+        }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
-/// Runs every statement of `script` in order, stopping at the first error.
-async fn run_script(
+async fn connect(args: &SqlArgs) -> Result<Context, ClientError> {
+    match &args.scheduler {
+        Some(url) => Context::remote(url).await,
+        None => Context::embedded_with(EmbeddedClusterConfig::with_executors(args.executors)).await,
+    }
+}
+
+/// Runs a script's statements in order; an error names the failing
+/// statement (and its file and line when it has them).
+pub(crate) async fn run_script(
     ctx: &Context,
+    file: Option<&std::path::Path>,
     script: &str,
-    format: Format,
-    quiet: bool,
+    display: &mut Display,
+    continue_on_error: bool,
 ) -> Result<(), ClientError> {
-    let statements = DFParser::parse_sql(script).map_err(ClientError::Query)?;
-    for statement in statements {
-        let started = Instant::now();
+    let statements = split_statements(script)?;
+    let several = statements.len() > 1 || file.is_some();
+    let mut first_error = None;
+    for (number, statement) in statements.iter().enumerate() {
+        if let Err(e) = run_sql(ctx, &statement.sql, display).await {
+            let e = if several {
+                let place = match file {
+                    Some(file) => format!("{}:{}", file.display(), statement.line),
+                    None => format!("line {}", statement.line),
+                };
+                locate(e, &format!("statement {} ({place})", number + 1))
+            } else {
+                e
+            };
+            if !continue_on_error {
+                return Err(e);
+            }
+            eprintln!("Error: {}", super::one_line(&e));
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Prefixes an error with where it happened, keeping its exit code.
+fn locate(error: ClientError, place: &str) -> ClientError {
+    match error {
+        ClientError::JobFailed {
+            job_id,
+            kind,
+            message,
+        } => ClientError::JobFailed {
+            job_id,
+            kind,
+            message: format!("{place} failed: {message}"),
+        },
+        ClientError::Query(e) => match volley_client::find_client_error(&e) {
+            Some(ClientError::JobFailed {
+                job_id,
+                kind,
+                message,
+            }) => ClientError::JobFailed {
+                job_id: job_id.clone(),
+                kind: *kind,
+                message: format!("{place} failed: {message}"),
+            },
+            _ => ClientError::Query(DataFusionError::Plan(format!(
+                "{place} failed: {}",
+                super::one_line(&ClientError::Query(e))
+            ))),
+        },
+        other => other,
+    }
+}
+
+/// Runs one SQL statement (text) and prints its result. Ctrl-C cancels its
+/// job on the cluster.
+pub(crate) async fn run_sql(
+    ctx: &Context,
+    sql: &str,
+    display: &mut Display,
+) -> Result<(), ClientError> {
+    let mut parsed = DFParser::parse_sql(sql).map_err(ClientError::Query)?;
+    let Some(statement) = parsed.pop_front() else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    let progress = std::io::stderr().is_terminal().then(Progress::new);
+    let current_job: Arc<Mutex<Option<String>>> = Arc::default();
+    {
+        let progress = progress.clone();
+        let current_job = Arc::clone(&current_job);
+        ctx.set_job_observer(Some(Arc::new(move |status: &v1::JobStatus| {
+            *current_job.lock().unwrap_or_else(|p| p.into_inner()) = Some(status.job_id.clone());
+            if let Some(progress) = &progress {
+                progress.update(status);
+            }
+        })));
+    }
+    let query = async {
         let plan = ctx.state().statement_to_plan(statement).await?;
-        let batches: Vec<RecordBatch> = ctx.execute_logical_plan(plan).await?.collect().await?;
-        let mut stdout = std::io::stdout().lock();
-        write_batches(&mut stdout, format, &batches)?;
-        stdout.flush()?;
-        if !quiet {
-            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let df = ctx.execute_logical_plan(plan).await?;
+        let schema = Arc::clone(df.schema().inner());
+        let batches = df.collect().await?;
+        Ok::<_, DataFusionError>((schema, batches))
+    };
+    tokio::pin!(query);
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let outcome = loop {
+        tokio::select! {
+            result = &mut query => break result.map_err(ClientError::Query),
+            _ = tick.tick() => {
+                if let Some(progress) = &progress {
+                    progress.tick();
+                }
+            }
+            _ = tokio::signal::ctrl_c() => {
+                let job = current_job.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                if let Some(job) = &job {
+                    let _ = ctx.scheduler().cancel(&JobId::from(job.as_str())).await;
+                }
+                break Err(ClientError::JobFailed {
+                    job_id: JobId::from(job.unwrap_or_default()),
+                    kind: v1::ErrorKind::Cancelled,
+                    message: "cancelled (Ctrl-C); the job was stopped on the cluster".into(),
+                });
+            }
+        }
+    };
+    ctx.set_job_observer(None);
+    if let Some(progress) = &progress {
+        progress.clear();
+    }
+    let (schema, mut batches) = outcome?;
+    if schema.fields().is_empty() {
+        // DDL and SET: nothing to print but that it worked.
+        if !display.quiet {
+            eprintln!("OK in {:.3}s", started.elapsed().as_secs_f64());
+        }
+        return Ok(());
+    }
+    if batches.is_empty() {
+        batches.push(RecordBatch::new_empty(schema));
+    }
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    match &mut display.output {
+        Some((_, file)) => {
+            write_batches(file, display.format, &batches, 0)?;
+            file.flush()?;
+        }
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            write_batches(&mut stdout, display.format, &batches, display.max_rows)?;
+            stdout.flush()?;
+        }
+    }
+    if !display.quiet {
+        let plural = if rows == 1 { "" } else { "s" };
+        if display.timing {
             eprintln!(
-                "{rows} row{} in {:.3}s",
-                if rows == 1 { "" } else { "s" },
+                "{rows} row{plural} in {:.3}s",
                 started.elapsed().as_secs_f64()
             );
+        } else {
+            eprintln!("{rows} row{plural}");
         }
     }
     Ok(())
-}
-
-/// A plain read-eval-print loop: statements end with `;`, `\q` quits.
-async fn repl(ctx: &Context, format: Format, quiet: bool) -> Result<(), ClientError> {
-    eprintln!("Volley SQL shell. End statements with ';'. \\q quits.");
-    let stdin = std::io::stdin();
-    let mut buffer = String::new();
-    loop {
-        eprint!(
-            "{}",
-            if buffer.is_empty() {
-                "volley> "
-            } else {
-                "   ...> "
-            }
-        );
-        let mut line = String::new();
-        if stdin.lock().read_line(&mut line)? == 0 {
-            return Ok(());
-        }
-        if buffer.is_empty() && line.trim() == "\\q" {
-            return Ok(());
-        }
-        buffer.push_str(&line);
-        if buffer.trim_end().ends_with(';') {
-            let script = std::mem::take(&mut buffer);
-            if let Err(e) = run_script(ctx, &script, format, quiet).await {
-                eprintln!("Error: {}", super::one_line(&e));
-            }
-        }
-    }
 }

@@ -1,0 +1,343 @@
+//! `volley jobs list|status|wait|cancel`, and following a job to its end
+//! (shared with `volley submit --wait`): progress on a terminal, one plain
+//! line per finished stage otherwise, the final status as text or JSON, and
+//! the job's outcome as the exit code.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use volley_client::{ClientError, JobId, SchedulerClient, is_terminal, v1};
+
+use super::progress::{Progress, describe, human_bytes};
+
+/// Arguments of `volley jobs`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct JobsArgs {
+    /// URL of the scheduler.
+    #[arg(
+        long,
+        env = "VOLLEY_SCHEDULER",
+        default_value = "http://127.0.0.1:50050",
+        global = true
+    )]
+    scheduler: String,
+    #[command(subcommand)]
+    command: JobsCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum JobsCommand {
+    /// List running and recently finished jobs, newest first.
+    List {
+        /// Print JSON (an array of job statuses).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one job's status.
+    Status {
+        /// The job id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wait for a job to end; the exit code is the job's.
+    Wait {
+        /// The job id.
+        id: String,
+        /// Give up (and cancel the job) after this long, e.g. 90s, 5m, 1h.
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<Duration>,
+        /// Print the final status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a job: its tasks stop on every executor.
+    Cancel {
+        /// The job id.
+        id: String,
+    },
+}
+
+/// Parses `250ms`, `90s`, `5m`, `1h` or a plain number of seconds.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or((text, ""), |at| text.split_at(at));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (e.g. 90s, 5m, 1h)"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("`{text}` has an unknown unit (use ms, s, m or h)")),
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("`{text}` is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+pub(crate) async fn run(args: JobsArgs) -> Result<(), ClientError> {
+    let client = SchedulerClient::connect(&args.scheduler).await?;
+    match args.command {
+        JobsCommand::List { json } => {
+            let jobs = client.list_jobs().await?;
+            if json {
+                println!("{}", Value::Array(jobs.iter().map(status_json).collect()));
+            } else {
+                print_table(&jobs);
+            }
+            Ok(())
+        }
+        JobsCommand::Status { id, json } => {
+            let status = client.status(&JobId::from(id)).await.map_err(unknown_job)?;
+            print_status(&status, json);
+            Ok(())
+        }
+        JobsCommand::Wait { id, timeout, json } => {
+            let status = follow(&client, &JobId::from(id), timeout)
+                .await
+                .map_err(unknown_job)?;
+            print_status(&status, json);
+            outcome(&status)
+        }
+        JobsCommand::Cancel { id } => {
+            let job_id = JobId::from(id);
+            let cancelled = client.cancel(&job_id).await.map_err(unknown_job)?;
+            if cancelled {
+                println!("job {job_id} cancelled");
+            } else {
+                println!("job {job_id} had already ended");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn unknown_job(error: ClientError) -> ClientError {
+    match error {
+        ClientError::Scheduler(status) if status.code() == tonic::Code::NotFound => {
+            ClientError::Usage(status.message().to_string())
+        }
+        other => other,
+    }
+}
+
+fn state_name(state: i32) -> &'static str {
+    match v1::JobState::try_from(state) {
+        Ok(v1::JobState::Queued) => "queued",
+        Ok(v1::JobState::Running) => "running",
+        Ok(v1::JobState::Succeeded) => "succeeded",
+        Ok(v1::JobState::Failed) => "failed",
+        Ok(v1::JobState::Cancelled) => "cancelled",
+        _ => "unknown",
+    }
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    match v1::ErrorKind::try_from(kind) {
+        Ok(v1::ErrorKind::User) => "user",
+        Ok(v1::ErrorKind::ExecutorLost) => "executor_lost",
+        Ok(v1::ErrorKind::FetchFailed) => "fetch_failed",
+        Ok(v1::ErrorKind::ResourcesExhausted) => "resources_exhausted",
+        Ok(v1::ErrorKind::Cancelled) => "cancelled",
+        Ok(v1::ErrorKind::Environment) => "environment",
+        Ok(v1::ErrorKind::NoExecutors) => "no_executors",
+        _ => "internal",
+    }
+}
+
+fn timestamp(ms: u64) -> Value {
+    if ms == 0 {
+        return Value::Null;
+    }
+    chrono::DateTime::from_timestamp_millis(ms as i64).map_or(Value::Null, |t| {
+        Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    })
+}
+
+fn elapsed_ms(status: &v1::JobStatus) -> u64 {
+    let end = if status.ended_at_ms > 0 {
+        status.ended_at_ms
+    } else {
+        chrono::Utc::now().timestamp_millis().max(0) as u64
+    };
+    end.saturating_sub(status.started_at_ms)
+}
+
+/// A job status as the JSON object `--json` prints.
+pub(crate) fn status_json(status: &v1::JobStatus) -> Value {
+    json!({
+        "job_id": status.job_id,
+        "name": status.name,
+        "state": state_name(status.state),
+        "started_at": timestamp(status.started_at_ms),
+        "ended_at": timestamp(status.ended_at_ms),
+        "elapsed_ms": elapsed_ms(status),
+        "stages": {"done": status.stages_done, "total": status.stages_total},
+        "tasks": {"done": status.tasks_done, "total": status.tasks_total, "running": status.tasks_running},
+        "statements": {"done": status.statements_done, "total": status.statements_total},
+        "rows_out": status.rows_out,
+        "rows_shuffled": status.rows_shuffled,
+        "bytes_shuffled": status.bytes_shuffled,
+        "output_files": status.output_files,
+        "error": status.error.as_ref().map(|e| json!({"kind": kind_name(e.kind), "message": e.message})),
+    })
+}
+
+fn print_status(status: &v1::JobStatus, json: bool) {
+    if json {
+        println!("{}", status_json(status));
+        return;
+    }
+    let name = if status.name.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", status.name)
+    };
+    println!("job {}{name}: {}", status.job_id, state_name(status.state));
+    println!("  elapsed   {:.3}s", elapsed_ms(status) as f64 / 1000.0);
+    println!("  progress  {}", describe(status));
+    println!("  rows out  {}", status.rows_out);
+    if !status.output_files.is_empty() {
+        println!(
+            "  output    {} files, e.g. {}",
+            status.output_files.len(),
+            status.output_files[0]
+        );
+    }
+    if let Some(error) = &status.error {
+        println!("  error     [{}] {}", kind_name(error.kind), error.message);
+    }
+}
+
+fn print_table(jobs: &[v1::JobStatus]) {
+    println!(
+        "{:<14} {:<20} {:<10} {:>9} {:>12} {:>10}",
+        "JOB", "NAME", "STATE", "STAGES", "ROWS OUT", "ELAPSED"
+    );
+    for job in jobs {
+        let mut name = job.name.clone();
+        name.truncate(20);
+        println!(
+            "{:<14} {:<20} {:<10} {:>9} {:>12} {:>9.1}s",
+            job.job_id,
+            name,
+            state_name(job.state),
+            format!("{}/{}", job.stages_done, job.stages_total),
+            job.rows_out,
+            elapsed_ms(job) as f64 / 1000.0
+        );
+    }
+}
+
+/// The exit status of a finished job: failed jobs are errors (exit 1),
+/// cancelled ones exit 5.
+pub(crate) fn outcome(status: &v1::JobStatus) -> Result<(), ClientError> {
+    if status.state == v1::JobState::Succeeded as i32 {
+        return Ok(());
+    }
+    let error = status.error.clone().unwrap_or_default();
+    Err(ClientError::JobFailed {
+        job_id: JobId::from(status.job_id.as_str()),
+        kind: v1::ErrorKind::try_from(error.kind).unwrap_or(v1::ErrorKind::Internal),
+        message: error.message,
+    })
+}
+
+/// Follows a job to its end. Past `timeout` the job is cancelled on the
+/// cluster and the result is a [`ClientError::Timeout`].
+pub(crate) async fn follow(
+    client: &SchedulerClient,
+    job_id: &JobId,
+    timeout: Option<Duration>,
+) -> Result<v1::JobStatus, ClientError> {
+    let progress = std::io::stderr().is_terminal().then(Progress::new);
+    let mut updates = Box::pin(client.watch(job_id).await?);
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut last_stages = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let result = loop {
+        let next = async {
+            match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, updates.next()).await.ok(),
+                None => Some(updates.next().await),
+            }
+        };
+        tokio::select! {
+            item = next => match item {
+                None => {
+                    client.cancel(job_id).await?;
+                    break Err(ClientError::Timeout { job_id: job_id.clone(), after: timeout.unwrap_or_default() });
+                }
+                Some(None) => break Err(ClientError::SchedulerUnreachable {
+                    url: client.url().to_string(),
+                    message: format!("the status stream of job {job_id} ended early"),
+                }),
+                Some(Some(status)) => {
+                    let status = status?;
+                    match &progress {
+                        Some(progress) => progress.update(&status),
+                        None => {
+                            let stages = (status.statements_done, status.stages_done);
+                            if last_stages != Some(stages) && status.stages_total > 0 {
+                                eprintln!("job {job_id}: {}", describe(&status));
+                                last_stages = Some(stages);
+                            }
+                        }
+                    }
+                    if is_terminal(status.state) {
+                        break Ok(status);
+                    }
+                }
+            },
+            _ = tick.tick() => if let Some(progress) = &progress { progress.tick() },
+        }
+    };
+    if let Some(progress) = &progress {
+        progress.clear();
+    }
+    result
+}
+
+/// One line about a finished job, for people.
+pub(crate) fn summary(status: &v1::JobStatus) -> String {
+    let mut line = format!(
+        "job {} {} in {:.3}s ({} stages, {} shuffled)",
+        status.job_id,
+        state_name(status.state),
+        elapsed_ms(status) as f64 / 1000.0,
+        status.stages_total,
+        human_bytes(status.bytes_shuffled)
+    );
+    if !status.output_files.is_empty() {
+        line.push_str(&format!(
+            "; wrote {} rows to {} files",
+            status.rows_out,
+            status.output_files.len()
+        ));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3 weeks").is_err());
+    }
+}

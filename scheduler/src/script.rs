@@ -1,0 +1,310 @@
+//! Script jobs: a SQL script the scheduler plans and runs itself, so a
+//! batch job lives on when the client that submitted it goes away.
+//!
+//! The driver runs the statements in order in a session of its own: DDL and
+//! `SET` run on the scheduler (they only change that session's catalog and
+//! settings); every query is planned and cut into stages like a client's job
+//! and runs as the next statement of the same job (`SchedulerState::
+//! begin_statement`). The last query's result, if an output path was given,
+//! is written by the executors, one file per partition, into a staging
+//! directory beside the path, which is renamed into place only when the
+//! whole script has succeeded. A failure names the statement and its line.
+
+#[cfg(test)]
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
+use tracing::{info, warn};
+use volley_dataflow::{
+    JobId, OutputFormat, Statement, apply_settings, classify_error, encode_schema,
+    output_format_from_proto, session_config, split_statements,
+};
+use volley_proto::v1;
+
+use crate::job::Job;
+use crate::partition_safety::make_partitions_independent;
+use crate::service::Shared;
+use crate::stage_planner::cut_into_stages;
+
+/// Does this plan run on the scheduler alone?
+fn is_local(plan: &LogicalPlan) -> bool {
+    matches!(
+        plan,
+        LogicalPlan::Ddl(_)
+            | LogicalPlan::Statement(_)
+            | LogicalPlan::Explain(_)
+            | LogicalPlan::DescribeTable(_)
+    )
+}
+
+/// Where the result goes: the final path and the staging directory beside it.
+#[derive(Debug, Clone)]
+pub(crate) struct OutputTarget {
+    path: PathBuf,
+    staging: PathBuf,
+    format: OutputFormat,
+}
+
+impl OutputTarget {
+    /// Checks the output spec; the path must not hold anything yet.
+    pub(crate) fn try_new(job_id: &JobId, spec: &v1::OutputSpec) -> Result<Self, DataFusionError> {
+        let raw = spec.path.trim_start_matches("file://");
+        if raw.is_empty() {
+            return Err(DataFusionError::Plan("the output path is empty".into()));
+        }
+        if raw.contains("://") {
+            return Err(DataFusionError::NotImplemented(format!(
+                "Volley writes job output to local paths only, not {raw}"
+            )));
+        }
+        let path = PathBuf::from(raw.trim_end_matches('/'));
+        if path.exists() && std::fs::read_dir(&path).map_or(true, |mut d| d.next().is_some()) {
+            return Err(DataFusionError::Plan(format!(
+                "the output path {} already exists and is not an empty directory",
+                path.display()
+            )));
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "output".into());
+        let staging = path.with_file_name(format!(".{name}.volley-staging-{job_id}"));
+        Ok(Self {
+            path,
+            staging,
+            format: output_format_from_proto(spec.format)?,
+        })
+    }
+
+    /// Moves the staged files into place; returns the files' paths.
+    fn commit(&self) -> std::io::Result<Vec<String>> {
+        if !self.staging.exists() {
+            std::fs::create_dir_all(&self.staging)?;
+        }
+        if self.path.exists() {
+            // Checked empty at submission.
+            std::fs::remove_dir(&self.path)?;
+        }
+        if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(&self.staging, &self.path)?;
+        let mut files: Vec<String> = std::fs::read_dir(&self.path)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().display().to_string())
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
+    fn abandon(&self) {
+        let _ = std::fs::remove_dir_all(&self.staging);
+    }
+}
+
+fn user_error(e: &DataFusionError) -> v1::JobError {
+    v1::JobError {
+        kind: classify_error(e) as i32,
+        message: e.to_string(),
+    }
+}
+
+/// Runs a script job to its end; every outcome is recorded in the job.
+pub(crate) async fn drive(
+    shared: Arc<Shared>,
+    job_id: JobId,
+    statements: Vec<Statement>,
+    settings: std::collections::HashMap<String, String>,
+    output: Option<OutputTarget>,
+    target_partitions: usize,
+) {
+    let outcome = run(
+        &shared,
+        &job_id,
+        &statements,
+        &settings,
+        output.as_ref(),
+        target_partitions,
+    )
+    .await;
+    match outcome {
+        Ok(true) => {
+            let files = match output.as_ref().map(OutputTarget::commit).transpose() {
+                Ok(files) => files,
+                Err(e) => {
+                    shared.state().fail(
+                        &job_id,
+                        v1::JobError {
+                            kind: v1::ErrorKind::Environment as i32,
+                            message: format!("cannot move the output into place: {e}"),
+                        },
+                    );
+                    return;
+                }
+            };
+            shared.state().finish_script(&job_id, files);
+        }
+        Ok(false) => {
+            // Failed or cancelled while running; the job says why.
+            if let Some(output) = &output {
+                output.abandon();
+            }
+        }
+        Err(error) => {
+            if let Some(output) = &output {
+                output.abandon();
+            }
+            shared.state().fail(&job_id, error);
+        }
+    }
+}
+
+/// `Ok(true)`: every statement succeeded; `Ok(false)`: the job ended
+/// meanwhile; `Err`: a statement could not be planned or run here.
+async fn run(
+    shared: &Arc<Shared>,
+    job_id: &JobId,
+    statements: &[Statement],
+    settings: &std::collections::HashMap<String, String>,
+    output: Option<&OutputTarget>,
+    target_partitions: usize,
+) -> Result<bool, v1::JobError> {
+    let config = apply_settings(
+        session_config().with_target_partitions(target_partitions.max(1)),
+        settings,
+    )
+    .map_err(|e| user_error(&e))?;
+    let ctx = SessionContext::new_with_config(config);
+    let mut last_was_query = false;
+    let fail_at = |number: usize, statement: &Statement, e: &DataFusionError| v1::JobError {
+        kind: classify_error(e) as i32,
+        message: format!(
+            "statement {} (line {}) failed: {e}",
+            number + 1,
+            statement.line
+        ),
+    };
+    let last_query = statements.len().checked_sub(1);
+    for (number, statement) in statements.iter().enumerate() {
+        let plan = ctx
+            .state()
+            .create_logical_plan(&statement.sql)
+            .await
+            .map_err(|e| fail_at(number, statement, &e))?;
+        if is_local(&plan) {
+            ctx.execute_logical_plan(plan)
+                .await
+                .map_err(|e| fail_at(number, statement, &e))?
+                .collect()
+                .await
+                .map_err(|e| fail_at(number, statement, &e))?;
+            shared.state().local_statement_done(job_id);
+            last_was_query = false;
+            continue;
+        }
+        let state = ctx.state();
+        let physical = async {
+            let optimized = state.optimize(&plan)?;
+            let physical = DefaultPhysicalPlanner::default()
+                .create_physical_plan(&optimized, &state)
+                .await?;
+            make_partitions_independent(physical)
+        }
+        .await
+        .map_err(|e| fail_at(number, statement, &e))?;
+        let writes_output = output.is_some() && Some(number) == last_query;
+        let target = output
+            .filter(|_| writes_output)
+            .map(|o| (o.staging.display().to_string(), o.format));
+        let schema = encode_schema(physical.schema().as_ref())
+            .map_err(|e| fail_at(number, statement, &e))?;
+        let stages = cut_into_stages(job_id, physical, target)
+            .map_err(|e| fail_at(number, statement, &e))?;
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let started = shared.state().begin_statement(
+            job_id,
+            number as u32 + 1,
+            statement.line,
+            stages,
+            schema,
+            done,
+        );
+        if !started {
+            return Ok(false);
+        }
+        info!(job_id = %job_id, statement = number + 1, line = statement.line, "script statement started");
+        if finished.await.is_err() {
+            // The job ended (failed or was cancelled) before the statement.
+            return Ok(false);
+        }
+        last_was_query = true;
+    }
+    if output.is_some() && !last_was_query {
+        warn!(job_id = %job_id, "script with an output path does not end with a query");
+        return Err(v1::JobError {
+            kind: v1::ErrorKind::User as i32,
+            message: "the script's last statement is not a query, so there is no result to write to the output path".into(),
+        });
+    }
+    Ok(true)
+}
+
+/// Plans a script submission: the job record, or the error that fails it.
+pub(crate) fn prepare(
+    job_id: &JobId,
+    request: &v1::SubmitJobRequest,
+) -> Result<(Job, Vec<Statement>, Option<OutputTarget>), v1::JobError> {
+    let statements = split_statements(&request.script).map_err(|e| user_error(&e))?;
+    if statements.is_empty() {
+        return Err(v1::JobError {
+            kind: v1::ErrorKind::User as i32,
+            message: "the script has no statements".into(),
+        });
+    }
+    let output = request
+        .output
+        .as_ref()
+        .filter(|o| !o.path.is_empty())
+        .map(|spec| OutputTarget::try_new(job_id, spec))
+        .transpose()
+        .map_err(|e| user_error(&e))?;
+    let job = Job::new_script(
+        job_id.clone(),
+        request.name.clone(),
+        statements.len() as u32,
+        request.settings.clone(),
+    );
+    Ok((job, statements, output))
+}
+
+/// The output directory, for tests.
+#[cfg(test)]
+pub(crate) fn staging_of(target: &OutputTarget) -> &Path {
+    &target.staging
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_output_path_that_holds_files_is_refused_and_an_empty_one_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("x"), b"x").unwrap();
+        let spec = |path: &Path| v1::OutputSpec {
+            path: path.display().to_string(),
+            format: v1::OutputFormat::Parquet as i32,
+        };
+        let job = JobId::from("j");
+        assert!(OutputTarget::try_new(&job, &spec(dir.path())).is_err());
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let target = OutputTarget::try_new(&job, &spec(&empty)).unwrap();
+        assert_eq!(staging_of(&target).parent(), Some(dir.path()));
+    }
+}
