@@ -216,6 +216,8 @@ impl ExecutionPlan for FileOutputExec {
             let mut rows = 0u64;
             while let Some(batch) = input.next().await {
                 let batch = batch?;
+                // See ShuffleWriterExec: keep the executor responsive.
+                tokio::task::consume_budget().await;
                 rows += batch.num_rows() as u64;
                 writer.write(&batch)?;
             }

@@ -18,6 +18,7 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_plan::coop::make_cooperative;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
@@ -199,9 +200,11 @@ impl ExecutionPlan for ShuffleReaderExec {
                 }
             })
             .try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
+        // Local pieces are always ready; a cooperative stream still gives
+        // the runtime a turn now and then.
+        Ok(make_cooperative(Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),
             stream,
-        )))
+        ))))
     }
 }

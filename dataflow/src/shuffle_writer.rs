@@ -247,6 +247,10 @@ impl ExecutionPlan for ShuffleWriterExec {
             };
             while let Some(batch) = input.next().await {
                 let batch = batch?;
+                // Operators that always have a batch ready never return
+                // Pending; yield now and then so the executor's control
+                // stream (heartbeats) and Flight service keep running.
+                tokio::task::consume_budget().await;
                 if batch.num_rows() == 0 {
                     continue;
                 }

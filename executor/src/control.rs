@@ -18,7 +18,9 @@ use volley_proto::v1;
 
 use crate::error::ExecutorError;
 use crate::shuffle_store::ShuffleStore;
-use crate::task_runner::{TaskEnv, failure_from_error, panic_failure, run_task};
+use crate::task_runner::{
+    TaskEnv, failure_from_error, make_interruptible, panic_failure, run_task,
+};
 
 type StageKey = (JobId, StageId, u32);
 
@@ -29,6 +31,9 @@ struct Finished {
 
 pub(crate) struct ControlLoop {
     pub(crate) env: Arc<TaskEnv>,
+    /// Where tasks run: a runtime of their own, so that CPU-bound operators
+    /// that never yield cannot starve heartbeats or the Flight service.
+    tasks_runtime: tokio::runtime::Handle,
     pub(crate) store: Arc<ShuffleStore>,
     pub(crate) outbound: mpsc::UnboundedSender<v1::ExecutorMessage>,
     pub(crate) heartbeat_interval: Duration,
@@ -40,12 +45,14 @@ pub(crate) struct ControlLoop {
 impl ControlLoop {
     pub(crate) fn new(
         env: Arc<TaskEnv>,
+        tasks_runtime: tokio::runtime::Handle,
         store: Arc<ShuffleStore>,
         outbound: mpsc::UnboundedSender<v1::ExecutorMessage>,
         heartbeat_interval: Duration,
     ) -> Self {
         Self {
             env,
+            tasks_runtime,
             store,
             outbound,
             heartbeat_interval,
@@ -135,7 +142,9 @@ impl ControlLoop {
                 ))
             })
         } else {
-            decode_plan(&launch.plan, &self.env.state.task_ctx()).inspect(|plan| {
+            decode_plan(&launch.plan, &self.env.state.task_ctx())
+                .and_then(make_interruptible)
+                .inspect(|plan| {
                 debug!(job_id = %job_id, stage = %stage_id, plan = %displayable(plan.as_ref()).indent(false), "stage plan received");
                 self.plans.insert(cache_key, Arc::clone(plan));
             })
@@ -165,10 +174,11 @@ impl ControlLoop {
             debug!(job_id = %job_id, stage = %stage_id, partition = task.partition, task_id = task.task_id, "task started");
             let env = Arc::clone(&self.env);
             let settings = Arc::clone(&settings);
+            let tasks_runtime = self.tasks_runtime.clone();
             let handle = self.running.spawn(async move {
                 // The task runs in its own tokio task so a panic in a kernel
                 // is caught here and reported, not carried to the executor.
-                let inner = tokio::spawn(run_task(
+                let inner = tasks_runtime.spawn(run_task(
                     env,
                     plan,
                     task.partition as usize,

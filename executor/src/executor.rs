@@ -34,6 +34,8 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 pub struct Executor {
     id: ExecutorId,
     endpoint: String,
+    /// Runs the tasks; its threads are the executor's slots.
+    tasks_runtime: Option<tokio::runtime::Runtime>,
     flight: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     control: Option<JoinHandle<ExecutorError>>,
 }
@@ -91,9 +93,16 @@ impl Executor {
                 .add_service(flight)
                 .serve_with_incoming(incoming),
         );
+        let tasks_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.slots)
+            .thread_name("volley-task")
+            .enable_all()
+            .build()?;
+        let tasks_handle = tasks_runtime.handle().clone();
         let mut executor = Self {
             id: id.clone(),
             endpoint: endpoint.clone(),
+            tasks_runtime: Some(tasks_runtime),
             flight: Some(flight),
             control: None,
         };
@@ -147,7 +156,13 @@ impl Executor {
         }
         info!(executor_id = %id, %endpoint, slots = config.slots, memory_limit = config.memory_limit, "executor registered");
 
-        let control = ControlLoop::new(env, store, outbound, config.heartbeat_interval);
+        let control = ControlLoop::new(
+            env,
+            tasks_handle,
+            store,
+            outbound,
+            config.heartbeat_interval,
+        );
         let control_id = id.clone();
         executor.control = Some(tokio::spawn(async move {
             let reason = control.run(inbound).await;
@@ -190,6 +205,10 @@ impl Drop for Executor {
         }
         if let Some(flight) = self.flight.take() {
             flight.abort();
+        }
+        if let Some(runtime) = self.tasks_runtime.take() {
+            // Dropping a runtime may block; this may run inside another one.
+            runtime.shutdown_background();
         }
     }
 }

@@ -5,9 +5,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
 use datafusion::execution::context::SessionState;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::joins::{
+    CrossJoinExec, HashJoinExec, NestedLoopJoinExec, SortMergeJoinExec,
+};
 use datafusion::physical_plan::{ExecutionPlan, common};
 use volley_dataflow::{
     ExchangeContext, ExchangeError, ExecutorId, ShuffleSink, ShuffleSource, ShuffleWriterExec,
@@ -23,6 +28,28 @@ pub(crate) struct TaskEnv {
     pub(crate) state: SessionState,
     pub(crate) sink: Arc<dyn ShuffleSink>,
     pub(crate) source: Arc<dyn ShuffleSource>,
+}
+
+/// Makes a decoded stage plan interruptible: a join can turn one input batch
+/// into millions of output rows, and the operator above it consumes them in
+/// one poll without ever yielding, so neither an abort (job cancelled) nor
+/// anything else could interrupt the task. A [`CooperativeExec`] above every
+/// join yields to the runtime every few batches, which is when an abort
+/// takes effect.
+pub(crate) fn make_interruptible(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    Ok(plan
+        .transform_up(|node| {
+            let is_join = node.is::<HashJoinExec>()
+                || node.is::<NestedLoopJoinExec>()
+                || node.is::<CrossJoinExec>()
+                || node.is::<SortMergeJoinExec>();
+            Ok(if is_join {
+                Transformed::yes(Arc::new(CooperativeExec::new(node)) as Arc<dyn ExecutionPlan>)
+            } else {
+                Transformed::no(node)
+            })
+        })?
+        .data)
 }
 
 /// Runs `partition` of `plan` and reports the outcome.

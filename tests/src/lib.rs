@@ -20,6 +20,8 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::DFParser;
 use volley_client::tpch::{generate_tpch, register_tpch};
 
+pub mod processes;
+
 /// Relative tolerance for floating-point results: distributed aggregation
 /// adds in another order than single-node DataFusion.
 pub const FLOAT_TOLERANCE: f64 = 1e-9;
