@@ -123,6 +123,7 @@ pub(crate) async fn drive(
     output: Option<OutputTarget>,
     target_partitions: usize,
 ) {
+    let mut copies = Vec::new();
     let outcome = run(
         &shared,
         &job_id,
@@ -130,11 +131,15 @@ pub(crate) async fn drive(
         &settings,
         output.as_ref(),
         target_partitions,
+        &mut copies,
     )
     .await;
     match outcome {
         Ok(true) => {
-            let files = match output.as_ref().map(OutputTarget::commit).transpose() {
+            let committed = copies.iter().try_for_each(|copy| copy.commit().map(|_| ()));
+            let files = match committed
+                .and_then(|()| output.as_ref().map(OutputTarget::commit).transpose())
+            {
                 Ok(files) => files,
                 Err(e) => {
                     shared.state().fail(
@@ -151,21 +156,18 @@ pub(crate) async fn drive(
         }
         Ok(false) => {
             // Failed or cancelled while running; the job says why.
-            if let Some(output) = &output {
-                output.abandon();
-            }
+            output.iter().chain(&copies).for_each(OutputTarget::abandon);
         }
         Err(error) => {
-            if let Some(output) = &output {
-                output.abandon();
-            }
+            output.iter().chain(&copies).for_each(OutputTarget::abandon);
             shared.state().fail(&job_id, error);
         }
     }
 }
 
-/// `Ok(true)`: every statement succeeded; `Ok(false)`: the job ended
-/// meanwhile; `Err`: a statement could not be planned or run here.
+/// `Ok(true)`: every statement succeeded (the COPY outputs in `copies` wait
+/// to be moved into place); `Ok(false)`: the job ended meanwhile; `Err`: a
+/// statement could not be planned or run here.
 async fn run(
     shared: &Arc<Shared>,
     job_id: &JobId,
@@ -173,6 +175,7 @@ async fn run(
     settings: &std::collections::HashMap<String, String>,
     output: Option<&OutputTarget>,
     target_partitions: usize,
+    copies: &mut Vec<OutputTarget>,
 ) -> Result<bool, v1::JobError> {
     let config = apply_settings(
         session_config().with_target_partitions(target_partitions.max(1)),
@@ -207,6 +210,13 @@ async fn run(
             last_was_query = false;
             continue;
         }
+        // COPY (query) TO 'dir/' is written like --output: in parallel by
+        // the executors, staged, and moved into place with the job's success.
+        let (plan, copy_target) = match directory_copy(job_id, &plan) {
+            Some(Ok((input, target))) => (input, Some(target)),
+            Some(Err(e)) => return Err(fail_at(number, statement, &e)),
+            None => (plan, None),
+        };
         let state = ctx.state();
         let physical = async {
             let optimized = state.optimize(&plan)?;
@@ -218,8 +228,9 @@ async fn run(
         .await
         .map_err(|e| fail_at(number, statement, &e))?;
         let writes_output = output.is_some() && Some(number) == last_query;
-        let target = output
-            .filter(|_| writes_output)
+        let target = copy_target
+            .as_ref()
+            .or(output.filter(|_| writes_output))
             .map(|o| (o.staging.display().to_string(), o.format));
         let schema = encode_schema(physical.schema().as_ref())
             .map_err(|e| fail_at(number, statement, &e))?;
@@ -235,14 +246,17 @@ async fn run(
             done,
         );
         if !started {
+            copies.extend(copy_target);
             return Ok(false);
         }
         info!(job_id = %job_id, statement = number + 1, line = statement.line, "script statement started");
         if finished.await.is_err() {
             // The job ended (failed or was cancelled) before the statement.
+            copies.extend(copy_target);
             return Ok(false);
         }
-        last_was_query = true;
+        last_was_query = copy_target.is_none();
+        copies.extend(copy_target);
     }
     if output.is_some() && !last_was_query {
         warn!(job_id = %job_id, "script with an output path does not end with a query");
@@ -252,6 +266,39 @@ async fn run(
         });
     }
     Ok(true)
+}
+
+/// A `COPY (query) TO 'dir/'` without partitioning: its input and where it
+/// goes. `None` for anything else (a COPY to one file runs as DataFusion's
+/// own single writer).
+fn directory_copy(
+    job_id: &JobId,
+    plan: &LogicalPlan,
+) -> Option<Result<(LogicalPlan, OutputTarget), DataFusionError>> {
+    let LogicalPlan::Copy(copy) = plan else {
+        return None;
+    };
+    let url = copy.output_url.trim_end_matches('/');
+    let is_directory =
+        copy.output_url.ends_with('/') || !url.rsplit('/').next().unwrap_or(url).contains('.');
+    if !copy.partition_by.is_empty() || !is_directory {
+        return None;
+    }
+    let format = match copy.file_type.get_ext().to_lowercase().as_str() {
+        "parquet" => v1::OutputFormat::Parquet,
+        "csv" => v1::OutputFormat::Csv,
+        "json" => v1::OutputFormat::Json,
+        other => {
+            return Some(Err(DataFusionError::NotImplemented(format!(
+                "COPY to {other} files is not supported"
+            ))));
+        }
+    };
+    let spec = v1::OutputSpec {
+        path: copy.output_url.clone(),
+        format: format as i32,
+    };
+    Some(OutputTarget::try_new(job_id, &spec).map(|target| (copy.input.as_ref().clone(), target)))
 }
 
 /// Plans a script submission: the job record, or the error that fails it.

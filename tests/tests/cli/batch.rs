@@ -186,3 +186,61 @@ fn an_unknown_job_id_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("no job with id no-such-job"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_a_script_is_written_by_the_executors_in_parallel() {
+    let cluster = start_cluster();
+    let data = tempfile::tempdir().unwrap();
+    let target = data.path().join("copied");
+    let script = format!(
+        "CREATE EXTERNAL TABLE orders STORED AS PARQUET LOCATION '{}/';\n\
+         COPY (SELECT o_orderkey, o_orderpriority FROM orders WHERE o_orderkey % 7 = 0)\n\
+           TO '{}/' STORED AS PARQUET;\n",
+        tpch_dir().join("orders").display(),
+        target.display()
+    );
+    let script = write(data.path(), "copy.sql", &script);
+    let output = volley(
+        &[
+            "submit",
+            &script,
+            "--scheduler",
+            &cluster.url,
+            "--wait",
+            "--json",
+        ],
+        data.path(),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let files: Vec<_> = std::fs::read_dir(&target).unwrap().flatten().collect();
+    assert!(
+        files.len() >= 2,
+        "one file per partition, got {}",
+        files.len()
+    );
+    let ctx = SessionContext::new();
+    let copied: usize = ctx
+        .read_parquet(target.to_str().unwrap(), ParquetReadOptions::default())
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    let local = volley_tests::local_tpch_context().await.unwrap();
+    let expected = volley_tests::run_script(
+        &local,
+        "SELECT count(*) AS n FROM orders WHERE o_orderkey % 7 = 0",
+    )
+    .await
+    .unwrap();
+    let expected =
+        datafusion::arrow::util::display::array_value_to_string(expected[0].column(0), 0).unwrap();
+    assert_eq!(copied.to_string(), expected);
+}
