@@ -26,6 +26,8 @@ pub struct EmbeddedClusterConfig {
     pub memory_per_executor: usize,
     /// How long a silent executor has before it is declared lost.
     pub executor_timeout: Duration,
+    /// How long running jobs wait for executors when none are left.
+    pub no_executor_grace: Duration,
 }
 
 impl Default for EmbeddedClusterConfig {
@@ -44,6 +46,7 @@ impl EmbeddedClusterConfig {
             target_partitions: None,
             memory_per_executor: default_memory_limit() / executors,
             executor_timeout: SchedulerConfig::default().executor_timeout,
+            no_executor_grace: SchedulerConfig::default().no_executor_grace,
         }
     }
 }
@@ -69,6 +72,7 @@ impl EmbeddedCluster {
             bind: ([127, 0, 0, 1], 0).into(),
             target_partitions: config.target_partitions,
             executor_timeout: config.executor_timeout,
+            no_executor_grace: config.no_executor_grace,
             ..SchedulerConfig::default()
         })
         .await

@@ -20,6 +20,12 @@ pub struct SchedulerConfig {
     pub result_ttl: Duration,
     /// How many finished jobs' status the scheduler remembers.
     pub job_history: usize,
+    /// Attempts of one task before its job fails (retryable failures only).
+    pub max_task_attempts: u32,
+    /// Times one stage may be re-planned after lost inputs before its job fails.
+    pub max_stage_attempts: u32,
+    /// How long running jobs wait for executors when none are left.
+    pub no_executor_grace: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -30,6 +36,9 @@ impl Default for SchedulerConfig {
             executor_timeout: Duration::from_secs(10),
             result_ttl: Duration::from_secs(600),
             job_history: 1000,
+            max_task_attempts: 4,
+            max_stage_attempts: 4,
+            no_executor_grace: Duration::from_secs(30),
         }
     }
 }

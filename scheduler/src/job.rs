@@ -63,6 +63,12 @@ pub(crate) struct Stage {
     pub(crate) encoded: Option<Arc<Vec<u8>>>,
     /// Executors that already hold this attempt's plan.
     pub(crate) plan_sent_to: HashSet<ExecutorId>,
+    /// Attempts started so far, per partition.
+    pub(crate) task_attempts: Vec<u32>,
+    /// Where a partition last failed, to try elsewhere next.
+    pub(crate) avoid: Vec<Option<ExecutorId>>,
+    /// How often the stage was re-planned after lost inputs.
+    pub(crate) reruns: u32,
     display: String,
 }
 
@@ -78,6 +84,9 @@ impl Stage {
             attempt: 0,
             encoded: None,
             plan_sent_to: HashSet::new(),
+            task_attempts: vec![0; plan.partitions],
+            avoid: vec![None; plan.partitions],
+            reruns: 0,
             display,
         }
     }
@@ -178,6 +187,8 @@ pub(crate) struct Job {
     pub(crate) script: Option<ScriptProgress>,
     /// Set when the result goes to files: the files written.
     pub(crate) output_files: Option<Vec<String>>,
+    /// What recovery did.
+    pub(crate) recovery: v1::JobRecovery,
 }
 
 impl Job {
@@ -203,6 +214,7 @@ impl Job {
             watch,
             script: None,
             output_files: None,
+            recovery: v1::JobRecovery::default(),
         };
         job.publish();
         job
@@ -422,6 +434,7 @@ impl Job {
             status.bytes_shuffled += script.finished.bytes_shuffled;
         }
         status.output_files = self.output_files.clone().unwrap_or_default();
+        status.recovery = Some(self.recovery);
         match &self.phase {
             JobPhase::Succeeded if self.output_files.is_some() => {}
             JobPhase::Succeeded => {

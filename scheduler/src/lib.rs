@@ -17,6 +17,7 @@ mod error;
 mod job;
 mod partition_safety;
 mod planning;
+mod recovery;
 mod script;
 mod server;
 mod service;

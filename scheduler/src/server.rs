@@ -36,7 +36,7 @@ impl SchedulerServer {
         let incoming = TcpIncoming::bind(config.bind)?.with_nodelay(Some(true));
         let addr = incoming.local_addr()?;
         let shared = Arc::new(Shared {
-            state: Mutex::new(SchedulerState::new(config.job_history)),
+            state: Mutex::new(SchedulerState::new(&config)),
             config: config.clone(),
             streams: Mutex::new(JoinSet::new()),
             scripts: Mutex::new(JoinSet::new()),

@@ -17,7 +17,9 @@ use tracing::{debug, info, warn};
 use volley_dataflow::{ExecutorId, JobId, PartitionStats, StageId, TaskId};
 use volley_proto::v1;
 
+use crate::config::SchedulerConfig;
 use crate::job::{Job, JobPhase, TaskSlot};
+use crate::recovery::{RecoveryLimits, is_retryable};
 
 /// What the scheduler sends down an executor's control stream.
 pub(crate) type ExecutorSender = mpsc::UnboundedSender<Result<v1::SchedulerMessage, tonic::Status>>;
@@ -58,12 +60,22 @@ pub(crate) struct SchedulerState {
     released: HashSet<JobId>,
     next_task_id: u64,
     job_history: usize,
+    limits: RecoveryLimits,
+    /// How long running jobs wait when no executor is left.
+    grace: Duration,
+    /// Since when no executor is left.
+    no_executors_since: Option<Instant>,
 }
 
 impl SchedulerState {
-    pub(crate) fn new(job_history: usize) -> Self {
+    pub(crate) fn new(config: &SchedulerConfig) -> Self {
         Self {
-            job_history,
+            job_history: config.job_history,
+            limits: RecoveryLimits {
+                max_task_attempts: config.max_task_attempts.max(1),
+                max_stage_attempts: config.max_stage_attempts.max(1),
+            },
+            grace: config.no_executor_grace,
             ..Default::default()
         }
     }
@@ -105,6 +117,7 @@ impl SchedulerState {
             protocol_version: volley_proto::PROTOCOL_VERSION,
         }));
         self.executors.insert(id, entry);
+        self.no_executors_since = None;
         self.schedule();
     }
 
@@ -135,44 +148,9 @@ impl SchedulerState {
         for id in expired {
             self.executor_lost(&id, &format!("no heartbeat for {timeout:?}"));
         }
-    }
-
-    /// An executor is gone: every running job that had work or output on it
-    /// fails, naming it.
-    pub(crate) fn executor_lost(&mut self, id: &ExecutorId, reason: &str) {
-        let Some(entry) = self.executors.remove(id) else {
-            return;
-        };
-        warn!(executor_id = %id, endpoint = %entry.endpoint, %reason, "executor lost");
-        let affected: Vec<JobId> = self
-            .active
-            .iter()
-            .filter(|job_id| {
-                self.jobs.get(job_id).is_some_and(|job| {
-                    job.stages.iter().any(|s| {
-                        s.tasks.iter().any(|t| match t {
-                            TaskSlot::Running { executor, .. }
-                            | TaskSlot::Done { executor, .. } => executor == id,
-                            TaskSlot::Pending => false,
-                        })
-                    })
-                })
-            })
-            .cloned()
-            .collect();
-        for job_id in affected {
-            self.fail_job(
-                &job_id,
-                v1::JobError {
-                    kind: v1::ErrorKind::ExecutorLost as i32,
-                    message: format!(
-                        "executor {id} ({}) was lost while job {job_id} needed it: {reason}",
-                        entry.endpoint
-                    ),
-                },
-            );
-        }
-        if self.executors.is_empty() {
+        if let Some(since) = self.no_executors_since
+            && now.duration_since(since) > self.grace
+        {
             let waiting: Vec<JobId> = self.active.iter().cloned().collect();
             for job_id in waiting {
                 self.fail_job(
@@ -180,11 +158,46 @@ impl SchedulerState {
                     v1::JobError {
                         kind: v1::ErrorKind::NoExecutors as i32,
                         message: format!(
-                            "no executors left to run job {job_id}: the last one, {id}, was lost ({reason})"
+                            "every executor of job {job_id} was lost and none came back within {:?}",
+                            self.grace
                         ),
                     },
                 );
             }
+        }
+    }
+
+    /// An executor is gone: every running job recovers what it ran and held
+    /// there (see `recovery`); with no executor left, jobs wait for one for
+    /// the grace period.
+    pub(crate) fn executor_lost(&mut self, id: &ExecutorId, reason: &str) {
+        let Some(entry) = self.executors.remove(id) else {
+            return;
+        };
+        warn!(executor_id = %id, endpoint = %entry.endpoint, %reason, "executor lost");
+        let active: Vec<JobId> = self.active.iter().cloned().collect();
+        for job_id in active {
+            let Some(job) = self.jobs.get_mut(&job_id) else {
+                continue;
+            };
+            match job.executor_lost(id, self.limits) {
+                Ok(false) => {}
+                Ok(true) => {
+                    info!(job_id = %job_id, executor_id = %id, "recovering from a lost executor");
+                    self.advance(&job_id);
+                }
+                Err(mut error) => {
+                    error.message = format!(
+                        "executor {id} ({}) was lost ({reason}) and job {job_id} could not recover: {}",
+                        entry.endpoint, error.message
+                    );
+                    self.fail_job(&job_id, error);
+                }
+            }
+        }
+        if self.executors.is_empty() && !self.active.is_empty() {
+            warn!(grace = ?self.grace, "no executors left; running jobs wait for new ones");
+            self.no_executors_since.get_or_insert_with(Instant::now);
         }
         self.schedule();
     }
@@ -417,9 +430,30 @@ impl SchedulerState {
                 self.advance(&job_id);
             }
             Some(v1::task_status::Result::Failure(failure)) => {
+                let fetch = match &failure.reason {
+                    Some(v1::task_failure::Reason::FetchFailed(fetch)) => Some(fetch.clone()),
+                    _ => None,
+                };
                 let error = task_failure_to_job_error(&job_id, stage_id, partition, from, failure);
                 warn!(job_id = %job_id, stage = %stage_id, %task_id, executor_id = %from, error = %error.message, "task failed");
-                self.fail_job(&job_id, error);
+                let recovered = match fetch {
+                    Some(fetch) => job.fetch_failed(
+                        stage_id.0 as usize,
+                        partition,
+                        StageId(fetch.map_stage),
+                        fetch.map_partition as usize,
+                        &ExecutorId::from(fetch.executor_id),
+                        self.limits,
+                    ),
+                    None if is_retryable(error.kind) => {
+                        job.retry_task(stage_id.0 as usize, partition, from, error, self.limits)
+                    }
+                    None => Err(error),
+                };
+                match recovered {
+                    Ok(()) => self.advance(&job_id),
+                    Err(error) => self.fail_job(&job_id, error),
+                }
             }
             None => {
                 warn!(job_id = %job_id, %task_id, "task status without a result");
@@ -548,16 +582,27 @@ impl SchedulerState {
                     if !matches!(slot, TaskSlot::Pending) {
                         continue;
                     }
+                    // Most free slots first; a partition that failed somewhere
+                    // goes elsewhere when there is a choice.
+                    let avoid = stage.avoid[partition].as_ref();
                     let Some((executor_id, entry)) = self
                         .executors
                         .iter_mut()
                         .filter(|(_, e)| e.free_slots() > 0)
-                        .max_by_key(|(id, e)| (e.free_slots(), std::cmp::Reverse((*id).clone())))
+                        .max_by_key(|(id, e)| {
+                            (
+                                Some(*id) != avoid,
+                                e.free_slots(),
+                                std::cmp::Reverse((*id).clone()),
+                            )
+                        })
                     else {
                         break;
                     };
                     let task_id = TaskId(self.next_task_id);
                     self.next_task_id += 1;
+                    stage.task_attempts[partition] += 1;
+                    let attempt = stage.task_attempts[partition] - 1;
                     entry.running.insert(task_id, (job_id.clone(), stage.id));
                     *slot = TaskSlot::Running {
                         task_id,
@@ -569,7 +614,7 @@ impl SchedulerState {
                         .push(v1::TaskDefinition {
                             task_id: task_id.0,
                             partition: partition as u32,
-                            attempt: 0,
+                            attempt,
                         });
                 }
             }
@@ -714,7 +759,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_job_runs_stage_by_stage_spread_over_executors_and_cleans_up() -> Result<()> {
-        let mut state = SchedulerState::new(10);
+        let mut state = SchedulerState::new(&SchedulerConfig::default());
         let (a, mut inbox_a) = executor(&mut state, "a", 2);
         let (b, mut inbox_b) = executor(&mut state, "b", 2);
         drain(&mut inbox_a);
@@ -772,30 +817,242 @@ mod tests {
         Ok(())
     }
 
+    fn failure(
+        launch: &v1::LaunchTasks,
+        task: &v1::TaskDefinition,
+        reason: v1::task_failure::Reason,
+    ) -> v1::TaskStatus {
+        v1::TaskStatus {
+            stage: launch.stage.clone(),
+            task_id: task.task_id,
+            partition: task.partition,
+            attempt: task.attempt,
+            result: Some(v1::task_status::Result::Failure(v1::TaskFailure {
+                reason: Some(reason),
+            })),
+        }
+    }
+
+    fn environment_error() -> v1::task_failure::Reason {
+        v1::task_failure::Reason::ExecutionFailed(v1::ExecutionFailed {
+            kind: v1::ErrorKind::Environment as i32,
+            message: "disk hiccup".into(),
+        })
+    }
+
+    /// Completes every task launched to the executors, until the job ends.
+    fn run_to_end(
+        state: &mut SchedulerState,
+        inboxes: &mut [(ExecutorId, Inbox)],
+        outputs: &[usize],
+    ) {
+        for _ in 0..20 {
+            let mut launched = false;
+            for (executor, inbox) in inboxes.iter_mut() {
+                for launch in launches(&drain(inbox)) {
+                    let stage = launch.stage.as_ref().map_or(0, |s| s.stage_id as usize);
+                    for task in &launch.tasks {
+                        state.task_status(executor, success(&launch, task, outputs[stage]));
+                        launched = true;
+                    }
+                }
+            }
+            if !launched {
+                return;
+            }
+        }
+    }
+
     #[tokio::test]
-    async fn losing_an_executor_that_holds_job_output_fails_the_job_naming_it() -> Result<()> {
-        let mut state = SchedulerState::new(10);
+    async fn losing_an_executor_reruns_its_map_outputs_elsewhere_and_the_job_succeeds() -> Result<()>
+    {
+        let mut state = SchedulerState::new(&SchedulerConfig::default());
         let (a, mut inbox_a) = executor(&mut state, "a", 2);
-        let (_b, _inbox_b) = executor(&mut state, "b", 2);
+        let (b, inbox_b) = executor(&mut state, "b", 2);
         let job = job(GROUP_BY).await?;
         let watch = job.watch.subscribe();
         state.submit(job);
+        // Stage 0 finishes on a only; b's tasks are still running.
         let la = launches(&drain(&mut inbox_a));
         for task in &la[0].tasks {
             state.task_status(&a, success(&la[0], task, 4));
         }
-        state.executor_lost(&a, "its control stream closed");
+        state.executor_lost(&a, "killed");
+        assert_eq!(watch.borrow().state, v1::JobState::Running as i32);
+        let mut inboxes = vec![(b, inbox_b)];
+        run_to_end(&mut state, &mut inboxes, &[4, 1]);
+        let status = watch.borrow().clone();
+        assert_eq!(status.state, v1::JobState::Succeeded as i32, "{status:?}");
+        let recovery = status.recovery.expect("recovery counters");
+        assert_eq!(recovery.map_tasks_rerun, 2, "{recovery:?}");
+        assert_eq!(recovery.executors_lost, 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_fetch_failure_reruns_only_the_lost_map_task_and_replans_its_consumer() -> Result<()>
+    {
+        let mut state = SchedulerState::new(&SchedulerConfig::default());
+        let (a, inbox_a) = executor(&mut state, "a", 4);
+        let mut inboxes = vec![(a.clone(), inbox_a)];
+        let job = job(GROUP_BY).await?;
+        let watch = job.watch.subscribe();
+        state.submit(job);
+        // Finish stage 0.
+        let l0 = launches(&drain(&mut inboxes[0].1));
+        for task in &l0[0].tasks {
+            state.task_status(&a, success(&l0[0], task, 4));
+        }
+        // A stage-1 task cannot read map output 2 of stage 0.
+        let l1 = launches(&drain(&mut inboxes[0].1));
+        assert_eq!(
+            l1[0].stage.as_ref().map(|s| (s.stage_id, s.stage_attempt)),
+            Some((1, 0))
+        );
+        let lost = v1::task_failure::Reason::FetchFailed(v1::FetchFailed {
+            executor_id: "a".into(),
+            map_stage: 0,
+            map_partition: 2,
+            message: "connection refused".into(),
+        });
+        state.task_status(&a, failure(&l1[0], &l1[0].tasks[0], lost));
+        // Exactly that map task runs again.
+        let rerun = launches(&drain(&mut inboxes[0].1));
+        assert_eq!(rerun.len(), 1);
+        assert_eq!(rerun[0].stage.as_ref().map(|s| s.stage_id), Some(0));
+        assert_eq!(
+            rerun[0]
+                .tasks
+                .iter()
+                .map(|t| t.partition)
+                .collect::<Vec<_>>(),
+            vec![2]
+        );
+        assert_eq!(rerun[0].tasks[0].attempt, 1);
+        state.task_status(&a, success(&rerun[0], &rerun[0].tasks[0], 4));
+        // The consumer comes back as attempt 1, with its plan sent again.
+        let replanned = launches(&drain(&mut inboxes[0].1));
+        assert_eq!(
+            replanned[0]
+                .stage
+                .as_ref()
+                .map(|s| (s.stage_id, s.stage_attempt)),
+            Some((1, 1))
+        );
+        assert!(!replanned[0].plan.is_empty());
+        for task in &replanned[0].tasks {
+            state.task_status(&a, success(&replanned[0], task, 1));
+        }
+        // Statuses of attempt 0 only free their slots; their partitions run
+        // again as attempt 1.
+        let before = watch.borrow().tasks_done;
+        for task in l1[0].tasks.iter().skip(1) {
+            state.task_status(&a, success(&l1[0], task, 1));
+        }
+        assert_eq!(
+            watch.borrow().tasks_done,
+            before,
+            "stale statuses count for nothing"
+        );
+        run_to_end(&mut state, &mut inboxes, &[4, 1]);
+        let status = watch.borrow().clone();
+        assert_eq!(status.state, v1::JobState::Succeeded as i32, "{status:?}");
+        let recovery = status.recovery.expect("counters");
+        assert_eq!(
+            (recovery.map_tasks_rerun, recovery.stages_rerun),
+            (1, 1),
+            "{recovery:?}"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_retryable_failure_runs_again_elsewhere_and_a_user_error_fails_at_once() -> Result<()>
+    {
+        let mut state = SchedulerState::new(&SchedulerConfig::default());
+        let (a, mut inbox_a) = executor(&mut state, "a", 2);
+        let (_b, mut inbox_b) = executor(&mut state, "b", 2);
+        let job = job(GROUP_BY).await?;
+        let watch = job.watch.subscribe();
+        state.submit(job);
+        let la = launches(&drain(&mut inbox_a));
+        drain(&mut inbox_b);
+        state.task_status(&a, failure(&la[0], &la[0].tasks[0], environment_error()));
+        // Retried, on b (which has a free slot now? no: b is full, so it waits
+        // for a slot but avoids a when b frees up). Free a slot on b first.
+        assert_eq!(watch.borrow().state, v1::JobState::Running as i32);
+        assert_eq!(watch.borrow().recovery.expect("counters").tasks_retried, 1);
+        let user = v1::task_failure::Reason::ExecutionFailed(v1::ExecutionFailed {
+            kind: v1::ErrorKind::User as i32,
+            message: "no field named x".into(),
+        });
+        state.task_status(&a, failure(&la[0], &la[0].tasks[1], user));
         let status = watch.borrow().clone();
         assert_eq!(status.state, v1::JobState::Failed as i32);
-        let error = status.error.expect("an error");
-        assert_eq!(error.kind, v1::ErrorKind::ExecutorLost as i32);
-        assert!(error.message.contains("executor a"), "{}", error.message);
+        assert_eq!(status.error.expect("error").message, "no field named x");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_task_failing_on_every_attempt_fails_the_job_after_four() -> Result<()> {
+        let mut state = SchedulerState::new(&SchedulerConfig::default());
+        let (a, mut inbox_a) = executor(&mut state, "a", 4);
+        let job = job(GROUP_BY).await?;
+        let watch = job.watch.subscribe();
+        state.submit(job);
+        let mut attempts = 0;
+        while watch.borrow().state == v1::JobState::Running as i32 && attempts < 10 {
+            for launch in launches(&drain(&mut inbox_a)) {
+                for task in launch.tasks.iter().filter(|t| t.partition == 0) {
+                    attempts += 1;
+                    state.task_status(&a, failure(&launch, task, environment_error()));
+                }
+            }
+        }
+        assert_eq!(attempts, 4);
+        let error = watch.borrow().error.clone().expect("failed");
+        assert!(
+            error.message.contains("after 4 attempts"),
+            "{}",
+            error.message
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn with_every_executor_gone_a_job_waits_out_the_grace_period_then_fails_saying_so()
+    -> Result<()> {
+        let config = SchedulerConfig {
+            no_executor_grace: Duration::from_millis(50),
+            ..SchedulerConfig::default()
+        };
+        let mut state = SchedulerState::new(&config);
+        let (a, _inbox) = executor(&mut state, "a", 2);
+        let job = job(GROUP_BY).await?;
+        let watch = job.watch.subscribe();
+        state.submit(job);
+        state.executor_lost(&a, "killed");
+        state.expire_executors(Duration::from_secs(60));
+        assert_eq!(
+            watch.borrow().state,
+            v1::JobState::Running as i32,
+            "waits for executors"
+        );
+        std::thread::sleep(Duration::from_millis(80));
+        state.expire_executors(Duration::from_secs(60));
+        let error = watch.borrow().error.clone().expect("failed");
+        assert_eq!(error.kind, v1::ErrorKind::NoExecutors as i32);
+        assert!(
+            error.message.contains("every executor"),
+            "{}",
+            error.message
+        );
         Ok(())
     }
 
     #[tokio::test]
     async fn a_status_from_an_unknown_or_stale_task_changes_nothing() -> Result<()> {
-        let mut state = SchedulerState::new(10);
+        let mut state = SchedulerState::new(&SchedulerConfig::default());
         let (a, mut inbox_a) = executor(&mut state, "a", 4);
         let job = job(GROUP_BY).await?;
         let watch = job.watch.subscribe();
@@ -811,7 +1068,7 @@ mod tests {
 
     #[tokio::test]
     async fn cancelling_a_job_stops_its_tasks_everywhere_and_frees_their_slots() -> Result<()> {
-        let mut state = SchedulerState::new(10);
+        let mut state = SchedulerState::new(&SchedulerConfig::default());
         let (_a, mut inbox_a) = executor(&mut state, "a", 4);
         let job = job(GROUP_BY).await?;
         let watch = job.watch.subscribe();
@@ -832,7 +1089,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_job_submitted_to_an_empty_cluster_fails_saying_so() -> Result<()> {
-        let mut state = SchedulerState::new(10);
+        let mut state = SchedulerState::new(&SchedulerConfig::default());
         let job = job(GROUP_BY).await?;
         let watch = job.watch.subscribe();
         state.submit(job);

@@ -1,0 +1,211 @@
+//! How a job recovers from failures, keyed on their types.
+//!
+//! - A task that fails retryably (environment, resources exhausted) runs
+//!   again, elsewhere if possible, up to `max_task_attempts`.
+//! - A lost executor: its running tasks run again; its finished map outputs
+//!   that an unfinished stage still needs are lost, so those map tasks run
+//!   again; and every runnable consumer of a stage that lost outputs is
+//!   re-planned (a new stage attempt) once its inputs are whole again.
+//!   Stages whose outputs are intact are not re-run.
+//! - A fetch failure names the map output a consumer could not read: that
+//!   map task runs again and the consumer stage is re-planned, up to
+//!   `max_stage_attempts` times.
+//!
+//! Re-running a map task yields the same output (plans are deterministic),
+//! so consumer tasks that already finished keep their results. Every step is
+//! counted in the job's `JobRecovery`, so tests can assert that recovery ran.
+
+use volley_dataflow::{ExecutorId, StageId};
+use volley_proto::v1;
+
+use crate::job::{Job, TaskSlot};
+
+/// Limits of recovery.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecoveryLimits {
+    pub(crate) max_task_attempts: u32,
+    pub(crate) max_stage_attempts: u32,
+}
+
+impl Default for RecoveryLimits {
+    fn default() -> Self {
+        Self {
+            max_task_attempts: 4,
+            max_stage_attempts: 4,
+        }
+    }
+}
+
+/// Is a failure of this kind worth another attempt?
+pub(crate) fn is_retryable(kind: i32) -> bool {
+    matches!(
+        v1::ErrorKind::try_from(kind),
+        Ok(v1::ErrorKind::Environment
+            | v1::ErrorKind::ResourcesExhausted
+            | v1::ErrorKind::ExecutorLost
+            | v1::ErrorKind::FetchFailed)
+    )
+}
+
+impl Job {
+    /// Stages that read `stage`'s output.
+    fn consumers_of(&self, stage: StageId) -> Vec<usize> {
+        self.stages
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.inputs.contains(&stage))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Re-plans a stage whose inputs changed: a new attempt, its plan to be
+    /// resolved and sent again, its running tasks to be launched again.
+    /// Fails when the stage has been re-planned too often.
+    fn replan(&mut self, index: usize, limits: RecoveryLimits) -> Result<(), v1::JobError> {
+        let stage = &mut self.stages[index];
+        if stage.encoded.is_none() || stage.is_finished() {
+            return Ok(());
+        }
+        stage.reruns += 1;
+        if stage.reruns >= limits.max_stage_attempts {
+            return Err(v1::JobError {
+                kind: v1::ErrorKind::FetchFailed as i32,
+                message: format!(
+                    "stage {} lost its inputs {} times; giving up",
+                    stage.id, stage.reruns
+                ),
+            });
+        }
+        stage.attempt += 1;
+        stage.encoded = None;
+        stage.plan_sent_to.clear();
+        for slot in &mut stage.tasks {
+            if matches!(slot, TaskSlot::Running { .. }) {
+                *slot = TaskSlot::Pending;
+                self.recovery.tasks_retried += 1;
+            }
+        }
+        self.recovery.stages_rerun += 1;
+        Ok(())
+    }
+
+    /// Marks a finished map output lost and re-plans its runnable consumers.
+    fn lose_output(
+        &mut self,
+        stage: usize,
+        partition: usize,
+        limits: RecoveryLimits,
+    ) -> Result<(), v1::JobError> {
+        if !matches!(
+            self.stages[stage].tasks.get(partition),
+            Some(TaskSlot::Done { .. })
+        ) {
+            return Ok(());
+        }
+        self.stages[stage].tasks[partition] = TaskSlot::Pending;
+        self.recovery.map_tasks_rerun += 1;
+        let id = self.stages[stage].id;
+        for consumer in self.consumers_of(id) {
+            self.replan(consumer, limits)?;
+        }
+        Ok(())
+    }
+
+    /// An executor is gone: recovers what it ran and held. Returns whether
+    /// the job was touched at all.
+    pub(crate) fn executor_lost(
+        &mut self,
+        executor: &ExecutorId,
+        limits: RecoveryLimits,
+    ) -> Result<bool, v1::JobError> {
+        let mut touched = false;
+        let last = self.stages.len().saturating_sub(1);
+        for index in 0..self.stages.len() {
+            let id = self.stages[index].id;
+            let needed = index != last
+                && self
+                    .consumers_of(id)
+                    .iter()
+                    .any(|&c| !self.stages[c].is_finished());
+            for partition in 0..self.stages[index].tasks.len() {
+                match &self.stages[index].tasks[partition] {
+                    TaskSlot::Running { executor: on, .. } if on == executor => {
+                        self.stages[index].tasks[partition] = TaskSlot::Pending;
+                        self.recovery.tasks_retried += 1;
+                        touched = true;
+                    }
+                    TaskSlot::Done { executor: on, .. }
+                        if on == executor && (needed || index == last) =>
+                    {
+                        if index == last {
+                            // The result lived there; the job cannot finish
+                            // without running that partition again.
+                            self.stages[index].tasks[partition] = TaskSlot::Pending;
+                            self.recovery.tasks_retried += 1;
+                        } else {
+                            self.lose_output(index, partition, limits)?;
+                        }
+                        touched = true;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if touched {
+            self.recovery.executors_lost += 1;
+        }
+        Ok(touched)
+    }
+
+    /// A task failed retryably: it runs again, elsewhere if possible.
+    pub(crate) fn retry_task(
+        &mut self,
+        stage: usize,
+        partition: usize,
+        executor: &ExecutorId,
+        error: v1::JobError,
+        limits: RecoveryLimits,
+    ) -> Result<(), v1::JobError> {
+        let slot = &mut self.stages[stage];
+        if slot.task_attempts[partition] >= limits.max_task_attempts {
+            return Err(v1::JobError {
+                kind: error.kind,
+                message: format!(
+                    "{} (after {} attempts)",
+                    error.message, slot.task_attempts[partition]
+                ),
+            });
+        }
+        slot.tasks[partition] = TaskSlot::Pending;
+        slot.avoid[partition] = Some(executor.clone());
+        self.recovery.tasks_retried += 1;
+        Ok(())
+    }
+
+    /// A consumer could not read map output `(map_stage, map_partition)`
+    /// from `holder`: run that map task again and re-plan the consumer.
+    pub(crate) fn fetch_failed(
+        &mut self,
+        consumer: usize,
+        partition: usize,
+        map_stage: StageId,
+        map_partition: usize,
+        holder: &ExecutorId,
+        limits: RecoveryLimits,
+    ) -> Result<(), v1::JobError> {
+        let map_index = map_stage.0 as usize;
+        let held_there = matches!(
+            self.stages.get(map_index).and_then(|s| s.tasks.get(map_partition)),
+            Some(TaskSlot::Done { executor, .. }) if executor == holder
+        );
+        self.stages[consumer].tasks[partition] = TaskSlot::Pending;
+        if held_there {
+            self.lose_output(map_index, map_partition, limits)?;
+        } else {
+            // The output was already recomputed elsewhere: re-plan the
+            // consumer against where it lives now.
+            self.replan(consumer, limits)?;
+        }
+        Ok(())
+    }
+}
