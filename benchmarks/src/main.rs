@@ -54,6 +54,20 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Kill an executor process at a seeded random moment of TPC-H queries
+    /// and check every answer; prints `recovered K/N`. Needs the volley
+    /// binaries built next to this one.
+    Chaos {
+        /// Directory written by `volley-bench gen`.
+        #[arg(long)]
+        data: PathBuf,
+        /// Seeds per query (1..=N).
+        #[arg(long, default_value_t = 4)]
+        seeds: u64,
+        /// Comma-separated query numbers.
+        #[arg(long, value_delimiter = ',', default_value = "3,5,8,9,18,21")]
+        queries: Vec<usize>,
+    },
 }
 
 #[tokio::main]
@@ -66,6 +80,32 @@ async fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Chaos {
+            data,
+            seeds,
+            queries,
+        } => {
+            let seeds: Vec<u64> = (1..=seeds).collect();
+            let runs = volley_tests::chaos::run_chaos(&data, &queries, &seeds).await;
+            let mut recovered = 0;
+            for run in &runs {
+                let ok = run.correct && run.recovered;
+                recovered += usize::from(ok);
+                println!(
+                    "q{:02} seed {:>3} killed after {:>8.1} ms: {}",
+                    run.query,
+                    run.seed,
+                    run.killed_after.as_secs_f64() * 1000.0,
+                    run.problem.as_deref().unwrap_or("recovered")
+                );
+            }
+            println!("recovered {recovered}/{}", runs.len());
+            if recovered == runs.len() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
         Command::Tpch {
             data,
             queries,

@@ -30,7 +30,7 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion_proto::bytes::logical_plan_to_bytes;
 use futures::{StreamExt, TryStreamExt};
 use tracing::debug;
-use volley_dataflow::{JobId, PartitionLocation, changed_settings};
+use volley_dataflow::{ExchangeError, JobId, PartitionLocation, changed_settings};
 use volley_executor::{fetch_location, flight_channel};
 use volley_proto::v1;
 
@@ -217,37 +217,29 @@ impl ExecutionPlan for DistributedQueryExec {
         let settings = self.settings.clone();
         let schema = Arc::clone(&self.schema);
         let run = async move {
-            let job_id = link
-                .scheduler
-                .submit(plan.as_ref().clone(), settings, String::new())
-                .await
-                .map_err(ClientError::into_datafusion)?;
-            let mut guard = JobGuard {
-                scheduler: link.scheduler.clone(),
-                job_id: job_id.clone(),
-                finished: false,
-            };
-            let observer = link
-                .observer
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            let last_job = Arc::clone(&link.last_job);
-            let outcome = link
-                .scheduler
-                .wait(&job_id, |status| {
-                    if let Some(observer) = &observer {
-                        observer(status);
+            // A result lives on the executors until read. If one of them dies
+            // between the job's end and the client opening its partitions,
+            // the job runs again: nothing has been returned yet.
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let (status, guard) = run_job(&link, &plan, &settings).await?;
+                let job_id = guard.job_id.clone();
+                debug!(job_id = %job_id, partitions = status.result.len(), "fetching result");
+                match open_result(&status, Arc::clone(&schema)).await {
+                    Ok(streams) => {
+                        return Ok::<_, DataFusionError>(result_stream(
+                            streams,
+                            Arc::clone(&schema),
+                            guard,
+                        ));
                     }
-                    if is_final(status) {
-                        *last_job.lock().unwrap_or_else(|p| p.into_inner()) = Some(status.clone());
+                    Err(e) if attempt < MAX_RESULT_ATTEMPTS => {
+                        tracing::warn!(job_id = %job_id, error = %e, "a result partition was lost; running the job again");
                     }
-                })
-                .await;
-            guard.finished = true;
-            let status = outcome.map_err(ClientError::into_datafusion)?;
-            debug!(job_id = %job_id, partitions = status.result.len(), "fetching result");
-            Ok::<_, DataFusionError>(result_stream(status, schema, guard))
+                    Err(e) => return Err(e.into()),
+                }
+            }
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),
@@ -261,45 +253,85 @@ fn is_final(status: &v1::JobStatus) -> bool {
 }
 
 /// Streams the result partitions in order, a few opened ahead.
+/// How often a query runs when its result is lost before it can be read.
+const MAX_RESULT_ATTEMPTS: u32 = 3;
+
+/// Submits the plan and follows the job to its successful end.
+async fn run_job(
+    link: &ClusterLink,
+    plan: &Arc<Vec<u8>>,
+    settings: &HashMap<String, String>,
+) -> Result<(v1::JobStatus, JobGuard)> {
+    let job_id = link
+        .scheduler
+        .submit(plan.as_ref().clone(), settings.clone(), String::new())
+        .await
+        .map_err(ClientError::into_datafusion)?;
+    let mut guard = JobGuard {
+        scheduler: link.scheduler.clone(),
+        job_id: job_id.clone(),
+        finished: false,
+    };
+    let observer = link
+        .observer
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let last_job = Arc::clone(&link.last_job);
+    let outcome = link
+        .scheduler
+        .wait(&job_id, |status| {
+            if let Some(observer) = &observer {
+                observer(status);
+            }
+            if is_final(status) {
+                *last_job.lock().unwrap_or_else(|p| p.into_inner()) = Some(status.clone());
+            }
+        })
+        .await;
+    guard.finished = true;
+    let status = outcome.map_err(ClientError::into_datafusion)?;
+    Ok((status, guard))
+}
+
+/// Opens every result partition (one Flight stream each) before any row is
+/// returned, so a lost partition is found while the job can still be rerun.
+async fn open_result(
+    status: &v1::JobStatus,
+    schema: SchemaRef,
+) -> std::result::Result<Vec<SendableRecordBatchStream>, ExchangeError> {
+    let mut channels: HashMap<String, tonic::transport::Channel> = HashMap::new();
+    let mut opening = Vec::new();
+    for location in status.result.iter().map(PartitionLocation::from) {
+        let channel = match channels.get(&location.endpoint) {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel =
+                    flight_channel(&location.endpoint).map_err(|e| ExchangeError::FetchFailed {
+                        location: location.clone(),
+                        reason: e.to_string(),
+                    })?;
+                channels.insert(location.endpoint.clone(), channel.clone());
+                channel
+            }
+        };
+        let schema = Arc::clone(&schema);
+        opening.push(async move { fetch_location(channel, &location, schema).await });
+    }
+    futures::future::try_join_all(opening).await
+}
+
+/// Streams the opened result partitions in order.
 fn result_stream(
-    status: v1::JobStatus,
+    streams: Vec<SendableRecordBatchStream>,
     schema: SchemaRef,
     guard: JobGuard,
 ) -> futures::stream::BoxStream<'static, Result<RecordBatch>> {
-    let locations: Vec<PartitionLocation> =
-        status.result.iter().map(PartitionLocation::from).collect();
-    let fetch_schema = Arc::clone(&schema);
-    let channels: Arc<Mutex<HashMap<String, tonic::transport::Channel>>> = Arc::default();
-    let stream = futures::stream::iter(locations)
-        .map(move |location| {
-            let schema = Arc::clone(&fetch_schema);
-            let channels = Arc::clone(&channels);
-            async move {
-                let channel = {
-                    let mut channels = channels.lock().unwrap_or_else(|p| p.into_inner());
-                    match channels.get(&location.endpoint) {
-                        Some(c) => c.clone(),
-                        None => {
-                            let c = flight_channel(&location.endpoint)
-                                .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                            channels.insert(location.endpoint.clone(), c.clone());
-                            c
-                        }
-                    }
-                };
-                fetch_location(channel, &location, schema)
-                    .await
-                    .map_err(DataFusionError::from)
-            }
-        })
-        // Open a few partitions ahead; rows still come in partition order.
-        .buffered(4)
-        .try_flatten()
-        .map(move |batch| {
-            // Keep the guard alive until the stream is dropped.
-            let _ = &guard;
-            batch.map(|b| conform(b, &schema))
-        });
+    let stream = futures::stream::iter(streams).flatten().map(move |batch| {
+        // Keep the guard alive until the stream is dropped.
+        let _ = &guard;
+        batch.map(|b| conform(b, &schema))
+    });
     Box::pin(stream)
 }
 

@@ -189,6 +189,8 @@ pub(crate) struct Job {
     pub(crate) output_files: Option<Vec<String>>,
     /// What recovery did.
     pub(crate) recovery: v1::JobRecovery,
+    /// Executors that ran any task of the job.
+    pub(crate) executors_used: HashSet<ExecutorId>,
 }
 
 impl Job {
@@ -215,6 +217,7 @@ impl Job {
             script: None,
             output_files: None,
             recovery: v1::JobRecovery::default(),
+            executors_used: HashSet::new(),
         };
         job.publish();
         job

@@ -111,13 +111,18 @@ impl Job {
         Ok(())
     }
 
-    /// An executor is gone: recovers what it ran and held. Returns whether
-    /// the job was touched at all.
+    /// An executor is gone: recovers what it ran and held (it counts as lost
+    /// for the job if it had worked for it). Returns whether anything had to
+    /// be recovered.
     pub(crate) fn executor_lost(
         &mut self,
         executor: &ExecutorId,
         limits: RecoveryLimits,
     ) -> Result<bool, v1::JobError> {
+        // Counted even when fetch failures already recovered its outputs.
+        if self.executors_used.contains(executor) {
+            self.recovery.executors_lost += 1;
+        }
         let mut touched = false;
         let last = self.stages.len().saturating_sub(1);
         for index in 0..self.stages.len() {
@@ -151,9 +156,6 @@ impl Job {
                 }
             }
         }
-        if touched {
-            self.recovery.executors_lost += 1;
-        }
         Ok(touched)
     }
 
@@ -183,7 +185,10 @@ impl Job {
     }
 
     /// A consumer could not read map output `(map_stage, map_partition)`
-    /// from `holder`: run that map task again and re-plan the consumer.
+    /// from `holder`. As in Spark, every output on that executor is taken
+    /// for lost (it is most likely gone, and finding that out one fetch
+    /// failure at a time would re-plan the consumer once per output): those
+    /// map tasks run again and their consumers are re-planned once.
     pub(crate) fn fetch_failed(
         &mut self,
         consumer: usize,
@@ -193,18 +198,31 @@ impl Job {
         holder: &ExecutorId,
         limits: RecoveryLimits,
     ) -> Result<(), v1::JobError> {
-        let map_index = map_stage.0 as usize;
-        let held_there = matches!(
-            self.stages.get(map_index).and_then(|s| s.tasks.get(map_partition)),
+        self.stages[consumer].tasks[partition] = TaskSlot::Pending;
+        let named_still_there = matches!(
+            self.stages.get(map_stage.0 as usize).and_then(|s| s.tasks.get(map_partition)),
             Some(TaskSlot::Done { executor, .. }) if executor == holder
         );
-        self.stages[consumer].tasks[partition] = TaskSlot::Pending;
-        if held_there {
-            self.lose_output(map_index, map_partition, limits)?;
-        } else {
-            // The output was already recomputed elsewhere: re-plan the
-            // consumer against where it lives now.
-            self.replan(consumer, limits)?;
+        if !named_still_there {
+            // Already recomputed elsewhere: re-plan against where it is now.
+            return self.replan(consumer, limits);
+        }
+        let last = self.stages.len().saturating_sub(1);
+        for index in 0..last {
+            let id = self.stages[index].id;
+            let needed = self
+                .consumers_of(id)
+                .iter()
+                .any(|&c| !self.stages[c].is_finished());
+            if !needed {
+                continue;
+            }
+            for map in 0..self.stages[index].tasks.len() {
+                if matches!(&self.stages[index].tasks[map], TaskSlot::Done { executor, .. } if executor == holder)
+                {
+                    self.lose_output(index, map, limits)?;
+                }
+            }
         }
         Ok(())
     }

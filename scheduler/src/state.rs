@@ -629,6 +629,7 @@ impl SchedulerState {
             let Some(stage) = job.stages.get_mut(stage_id.0 as usize) else {
                 continue;
             };
+            job.executors_used.insert(executor_id.clone());
             let plan = if stage.plan_sent_to.insert(executor_id.clone()) {
                 stage
                     .encoded
@@ -890,79 +891,64 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_fetch_failure_reruns_only_the_lost_map_task_and_replans_its_consumer() -> Result<()>
-    {
+    async fn a_fetch_failure_reruns_that_executors_map_tasks_only_and_replans_the_consumer()
+    -> Result<()> {
         let mut state = SchedulerState::new(&SchedulerConfig::default());
-        let (a, inbox_a) = executor(&mut state, "a", 4);
-        let mut inboxes = vec![(a.clone(), inbox_a)];
+        let (a, mut inbox_a) = executor(&mut state, "a", 2);
+        let (b, mut inbox_b) = executor(&mut state, "b", 2);
         let job = job(GROUP_BY).await?;
         let watch = job.watch.subscribe();
         state.submit(job);
-        // Finish stage 0.
-        let l0 = launches(&drain(&mut inboxes[0].1));
-        for task in &l0[0].tasks {
-            state.task_status(&a, success(&l0[0], task, 4));
+        // Stage 0: two map tasks on each executor.
+        let (la, lb) = (
+            launches(&drain(&mut inbox_a)),
+            launches(&drain(&mut inbox_b)),
+        );
+        let on_a: Vec<u32> = la[0].tasks.iter().map(|t| t.partition).collect();
+        for (executor, launch) in [(&a, &la[0]), (&b, &lb[0])] {
+            for task in &launch.tasks {
+                state.task_status(executor, success(launch, task, 4));
+            }
         }
-        // A stage-1 task cannot read map output 2 of stage 0.
-        let l1 = launches(&drain(&mut inboxes[0].1));
+        // A stage-1 task on b cannot read a map output held by a.
+        let l1 = launches(&drain(&mut inbox_b));
         assert_eq!(
             l1[0].stage.as_ref().map(|s| (s.stage_id, s.stage_attempt)),
             Some((1, 0))
         );
+        let l1_on_a = launches(&drain(&mut inbox_a));
         let lost = v1::task_failure::Reason::FetchFailed(v1::FetchFailed {
             executor_id: "a".into(),
             map_stage: 0,
-            map_partition: 2,
+            map_partition: on_a[0],
             message: "connection refused".into(),
         });
-        state.task_status(&a, failure(&l1[0], &l1[0].tasks[0], lost));
-        // Exactly that map task runs again.
-        let rerun = launches(&drain(&mut inboxes[0].1));
-        assert_eq!(rerun.len(), 1);
-        assert_eq!(rerun[0].stage.as_ref().map(|s| s.stage_id), Some(0));
+        state.task_status(&b, failure(&l1[0], &l1[0].tasks[0], lost));
+        let recovery = watch.borrow().recovery.expect("counters");
+        // a held two map outputs; b's two are kept.
         assert_eq!(
-            rerun[0]
-                .tasks
-                .iter()
-                .map(|t| t.partition)
-                .collect::<Vec<_>>(),
-            vec![2]
+            (recovery.map_tasks_rerun, recovery.stages_rerun),
+            (2, 1),
+            "{recovery:?}"
         );
-        assert_eq!(rerun[0].tasks[0].attempt, 1);
-        state.task_status(&a, success(&rerun[0], &rerun[0].tasks[0], 4));
-        // The consumer comes back as attempt 1, with its plan sent again.
-        let replanned = launches(&drain(&mut inboxes[0].1));
-        assert_eq!(
-            replanned[0]
-                .stage
-                .as_ref()
-                .map(|s| (s.stage_id, s.stage_attempt)),
-            Some((1, 1))
-        );
-        assert!(!replanned[0].plan.is_empty());
-        for task in &replanned[0].tasks {
-            state.task_status(&a, success(&replanned[0], task, 1));
-        }
-        // Statuses of attempt 0 only free their slots; their partitions run
-        // again as attempt 1.
-        let before = watch.borrow().tasks_done;
-        for task in l1[0].tasks.iter().skip(1) {
-            state.task_status(&a, success(&l1[0], task, 1));
+        // The other attempt-0 consumer tasks end; their results are stale.
+        let done_before = watch.borrow().tasks_done;
+        for launch in l1_on_a.iter().chain(&l1) {
+            for task in &launch.tasks {
+                let executor = if l1_on_a.contains(launch) { &a } else { &b };
+                state.task_status(executor, success(launch, task, 1));
+            }
         }
         assert_eq!(
             watch.borrow().tasks_done,
-            before,
-            "stale statuses count for nothing"
+            done_before,
+            "stale results count for nothing"
         );
+        // The consumer comes back as attempt 1 and the job succeeds.
+        let mut inboxes = vec![(a, inbox_a), (b, inbox_b)];
         run_to_end(&mut state, &mut inboxes, &[4, 1]);
         let status = watch.borrow().clone();
         assert_eq!(status.state, v1::JobState::Succeeded as i32, "{status:?}");
-        let recovery = status.recovery.expect("counters");
-        assert_eq!(
-            (recovery.map_tasks_rerun, recovery.stages_rerun),
-            (1, 1),
-            "{recovery:?}"
-        );
         Ok(())
     }
 

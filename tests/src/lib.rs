@@ -20,6 +20,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::DFParser;
 use volley_client::tpch::{generate_tpch, register_tpch};
 
+pub mod chaos;
 pub mod processes;
 
 /// Relative tolerance for floating-point results: distributed aggregation

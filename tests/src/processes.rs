@@ -9,20 +9,20 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-/// The path of a workspace binary built next to the running test.
+/// The path of a workspace binary built next to the running executable
+/// (a test in `target/<profile>/deps/`, or a binary in `target/<profile>/`).
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile> directory");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is not built; run `cargo build --workspace --bins` (or `cargo test --workspace`) first",
-        path.display()
-    );
-    path
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("executable directory");
+    let candidates = [dir.join(name), dir.parent().unwrap_or(dir).join(name)];
+    let found = candidates.iter().find(|p| p.exists());
+    match found {
+        Some(path) => path.clone(),
+        None => panic!(
+            "{name} is not built next to {}; run `cargo build --workspace --bins` (or `cargo test --workspace`) first",
+            exe.display()
+        ),
+    }
 }
 
 /// A child process killed when the test ends, pass or fail.
