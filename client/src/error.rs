@@ -87,18 +87,7 @@ impl ClientError {
 
 /// Finds a [`ClientError`] DataFusion wrapped on its way out.
 pub fn find_client_error(error: &DataFusionError) -> Option<&ClientError> {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<ClientError>() {
-            return Some(found);
-        }
-        if let Some(DataFusionError::Shared(inner)) = e.downcast_ref::<DataFusionError>() {
-            current = Some(inner.as_ref());
-            continue;
-        }
-        current = e.source();
-    }
-    None
+    volley_dataflow::find_in_error_chain(error)
 }
 
 /// Result with a [`ClientError`].

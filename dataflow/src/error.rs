@@ -40,12 +40,12 @@ impl From<ExchangeError> for DataFusionError {
     }
 }
 
-/// Finds an [`ExchangeError`] anywhere in the source chain of a DataFusion
+/// Finds an error of type `T` anywhere in the source chain of a DataFusion
 /// error, however DataFusion wrapped it (context, shared, arrow external).
-pub fn find_exchange_error(error: &DataFusionError) -> Option<&ExchangeError> {
+pub fn find_in_error_chain<T: std::error::Error + 'static>(error: &DataFusionError) -> Option<&T> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<ExchangeError>() {
+        if let Some(found) = e.downcast_ref::<T>() {
             return Some(found);
         }
         if let Some(DataFusionError::Shared(inner)) = e.downcast_ref::<DataFusionError>() {
@@ -55,6 +55,11 @@ pub fn find_exchange_error(error: &DataFusionError) -> Option<&ExchangeError> {
         current = e.source();
     }
     None
+}
+
+/// Finds an [`ExchangeError`] anywhere in a DataFusion error's source chain.
+pub fn find_exchange_error(error: &DataFusionError) -> Option<&ExchangeError> {
+    find_in_error_chain(error)
 }
 
 /// Who must act on a DataFusion error: the one place Volley maps errors to

@@ -27,7 +27,7 @@ pub use codec::{
     VolleyCodec, decode_plan, decode_schema, encode_plan, encode_schema, output_format_from_proto,
     output_format_to_proto,
 };
-pub use error::{ExchangeError, classify_error, find_exchange_error};
+pub use error::{ExchangeError, classify_error, find_exchange_error, find_in_error_chain};
 pub use exchange_io::{
     ExchangeContext, MapOutputWriter, PartitionStats, ShuffleSink, ShuffleSource, TrafficRecorder,
 };
