@@ -70,6 +70,8 @@ impl Executor {
             Arc::new(ExchangeClient::new(id.clone(), Arc::clone(&store)));
         let env = Arc::new(TaskEnv {
             executor_id: id.clone(),
+            memory_limit: config.memory_limit,
+            slots: config.slots,
             state,
             sink,
             source,

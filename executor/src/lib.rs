@@ -23,7 +23,7 @@ mod flight_service;
 mod shuffle_store;
 mod task_runner;
 
-pub use config::{ExecutorConfig, default_memory_limit};
+pub use config::{ExecutorConfig, default_memory_limit, parse_size};
 pub use error::ExecutorError;
 pub use executor::Executor;
 pub use flight_fetch::{fetch_location, flight_channel};

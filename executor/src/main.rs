@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use volley_executor::{Executor, ExecutorConfig, default_memory_limit};
+use volley_executor::{Executor, ExecutorConfig, default_memory_limit, parse_size};
 
 /// Volley's executor: runs stage tasks with DataFusion and serves shuffle output over Arrow Flight.
 #[derive(Debug, Parser)]
@@ -32,9 +32,10 @@ struct Args {
     /// Directory for spilled shuffle output and operator spill files.
     #[arg(long, env = "VOLLEY_WORK_DIR", default_value_os_t = std::env::temp_dir().join("volley"))]
     work_dir: PathBuf,
-    /// Memory budget in bytes for tasks and shuffle buffers (default: half
-    /// of the machine's or cgroup's memory).
-    #[arg(long, env = "VOLLEY_MEMORY_LIMIT")]
+    /// Memory budget for tasks and shuffle buffers, e.g. 512M or 4G
+    /// (default: half of the machine's or cgroup's memory). Operators spill
+    /// and shuffle output goes to the work dir past it.
+    #[arg(long, env = "VOLLEY_MEMORY_LIMIT", value_parser = parse_size)]
     memory_limit: Option<usize>,
 }
 

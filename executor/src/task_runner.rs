@@ -25,6 +25,9 @@ use volley_proto::v1;
 #[derive(Debug)]
 pub(crate) struct TaskEnv {
     pub(crate) executor_id: ExecutorId,
+    /// The executor's memory budget and slots, to size per-task reservations.
+    pub(crate) memory_limit: usize,
+    pub(crate) slots: usize,
     pub(crate) state: SessionState,
     pub(crate) sink: Arc<dyn ShuffleSink>,
     pub(crate) source: Arc<dyn ShuffleSource>,
@@ -122,7 +125,17 @@ async fn execute(
         source: Arc::clone(&env.source),
         traffic,
     };
-    let config = apply_settings(session_config(), settings)?.with_extension(Arc::new(exchange));
+    let mut config = apply_settings(session_config(), settings)?;
+    // A sort reserves memory up front for merging its spills; DataFusion's
+    // default (10 MiB) assumes one query owns the pool, while here every
+    // slot runs a task on the same budget. Unless the user set it, keep the
+    // reservations of all slots within a quarter of the budget.
+    if !settings.contains_key("datafusion.execution.sort_spill_reservation_bytes") {
+        let execution = &mut config.options_mut().execution;
+        let share = env.memory_limit / (4 * env.slots.max(1));
+        execution.sort_spill_reservation_bytes = execution.sort_spill_reservation_bytes.min(share);
+    }
+    let config = config.with_extension(Arc::new(exchange));
     let context = Arc::new(
         TaskContext::from(&env.state)
             .with_session_config(config)

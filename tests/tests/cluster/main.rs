@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod distribution;
+mod memory;
 mod tpch;
 
 use volley_client::{Context, EmbeddedClusterConfig};

@@ -1,0 +1,71 @@
+//! Memory is a budget: past it operators and shuffle output spill to disk,
+//! and work that cannot spill fails as resources-exhausted, naming the
+//! operator, without taking the executor down.
+
+use volley_client::{ClientError, Context, EmbeddedClusterConfig, find_client_error, v1};
+use volley_tests::{assert_same_rows, local_tpch_context, run_script, tpch_dir};
+
+async fn context_with_memory(bytes: usize) -> Context {
+    let ctx = Context::embedded_with(EmbeddedClusterConfig {
+        memory_per_executor: bytes,
+        ..super::small_cluster()
+    })
+    .await
+    .expect("cluster");
+    volley_client::tpch::register_tpch(&ctx, tpch_dir())
+        .await
+        .expect("register");
+    ctx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sort_of_more_rows_than_an_executors_memory_budget_completes() {
+    // About 17 MB of rows against a 16 MiB budget per executor, which also
+    // holds the sorted shuffle output.
+    let sql = "SELECT l_orderkey, l_linenumber, l_comment FROM lineitem \
+               ORDER BY l_comment, l_orderkey, l_linenumber";
+    let ctx = context_with_memory(16 << 20).await;
+    let actual = run_script(&ctx, sql)
+        .await
+        .expect("the sort spills instead of failing");
+    let expected = run_script(&local_tpch_context().await.unwrap(), sql)
+        .await
+        .unwrap();
+    assert_same_rows(&expected, &actual, true, "sort past the memory budget");
+    // The sorted partitions passed through the shuffle: more than a budget.
+    let job = ctx.last_job().expect("ran as a job");
+    assert!(
+        job.bytes_shuffled > 16 << 20,
+        "only {} bytes sorted",
+        job.bytes_shuffled
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_that_cannot_fit_fails_as_resources_exhausted_and_the_executors_live_on() {
+    // A hash join's build side cannot spill: 1 MiB cannot hold it.
+    let ctx = context_with_memory(1 << 20).await;
+    let error = run_script(
+        &ctx,
+        "SELECT count(*) FROM lineitem a JOIN orders o ON a.l_orderkey = o.o_orderkey \
+         WHERE a.l_comment <> o.o_comment",
+    )
+    .await
+    .expect_err("the join cannot fit in 1 MiB");
+    match find_client_error(&error) {
+        Some(ClientError::JobFailed { kind, message, .. }) => {
+            assert_eq!(*kind, v1::ErrorKind::ResourcesExhausted, "{message}");
+            assert!(
+                message.contains("HashJoin"),
+                "the operator is named: {message}"
+            );
+        }
+        other => panic!("expected a typed job failure, got {other:?}"),
+    }
+    let executors = ctx.scheduler().executors().await.expect("cluster info");
+    assert_eq!(executors.len(), 2, "no executor went down");
+    let small = run_script(&ctx, "SELECT count(*) FROM nation")
+        .await
+        .expect("still serving");
+    assert_eq!(small[0].num_rows(), 1);
+}
