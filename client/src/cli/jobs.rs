@@ -188,6 +188,12 @@ pub(crate) fn status_json(status: &v1::JobStatus) -> Value {
         "bytes_shuffled": status.bytes_shuffled,
         "output_files": status.output_files,
         "error": status.error.as_ref().map(|e| json!({"kind": kind_name(e.kind), "message": e.message})),
+        "recovery": status.recovery.map(|r| json!({
+            "tasks_retried": r.tasks_retried,
+            "map_tasks_rerun": r.map_tasks_rerun,
+            "stages_rerun": r.stages_rerun,
+            "executors_lost": r.executors_lost,
+        })),
     })
 }
 

@@ -83,6 +83,7 @@ async fn a_detached_job_outlives_its_submitter_and_its_output_is_readable_parque
         "bytes_shuffled",
         "output_files",
         "error",
+        "recovery",
     ] {
         assert!(status.get(key).is_some(), "{key} missing from {status}");
     }
