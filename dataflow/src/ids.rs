@@ -11,7 +11,7 @@ impl JobId {
     /// A fresh, random job id.
     pub fn new_random() -> Self {
         let uuid = uuid::Uuid::new_v4().simple().to_string();
-        // Eight hex digits are plenty to tell jobs apart in logs and shells.
+        // Twelve hex digits tell jobs apart in logs and shells, and stay short.
         Self(uuid[..12].to_string())
     }
 

@@ -6,6 +6,20 @@ use volley_tests::tpch_dir;
 
 use super::write;
 
+/// Rows in the Parquet files of a directory, read by single-node DataFusion.
+async fn parquet_rows(dir: &std::path::Path) -> usize {
+    SessionContext::new()
+        .read_parquet(dir.to_str().unwrap(), ParquetReadOptions::default())
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.num_rows())
+        .sum()
+}
+
 fn aggregate_script() -> String {
     format!(
         "-- revenue by return flag, as of a day\n\
@@ -91,17 +105,7 @@ async fn a_detached_job_outlives_its_submitter_and_its_output_is_readable_parque
     assert!(files.len() >= 2, "one file per partition: {files:?}");
 
     // Readable Parquet with the rows single-node DataFusion finds.
-    let ctx = SessionContext::new();
-    let written: usize = ctx
-        .read_parquet(out.to_str().unwrap(), ParquetReadOptions::default())
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap()
-        .iter()
-        .map(|b| b.num_rows())
-        .sum();
+    let written = parquet_rows(&out).await;
     let expected = volley_tests::local_tpch_context().await.unwrap();
     let expected_rows: usize = volley_tests::run_script(
         &expected,
@@ -223,17 +227,7 @@ async fn copy_in_a_script_is_written_by_the_executors_in_parallel() {
         "one file per partition, got {}",
         files.len()
     );
-    let ctx = SessionContext::new();
-    let copied: usize = ctx
-        .read_parquet(target.to_str().unwrap(), ParquetReadOptions::default())
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap()
-        .iter()
-        .map(|b| b.num_rows())
-        .sum();
+    let copied = parquet_rows(&target).await;
     let local = volley_tests::local_tpch_context().await.unwrap();
     let expected = volley_tests::run_script(
         &local,
