@@ -169,3 +169,31 @@ pub fn to_json(results: &[QueryResult]) -> String {
         .collect();
     format!("[\n{}\n]\n", entries.join(",\n"))
 }
+
+/// End-to-end times of `runs` runs of `sql` through `ctx`, after `warmup`
+/// unmeasured runs.
+pub async fn run_latency(
+    ctx: &Context,
+    sql: &str,
+    runs: usize,
+    warmup: usize,
+) -> Result<Vec<Duration>> {
+    for _ in 0..warmup {
+        run_script(ctx, sql).await?;
+    }
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        run_script(ctx, sql).await?;
+        times.push(started.elapsed());
+    }
+    Ok(times)
+}
+
+/// The `q`-quantile (0.0 to 1.0) of a set of times.
+pub fn quantile(times: &[Duration], q: f64) -> Duration {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted.get(index).copied().unwrap_or_default()
+}

@@ -54,6 +54,19 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// End-to-end latency of `SELECT 1` and of a one-stage scan through a
+    /// client, p50/p99.
+    Latency {
+        /// Directory written by `volley-bench gen` (for the scan).
+        #[arg(long)]
+        data: PathBuf,
+        /// Measured runs of each query.
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        /// Use a running scheduler instead of an embedded cluster.
+        #[arg(long)]
+        scheduler: Option<String>,
+    },
     /// Kill an executor process at a seeded random moment of TPC-H queries
     /// and check every answer; prints `recovered K/N`. Needs the volley
     /// binaries built next to this one.
@@ -80,6 +93,50 @@ async fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Latency {
+            data,
+            runs,
+            scheduler,
+        } => {
+            let outcome = async {
+                let to_df = |e: volley_client::ClientError| {
+                    datafusion::error::DataFusionError::External(Box::new(e))
+                };
+                let ctx = match &scheduler {
+                    Some(url) => volley_client::Context::remote(url).await.map_err(to_df)?,
+                    None => volley_client::Context::embedded(2).await.map_err(to_df)?,
+                };
+                volley_client::tpch::register_tpch(&ctx, &data).await?;
+                let mut lines = Vec::new();
+                for (what, sql) in [
+                    ("SELECT 1", "SELECT 1"),
+                    (
+                        "one-stage scan (nation)",
+                        "SELECT n_name FROM nation WHERE n_regionkey = 1",
+                    ),
+                ] {
+                    let times = volley_benchmarks::run_latency(&ctx, sql, runs, 10).await?;
+                    lines.push(format!(
+                        "{what:<26} p50 {:>7.2} ms  p99 {:>7.2} ms  ({runs} runs)",
+                        volley_benchmarks::ms(volley_benchmarks::quantile(&times, 0.5)),
+                        volley_benchmarks::ms(volley_benchmarks::quantile(&times, 0.99)),
+                    ));
+                }
+                Ok::<_, datafusion::error::DataFusionError>(lines)
+            };
+            match outcome.await {
+                Ok(lines) => {
+                    for line in lines {
+                        println!("{line}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("volley-bench: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Chaos {
             data,
             seeds,
