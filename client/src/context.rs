@@ -7,13 +7,15 @@ use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 
 use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::prelude::SessionContext;
-use volley_dataflow::session_config;
+use datafusion::prelude::{DataFrame, SessionContext};
+use datafusion_proto::bytes::logical_plan_to_bytes;
+use volley_dataflow::{changed_settings, session_config};
 use volley_proto::v1;
 
 use crate::distributed_exec::{ClusterLink, JobObserver, VolleyQueryPlanner};
 use crate::embedded::{EmbeddedCluster, EmbeddedClusterConfig};
 use crate::error::Result;
+use crate::job_handle::JobHandle;
 use crate::scheduler_client::SchedulerClient;
 
 /// A session on a Volley cluster.
@@ -90,6 +92,26 @@ impl Context {
     /// runs (e.g. to draw progress).
     pub fn set_job_observer(&self, observer: Option<JobObserver>) {
         *self.link.observer.lock().unwrap_or_else(|p| p.into_inner()) = observer;
+    }
+
+    /// Runs `df` on the cluster as a detached job and returns at once; the
+    /// [`JobHandle`] follows or cancels it. Its result stays on the
+    /// executors until the scheduler's result TTL expires; to keep the rows,
+    /// write them out (`COPY`, `volley submit --output`) or `collect` the
+    /// DataFrame instead.
+    pub async fn submit(&self, df: DataFrame, name: &str) -> Result<JobHandle> {
+        let plan = df.into_optimized_plan()?;
+        let bytes = logical_plan_to_bytes(&plan)?.to_vec();
+        let settings = changed_settings(self.session.state().config_options());
+        let id = self
+            .link
+            .scheduler
+            .submit(bytes, settings, name.to_string())
+            .await?;
+        Ok(JobHandle {
+            id,
+            scheduler: self.link.scheduler.clone(),
+        })
     }
 
     /// The final status of the last job this context ran.

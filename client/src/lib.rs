@@ -25,6 +25,7 @@ mod context;
 mod distributed_exec;
 mod embedded;
 mod error;
+mod job_handle;
 mod scheduler_client;
 pub mod tpch;
 
@@ -32,6 +33,7 @@ pub use context::Context;
 pub use distributed_exec::{DistributedQueryExec, JobObserver, VolleyQueryPlanner};
 pub use embedded::{EmbeddedCluster, EmbeddedClusterConfig};
 pub use error::{ClientError, Result, find_client_error};
+pub use job_handle::JobHandle;
 pub use scheduler_client::{SchedulerClient, is_terminal};
 pub use volley_dataflow::{ExecutorId, JobId};
 pub use volley_proto::v1;

@@ -9,12 +9,15 @@ use super::write;
 /// Rows in the Parquet files of a directory, read by single-node DataFusion.
 async fn parquet_rows(dir: &std::path::Path) -> usize {
     SessionContext::new()
-        .read_parquet(dir.to_str().unwrap(), ParquetReadOptions::default())
+        .read_parquet(
+            dir.to_str().expect("utf-8 path"),
+            ParquetReadOptions::default(),
+        )
         .await
-        .unwrap()
+        .expect("a Parquet directory")
         .collect()
         .await
-        .unwrap()
+        .expect("readable Parquet")
         .iter()
         .map(|b| b.num_rows())
         .sum()

@@ -2,6 +2,7 @@
 //! executors, over real gRPC and Flight on 127.0.0.1 with random ports.
 
 mod bad_input;
+mod dataframes;
 mod distribution;
 mod memory;
 mod tpch;
