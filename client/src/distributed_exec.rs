@@ -14,6 +14,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, UInt64Array};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session;
@@ -93,12 +94,9 @@ impl QueryPlanner for VolleyQueryPlanner {
                 let plan = logical_plan_to_bytes(logical_plan)?.to_vec();
                 let settings = changed_settings(session.config_options());
                 let schema = Arc::clone(logical_plan.schema().inner());
-                Ok(Arc::new(DistributedQueryExec::new(
-                    self.link.clone(),
-                    plan,
-                    settings,
-                    schema,
-                )))
+                let mut exec = DistributedQueryExec::new(self.link.clone(), plan, settings, schema);
+                exec.writes_files = matches!(logical_plan, LogicalPlan::Copy(_));
+                Ok(Arc::new(exec))
             }
         }
     }
@@ -126,6 +124,9 @@ pub struct DistributedQueryExec {
     settings: HashMap<String, String>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
+    /// A COPY: when the executors wrote the files, the answer is the count
+    /// of rows written.
+    writes_files: bool,
 }
 
 impl fmt::Debug for DistributedQueryExec {
@@ -155,6 +156,7 @@ impl DistributedQueryExec {
             settings,
             schema,
             properties,
+            writes_files: false,
         }
     }
 }
@@ -216,6 +218,7 @@ impl ExecutionPlan for DistributedQueryExec {
         let plan = Arc::clone(&self.plan);
         let settings = self.settings.clone();
         let schema = Arc::clone(&self.schema);
+        let writes_files = self.writes_files;
         let run = async move {
             // A result lives on the executors until read. If one of them dies
             // between the job's end and the client opening its partitions,
@@ -224,6 +227,13 @@ impl ExecutionPlan for DistributedQueryExec {
             loop {
                 attempt += 1;
                 let (status, guard) = run_job(&link, &plan, &settings).await?;
+                if writes_files && !status.output_files.is_empty() {
+                    // The executors wrote the rows; the answer is their count.
+                    let count: ArrayRef = Arc::new(UInt64Array::from(vec![status.rows_out]));
+                    let batch = RecordBatch::try_new(Arc::clone(&schema), vec![count])?;
+                    return Ok(Box::pin(futures::stream::once(async move { Ok(batch) }))
+                        as futures::stream::BoxStream<'static, Result<RecordBatch>>);
+                }
                 let job_id = guard.job_id.clone();
                 debug!(job_id = %job_id, partitions = status.result.len(), "fetching result");
                 match open_result(&status, Arc::clone(&schema)).await {

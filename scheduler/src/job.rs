@@ -187,6 +187,9 @@ pub(crate) struct Job {
     pub(crate) script: Option<ScriptProgress>,
     /// Set when the result goes to files: the files written.
     pub(crate) output_files: Option<Vec<String>>,
+    /// Where a (non-script) job's final stage writes, to be moved into
+    /// place when the job succeeds.
+    pub(crate) output_target: Option<crate::script::OutputTarget>,
     /// What recovery did.
     pub(crate) recovery: v1::JobRecovery,
     /// Executors that ran any task of the job.
@@ -216,6 +219,7 @@ impl Job {
             watch,
             script: None,
             output_files: None,
+            output_target: None,
             recovery: v1::JobRecovery::default(),
             executors_used: HashSet::new(),
         };

@@ -19,6 +19,7 @@ use volley_proto::v1;
 
 use crate::job::Job;
 use crate::partition_safety::make_partitions_independent;
+use crate::script::{OutputTarget, directory_copy};
 use crate::stage_planner::cut_into_stages;
 
 /// Plans a submitted job; a plan that cannot be planned becomes a job that
@@ -85,6 +86,13 @@ async fn try_plan(
     )?;
     let ctx = SessionContext::new_with_config(config);
     let logical = logical_plan_from_bytes(&request.logical_plan, &ctx.task_ctx())?;
+    // COPY TO a directory (DataFrame::write_parquet and friends): the
+    // executors write their partitions in parallel, staged until success.
+    let (logical, output) = match directory_copy(job_id, &logical) {
+        Some(Ok((input, target))) => (input, Some(target)),
+        Some(Err(e)) => return Err(e),
+        None => (logical, None),
+    };
     let state = ctx.state();
     let physical = DefaultPhysicalPlanner::default()
         .create_physical_plan(&logical, &state)
@@ -92,7 +100,11 @@ async fn try_plan(
         .map_err(|e| with_table_paths(e, &logical))?;
     let physical = make_partitions_independent(physical)?;
     let schema = encode_schema(physical.schema().as_ref())?;
-    let stages = cut_into_stages(job_id, Arc::clone(&physical), None)?;
+    let stages = cut_into_stages(
+        job_id,
+        Arc::clone(&physical),
+        output.as_ref().map(OutputTarget::staging_target),
+    )?;
     for stage in &stages {
         tracing::debug!(
             job_id = %job_id,
@@ -101,11 +113,13 @@ async fn try_plan(
             "stage planned"
         );
     }
-    Ok(Job::new(
+    let mut job = Job::new(
         job_id.clone(),
         request.name,
         stages,
         request.settings,
         schema,
-    ))
+    );
+    job.output_target = output;
+    Ok(job)
 }

@@ -81,8 +81,13 @@ impl OutputTarget {
         })
     }
 
+    /// Where the executors write: the staging directory, and the format.
+    pub(crate) fn staging_target(&self) -> (String, OutputFormat) {
+        (self.staging.display().to_string(), self.format)
+    }
+
     /// Moves the staged files into place; returns the files' paths.
-    fn commit(&self) -> std::io::Result<Vec<String>> {
+    pub(crate) fn commit(&self) -> std::io::Result<Vec<String>> {
         if !self.staging.exists() {
             std::fs::create_dir_all(&self.staging)?;
         }
@@ -102,7 +107,7 @@ impl OutputTarget {
         Ok(files)
     }
 
-    fn abandon(&self) {
+    pub(crate) fn abandon(&self) {
         let _ = std::fs::remove_dir_all(&self.staging);
     }
 }
@@ -231,7 +236,7 @@ async fn run(
         let target = copy_target
             .as_ref()
             .or(output.filter(|_| writes_output))
-            .map(|o| (o.staging.display().to_string(), o.format));
+            .map(OutputTarget::staging_target);
         let schema = encode_schema(physical.schema().as_ref())
             .map_err(|e| fail_at(number, statement, &e))?;
         let stages = cut_into_stages(job_id, physical, target)
@@ -271,7 +276,7 @@ async fn run(
 /// A `COPY (query) TO 'dir/'` without partitioning: its input and where it
 /// goes. `None` for anything else (a COPY to one file runs as DataFusion's
 /// own single writer).
-fn directory_copy(
+pub(crate) fn directory_copy(
     job_id: &JobId,
     plan: &LogicalPlan,
 ) -> Option<Result<(LogicalPlan, OutputTarget), DataFusionError>> {

@@ -493,6 +493,20 @@ impl SchedulerState {
                 job.publish();
                 return;
             }
+            if let Some(target) = job.output_target.take() {
+                match target.commit() {
+                    Ok(files) => job.output_files = Some(files),
+                    Err(e) => {
+                        target.abandon();
+                        let error = v1::JobError {
+                            kind: v1::ErrorKind::Environment as i32,
+                            message: format!("cannot move the output into place: {e}"),
+                        };
+                        self.fail_job(id, error);
+                        return;
+                    }
+                }
+            }
             info!(job_id = %id, "job succeeded");
             self.end_job(id, JobPhase::Succeeded);
         } else {
@@ -514,6 +528,10 @@ impl SchedulerState {
             return;
         };
         let succeeded = phase == JobPhase::Succeeded;
+        if let Some(target) = job.output_target.take() {
+            // Failed or cancelled: nothing appears at the output path.
+            target.abandon();
+        }
         job.finish(phase);
         let stage_count = job.stages.len() as u32;
         self.active.retain(|j| j != id);

@@ -146,3 +146,58 @@ async fn a_detached_dataframe_job_can_be_cancelled() {
         other => panic!("expected a cancelled job, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_parquet_is_done_by_the_executors_one_file_per_partition() {
+    let ctx = tpch_context().await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("orders-third");
+    let df = ctx
+        .table("orders")
+        .await
+        .unwrap()
+        .filter((col("o_orderkey") % lit(3)).eq(lit(0)))
+        .unwrap();
+    let answer = df
+        .write_parquet(
+            &format!("{}/", target.display()),
+            datafusion::dataframe::DataFrameWriteOptions::new(),
+            None,
+        )
+        .await
+        .unwrap();
+    // The client got a count, not the rows; the executors wrote the files.
+    let job = ctx.last_job().expect("ran as a job");
+    assert!(
+        job.stages.iter().any(|s| s.plan.contains("FileOutputExec")),
+        "{job:?}"
+    );
+    assert!(
+        job.output_files.len() >= 2,
+        "one file per partition: {:?}",
+        job.output_files
+    );
+    let files = std::fs::read_dir(&target).unwrap().count();
+    assert_eq!(files, job.output_files.len());
+
+    let local = local_tpch_context().await.unwrap();
+    let expected = local
+        .sql("SELECT count(*) FROM orders WHERE o_orderkey % 3 = 0")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let count = |batches: &[datafusion::arrow::record_batch::RecordBatch]| {
+        datafusion::arrow::util::display::array_value_to_string(batches[0].column(0), 0).unwrap()
+    };
+    assert_eq!(count(&answer), count(&expected));
+    let read_back = SessionContext::new()
+        .read_parquet(target.to_str().unwrap(), Default::default())
+        .await
+        .unwrap()
+        .count()
+        .await
+        .unwrap();
+    assert_eq!(read_back.to_string(), count(&expected));
+}
