@@ -67,6 +67,19 @@ enum Command {
         #[arg(long)]
         scheduler: Option<String>,
     },
+    /// Task placement rate of the scheduler alone: one job of TASKS tasks on
+    /// EXECUTORS simulated executors (no execution, no network).
+    Scheduler {
+        /// Tasks in the job.
+        #[arg(long, default_value_t = 100_000)]
+        tasks: usize,
+        /// Simulated executors.
+        #[arg(long, default_value_t = 100)]
+        executors: usize,
+        /// Runs (the best is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Kill an executor process at a seeded random moment of TPC-H queries
     /// and check every answer; prints `recovered K/N`. Needs the volley
     /// binaries built next to this one.
@@ -136,6 +149,37 @@ async fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+        Command::Scheduler {
+            tasks,
+            executors,
+            runs,
+        } => {
+            // Enough slots for every task, so all of them are placed at once.
+            let slots = tasks.div_ceil(executors.max(1));
+            let mut best = None;
+            for _ in 0..runs.max(1) {
+                match volley_scheduler::simulate_placement(tasks, executors, slots) {
+                    Ok((placed, elapsed)) => {
+                        best = Some(best.map_or(elapsed, |b: std::time::Duration| b.min(elapsed)));
+                        if placed != tasks {
+                            eprintln!("volley-bench: placed {placed} of {tasks} tasks");
+                            return ExitCode::from(1);
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("volley-bench: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            }
+            let best = best.unwrap_or_default();
+            println!(
+                "placed {tasks} tasks on {executors} executors in {:.1} ms (best of {runs}): {:.0} tasks/s",
+                best.as_secs_f64() * 1000.0,
+                tasks as f64 / best.as_secs_f64().max(1e-9)
+            );
+            ExitCode::SUCCESS
         }
         Command::Chaos {
             data,

@@ -21,6 +21,7 @@ mod recovery;
 mod script;
 mod server;
 mod service;
+mod simulation;
 mod stage_planner;
 mod state;
 #[cfg(test)]
@@ -29,3 +30,4 @@ mod test_support;
 pub use config::SchedulerConfig;
 pub use error::SchedulerError;
 pub use server::SchedulerServer;
+pub use simulation::simulate_placement;
