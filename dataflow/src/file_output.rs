@@ -23,16 +23,13 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
-use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
-};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::StreamExt;
 
 use crate::exchange_io::PartitionStats;
-use crate::shuffle_writer::{STATS_SCHEMA, stats_batch};
+use crate::shuffle_writer::{STATS_SCHEMA, stats_batch, stats_properties};
 
 /// File formats a job's output can be written in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,12 +74,7 @@ impl FileOutputExec {
                 "Volley writes job output to local paths only, not {dir}"
             )));
         }
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&STATS_SCHEMA)),
-            Partitioning::UnknownPartitioning(input.output_partitioning().partition_count()),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        ));
+        let properties = stats_properties(&input);
         Ok(Self {
             input,
             dir: dir.trim_start_matches("file://").to_string(),

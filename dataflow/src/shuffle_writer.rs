@@ -66,12 +66,7 @@ impl ShuffleWriterExec {
                 "a shuffle writer needs a concrete partitioning".into(),
             ));
         }
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&STATS_SCHEMA)),
-            Partitioning::UnknownPartitioning(input.output_partitioning().partition_count()),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        ));
+        let properties = stats_properties(&input);
         Ok(Self {
             job_id,
             stage_id,
@@ -131,6 +126,16 @@ impl ShuffleWriterExec {
         }
         Ok(stats)
     }
+}
+
+/// The properties of a stage root: one statistics batch per input partition.
+pub(crate) fn stats_properties(input: &Arc<dyn ExecutionPlan>) -> Arc<PlanProperties> {
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(Arc::clone(&STATS_SCHEMA)),
+        Partitioning::UnknownPartitioning(input.output_partitioning().partition_count()),
+        EmissionType::Final,
+        Boundedness::Bounded,
+    ))
 }
 
 /// The statistics batch a stage root produces.
