@@ -5,7 +5,6 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
@@ -21,6 +20,7 @@ use tracing::debug;
 use volley_dataflow::{JobId, MapOutputId, StageId};
 use volley_proto::v1;
 
+use crate::flight_encode::encode_flight;
 use crate::shuffle_store::ShuffleStore;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -101,14 +101,15 @@ impl FlightService for ShuffleFlightService {
         let options = IpcWriteOptions::default()
             .try_with_compression(self.compression)
             .map_err(|e| Status::internal(e.to_string()))?;
-        let encoded = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .with_options(options)
-            .build(stream.map_err(|e| FlightError::ExternalError(Box::new(e))))
-            .map_err(|e| match e {
-                FlightError::Tonic(status) => *status,
-                other => Status::internal(other.to_string()),
-            });
+        let encoded = encode_flight(
+            schema,
+            stream.map_err(|e| FlightError::ExternalError(Box::new(e))),
+            options,
+        )
+        .map_err(|e| match e {
+            FlightError::Tonic(status) => *status,
+            other => Status::internal(other.to_string()),
+        });
         Ok(Response::new(Box::pin(encoded)))
     }
 

@@ -18,6 +18,7 @@ mod control;
 mod error;
 mod exchange_client;
 mod executor;
+mod flight_encode;
 mod flight_fetch;
 mod flight_service;
 mod shuffle_store;
