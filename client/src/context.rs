@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{DataFrame, SessionContext};
-use datafusion_proto::bytes::logical_plan_to_bytes;
-use volley_dataflow::{changed_settings, session_config};
+use volley_dataflow::{
+    UdfRegistry, changed_settings, encode_logical_plan, object_store_runtime, session_config,
+};
 use volley_proto::v1;
 
 use crate::distributed_exec::{ClusterLink, JobObserver, VolleyQueryPlanner};
@@ -49,10 +50,24 @@ impl Context {
     }
 
     /// Like [`Context::embedded`], sized by `config`.
+    /// The cluster's user functions are registered in this context as well.
     pub async fn embedded_with(config: EmbeddedClusterConfig) -> Result<Self> {
+        let udfs = config.udfs.clone();
         let cluster = EmbeddedCluster::start(config).await?;
         let scheduler = SchedulerClient::connect(&cluster.scheduler_url()).await?;
-        Ok(Self::with_scheduler(scheduler, Some(Arc::new(cluster))))
+        let context = Self::with_scheduler(scheduler, Some(Arc::new(cluster)));
+        context.register_udfs(&udfs);
+        Ok(context)
+    }
+
+    /// Registers every function of `udfs` in this session, so queries can
+    /// call them; the executors that run those queries need the same
+    /// registry (a custom executor built with `volley_executor::run_main`,
+    /// or [`EmbeddedClusterConfig::udfs`]).
+    pub fn register_udfs(&self, udfs: &UdfRegistry) {
+        for udf in udfs.udfs() {
+            self.session.register_udf(udf.as_ref().clone());
+        }
     }
 
     fn with_scheduler(scheduler: SchedulerClient, cluster: Option<Arc<EmbeddedCluster>>) -> Self {
@@ -61,8 +76,11 @@ impl Context {
             observer: Arc::new(Mutex::new(None)),
             last_job: Arc::new(Mutex::new(None)),
         };
-        let state = SessionStateBuilder::new()
-            .with_config(session_config())
+        let mut builder = SessionStateBuilder::new().with_config(session_config());
+        if let Ok(runtime) = object_store_runtime() {
+            builder = builder.with_runtime_env(runtime);
+        }
+        let state = builder
             .with_default_features()
             .with_query_planner(Arc::new(VolleyQueryPlanner::new(link.clone())))
             .build();
@@ -101,7 +119,7 @@ impl Context {
     /// DataFrame instead.
     pub async fn submit(&self, df: DataFrame, name: &str) -> Result<JobHandle> {
         let plan = df.into_optimized_plan()?;
-        let bytes = logical_plan_to_bytes(&plan)?.to_vec();
+        let bytes = encode_logical_plan(&plan)?;
         let settings = changed_settings(self.session.state().config_options());
         let id = self
             .link

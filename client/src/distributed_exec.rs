@@ -6,36 +6,37 @@
 //! submits the plan to the scheduler, follows the job, and streams the final
 //! stage's partitions from the executors over Flight. So every DataFusion
 //! API that executes a plan (`collect`, `show`, `execute_stream`, ...) runs
-//! on the cluster. Dropping the stream before the job ends cancels the job;
-//! once read, the result is released from the executors.
+//! on the cluster, and its result streams while the job runs
+//! (`result_stream`). Dropping the stream before the job ends cancels the
+//! job; once read, the result is released from the executors.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, UInt64Array};
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session;
+use datafusion::common::not_impl_err;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::datasource::source_as_provider;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
-use datafusion_proto::bytes::logical_plan_to_bytes;
-use futures::{StreamExt, TryStreamExt};
-use tracing::debug;
-use volley_dataflow::{ExchangeError, JobId, PartitionLocation, changed_settings};
-use volley_executor::{fetch_location, flight_channel};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use volley_dataflow::{changed_settings, encode_logical_plan};
 use volley_proto::v1;
 
-use crate::error::ClientError;
+use crate::client_tables::materialize_client_tables;
+use crate::result_stream::{RESULT_BUFFER_BATCHES, ResultJob, ResultMetrics, stream_job_result};
 use crate::scheduler_client::SchedulerClient;
 
 /// Called with every status of every job a session runs.
@@ -90,8 +91,30 @@ impl QueryPlanner for VolleyQueryPlanner {
                     .create_physical_plan(logical_plan, session)
                     .await
             }
+            // INSERT: the rows are computed on the cluster and land in the
+            // client's table (an in-memory table lives here, not there).
+            LogicalPlan::Dml(DmlStatement {
+                target,
+                op: WriteOp::Insert(insert_op),
+                input,
+                ..
+            }) => {
+                let provider = source_as_provider(target)?;
+                let input = Box::pin(self.create_physical_plan(input, session)).await?;
+                provider.insert_into(session, input, *insert_op).await
+            }
+            // DELETE, UPDATE, TRUNCATE change the client's own tables.
+            LogicalPlan::Dml(_) => {
+                DefaultPhysicalPlanner::default()
+                    .create_physical_plan(logical_plan, session)
+                    .await
+            }
+            plan if has_recursive_query(plan) => not_impl_err!(
+                "recursive queries (WITH RECURSIVE) cannot run on a Volley cluster yet"
+            ),
             _ => {
-                let plan = logical_plan_to_bytes(logical_plan)?.to_vec();
+                let logical_plan = materialize_client_tables(logical_plan, session).await?;
+                let plan = encode_logical_plan(&logical_plan)?;
                 let settings = changed_settings(session.config_options());
                 let schema = Arc::clone(logical_plan.schema().inner());
                 let mut exec = DistributedQueryExec::new(self.link.clone(), plan, settings, schema);
@@ -100,6 +123,21 @@ impl QueryPlanner for VolleyQueryPlanner {
             }
         }
     }
+}
+
+/// Does the plan (or a subquery) hold a recursive query? Its operators share
+/// the work table in memory, which no stage boundary or task can carry.
+fn has_recursive_query(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        found |= matches!(node, LogicalPlan::RecursiveQuery(_));
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
 }
 
 /// Does the plan scan tables, all of them in `information_schema`?
@@ -127,6 +165,7 @@ pub struct DistributedQueryExec {
     /// A COPY: when the executors wrote the files, the answer is the count
     /// of rows written.
     writes_files: bool,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl fmt::Debug for DistributedQueryExec {
@@ -157,6 +196,7 @@ impl DistributedQueryExec {
             schema,
             properties,
             writes_files: false,
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 }
@@ -214,172 +254,35 @@ impl ExecutionPlan for DistributedQueryExec {
                 "DistributedQueryExec has one partition, not {partition}"
             )));
         }
-        let link = self.link.clone();
-        let plan = Arc::clone(&self.plan);
-        let settings = self.settings.clone();
-        let schema = Arc::clone(&self.schema);
-        let writes_files = self.writes_files;
-        let run = async move {
-            // A result lives on the executors until read. If one of them dies
-            // between the job's end and the client opening its partitions,
-            // the job runs again: nothing has been returned yet.
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let (status, guard) = run_job(&link, &plan, &settings).await?;
-                if writes_files && !status.output_files.is_empty() {
-                    // The executors wrote the rows; the answer is their count.
-                    let count: ArrayRef = Arc::new(UInt64Array::from(vec![status.rows_out]));
-                    let batch = RecordBatch::try_new(Arc::clone(&schema), vec![count])?;
-                    return Ok(Box::pin(futures::stream::once(async move { Ok(batch) }))
-                        as futures::stream::BoxStream<'static, Result<RecordBatch>>);
-                }
-                let job_id = guard.job_id.clone();
-                debug!(job_id = %job_id, partitions = status.result.len(), "fetching result");
-                match open_result(&status, Arc::clone(&schema)).await {
-                    Ok(streams) => {
-                        return Ok::<_, DataFusionError>(result_stream(
-                            streams,
-                            Arc::clone(&schema),
-                            guard,
-                        ));
-                    }
-                    Err(e) if attempt < MAX_RESULT_ATTEMPTS => {
-                        tracing::warn!(job_id = %job_id, error = %e, "a result partition was lost; running the job again");
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Err(DataFusionError::Execution(
+                "a Volley query must run inside a tokio runtime".into(),
+            ));
         };
+        let job = ResultJob {
+            link: self.link.clone(),
+            plan: Arc::clone(&self.plan),
+            settings: self.settings.clone(),
+            schema: Arc::clone(&self.schema),
+            writes_files: self.writes_files,
+            metrics: ResultMetrics {
+                peak_buffered_batches: MetricBuilder::new(&self.metrics)
+                    .gauge("peak_buffered_batches", partition),
+                batches_before_job_end: MetricBuilder::new(&self.metrics)
+                    .counter("batches_before_job_end", partition),
+            },
+        };
+        let (tx, rx) = mpsc::channel(RESULT_BUFFER_BATCHES);
+        // The job runs and its result is fetched in a task that ends (and
+        // cancels or releases the job) when the stream is dropped.
+        runtime.spawn(stream_job_result(job, tx));
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),
-            futures::stream::once(run).try_flatten(),
+            ReceiverStream::new(rx),
         )))
     }
-}
 
-fn is_final(status: &v1::JobStatus) -> bool {
-    crate::scheduler_client::is_terminal(status.state)
-}
-
-/// Streams the result partitions in order, a few opened ahead.
-/// How often a query runs when its result is lost before it can be read.
-const MAX_RESULT_ATTEMPTS: u32 = 3;
-
-/// Submits the plan and follows the job to its successful end.
-async fn run_job(
-    link: &ClusterLink,
-    plan: &Arc<Vec<u8>>,
-    settings: &HashMap<String, String>,
-) -> Result<(v1::JobStatus, JobGuard)> {
-    let job_id = link
-        .scheduler
-        .submit(plan.as_ref().clone(), settings.clone(), String::new())
-        .await
-        .map_err(ClientError::into_datafusion)?;
-    let mut guard = JobGuard {
-        scheduler: link.scheduler.clone(),
-        job_id: job_id.clone(),
-        finished: false,
-    };
-    let observer = link
-        .observer
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let last_job = Arc::clone(&link.last_job);
-    let outcome = link
-        .scheduler
-        .wait(&job_id, |status| {
-            if let Some(observer) = &observer {
-                observer(status);
-            }
-            if is_final(status) {
-                *last_job.lock().unwrap_or_else(|p| p.into_inner()) = Some(status.clone());
-            }
-        })
-        .await;
-    guard.finished = true;
-    let status = outcome.map_err(ClientError::into_datafusion)?;
-    Ok((status, guard))
-}
-
-/// Opens every result partition (one Flight stream each) before any row is
-/// returned, so a lost partition is found while the job can still be rerun.
-async fn open_result(
-    status: &v1::JobStatus,
-    schema: SchemaRef,
-) -> std::result::Result<Vec<SendableRecordBatchStream>, ExchangeError> {
-    let mut channels: HashMap<String, tonic::transport::Channel> = HashMap::new();
-    let mut opening = Vec::new();
-    for location in status.result.iter().map(PartitionLocation::from) {
-        let channel = match channels.get(&location.endpoint) {
-            Some(channel) => channel.clone(),
-            None => {
-                let channel =
-                    flight_channel(&location.endpoint).map_err(|e| ExchangeError::FetchFailed {
-                        location: location.clone(),
-                        reason: e.to_string(),
-                    })?;
-                channels.insert(location.endpoint.clone(), channel.clone());
-                channel
-            }
-        };
-        let schema = Arc::clone(&schema);
-        opening.push(async move { fetch_location(channel, &location, schema).await });
-    }
-    futures::future::try_join_all(opening).await
-}
-
-/// Streams the opened result partitions in order.
-fn result_stream(
-    streams: Vec<SendableRecordBatchStream>,
-    schema: SchemaRef,
-    guard: JobGuard,
-) -> futures::stream::BoxStream<'static, Result<RecordBatch>> {
-    let stream = futures::stream::iter(streams).flatten().map(move |batch| {
-        // Keep the guard alive until the stream is dropped.
-        let _ = &guard;
-        batch.map(|b| conform(b, &schema))
-    });
-    Box::pin(stream)
-}
-
-/// Gives a batch the schema the client planned (names and nullability as
-/// DataFusion's logical plan has them) when only metadata differs.
-fn conform(batch: RecordBatch, schema: &SchemaRef) -> RecordBatch {
-    if batch.schema() == *schema {
-        return batch;
-    }
-    RecordBatch::try_new(Arc::clone(schema), batch.columns().to_vec()).unwrap_or(batch)
-}
-
-/// Cancels the job if the query is dropped before it ends; releases its
-/// result from the executors once it has been read.
-struct JobGuard {
-    scheduler: SchedulerClient,
-    job_id: JobId,
-    finished: bool,
-}
-
-impl Drop for JobGuard {
-    fn drop(&mut self) {
-        let scheduler = self.scheduler.clone();
-        let job_id = self.job_id.clone();
-        let finished = self.finished;
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        // Best effort: if this fails the scheduler's result TTL cleans up.
-        runtime.spawn(async move {
-            let outcome = if finished {
-                scheduler.release(&job_id).await
-            } else {
-                scheduler.cancel(&job_id).await.map(|_| ())
-            };
-            if let Err(e) = outcome {
-                debug!(job_id = %job_id, error = %e, "could not release or cancel job");
-            }
-        });
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
     }
 }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use tempfile::TempDir;
-use volley_dataflow::ExecutorId;
+use volley_dataflow::{ExecutorId, UdfRegistry};
 use volley_executor::{Executor, ExecutorConfig, default_memory_limit};
 use volley_scheduler::{SchedulerConfig, SchedulerServer};
 
@@ -28,6 +28,9 @@ pub struct EmbeddedClusterConfig {
     pub executor_timeout: Duration,
     /// How long running jobs wait for executors when none are left.
     pub no_executor_grace: Duration,
+    /// User functions the executors can run (the client context registers
+    /// them too).
+    pub udfs: UdfRegistry,
 }
 
 impl Default for EmbeddedClusterConfig {
@@ -47,6 +50,7 @@ impl EmbeddedClusterConfig {
             memory_per_executor: default_memory_limit() / executors,
             executor_timeout: SchedulerConfig::default().executor_timeout,
             no_executor_grace: SchedulerConfig::default().no_executor_grace,
+            udfs: UdfRegistry::default(),
         }
     }
 }
@@ -82,6 +86,7 @@ impl EmbeddedCluster {
             let mut executor_config = ExecutorConfig::new(scheduler.url(), work_dir.path());
             executor_config.slots = config.slots_per_executor.max(1);
             executor_config.memory_limit = config.memory_per_executor;
+            executor_config.udfs = config.udfs.clone();
             let executor = Executor::start(executor_config)
                 .await
                 .map_err(|e| ClientError::Embedded(e.to_string()))?;

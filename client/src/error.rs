@@ -21,6 +21,9 @@ pub enum ClientError {
         kind: v1::ErrorKind,
         /// What went wrong.
         message: String,
+        /// For an error of the query itself, DataFusion's own error (see
+        /// [`ClientError::into_datafusion`]).
+        query_error: Option<v1::QueryError>,
     },
     /// The command line was wrong (an unknown parameter, a bad duration).
     #[error("{0}")]
@@ -77,9 +80,21 @@ impl ClientError {
 
     /// Moves a client error into a DataFusion error (to cross DataFusion's
     /// stream APIs) without losing its type.
+    ///
+    /// A job that failed because of the query itself (bad SQL semantics,
+    /// bad data: [`v1::ErrorKind::User`]) becomes the DataFusion error the
+    /// cluster raised, so it reads exactly as single-node DataFusion's.
     pub fn into_datafusion(self) -> DataFusionError {
         match self {
             ClientError::Query(e) => e,
+            ClientError::JobFailed {
+                kind: v1::ErrorKind::User,
+                query_error: Some(query_error),
+                ..
+            } if volley_dataflow::rebuild_query_error(&query_error).is_some() => {
+                volley_dataflow::rebuild_query_error(&query_error)
+                    .unwrap_or_else(|| DataFusionError::Execution(query_error.message))
+            }
             other => DataFusionError::External(Box::new(other)),
         }
     }

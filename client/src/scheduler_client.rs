@@ -185,6 +185,7 @@ impl SchedulerClient {
                     job_id: job_id.clone(),
                     kind: v1::ErrorKind::try_from(error.kind).unwrap_or(v1::ErrorKind::Internal),
                     message: error.message,
+                    query_error: error.query_error,
                 });
             }
         }

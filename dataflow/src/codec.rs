@@ -7,6 +7,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
+use datafusion::logical_expr::ScalarUDF;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::physical_plan::from_proto::parse_protobuf_partitioning;
 use datafusion_proto::physical_plan::to_proto::serialize_partitioning;
@@ -17,6 +18,7 @@ use datafusion_proto::protobuf;
 use prost::Message;
 use volley_proto::v1;
 
+use crate::error::ExchangeError;
 use crate::file_output::{FileOutputExec, OutputFormat};
 use crate::ids::{JobId, StageId};
 use crate::location::PartitionLocation;
@@ -115,6 +117,14 @@ impl PhysicalExtensionCodec for VolleyCodec {
             }
             None => Err(decode_error("exchange node", "empty")),
         }
+    }
+
+    fn try_decode_udf(&self, name: &str, _buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+        // Reached only when the task's registry lacks the function.
+        Err(ExchangeError::UnknownFunction {
+            name: name.to_string(),
+        }
+        .into())
     }
 
     fn try_encode(

@@ -25,6 +25,16 @@ pub enum ExchangeError {
     /// Environment: the executor's memory or disk could not hold an output.
     #[error("shuffle output could not be stored: {0}")]
     ResourcesExhausted(String),
+    /// User: the plan calls a function the executor was not built with; a
+    /// custom executor binary must register it (see `UdfRegistry`).
+    #[error(
+        "function `{name}` is not registered on this executor: run an executor built with it \
+         (volley_executor::run_main with a UdfRegistry that contains it)"
+    )]
+    UnknownFunction {
+        /// The function's name.
+        name: String,
+    },
     /// Bug: a stage plan ran without the exchange context the executor
     /// installs in every task.
     #[error("internal error: no exchange context in the task's session config")]
@@ -69,6 +79,7 @@ pub fn classify_error(error: &DataFusionError) -> v1::ErrorKind {
         return match exchange {
             ExchangeError::FetchFailed { .. } => v1::ErrorKind::FetchFailed,
             ExchangeError::ResourcesExhausted(_) => v1::ErrorKind::ResourcesExhausted,
+            ExchangeError::UnknownFunction { .. } => v1::ErrorKind::User,
             ExchangeError::MissingContext | ExchangeError::Unresolved(_) => v1::ErrorKind::Internal,
         };
     }
@@ -104,12 +115,96 @@ pub fn classify_error(error: &DataFusionError) -> v1::ErrorKind {
     }
 }
 
+/// The DataFusion error at the root of `error` (through context, sharing,
+/// diagnostics and exchange wrappers), by variant, for a client to rebuild
+/// with [`rebuild_query_error`]. `None` for errors that are not DataFusion's
+/// own (exchange failures, I/O, external errors).
+pub fn query_error(error: &DataFusionError) -> Option<v1::QueryError> {
+    use datafusion::arrow::error::ArrowError;
+    use v1::QueryErrorClass as Class;
+    let (class, message) = match error {
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            return query_error(inner);
+        }
+        DataFusionError::Shared(inner) => return query_error(inner),
+        DataFusionError::External(inner) => {
+            return inner
+                .downcast_ref::<DataFusionError>()
+                .and_then(query_error);
+        }
+        DataFusionError::Plan(m) => (Class::Plan, m.clone()),
+        DataFusionError::Execution(m) => (Class::Execution, m.clone()),
+        DataFusionError::NotImplemented(m) => (Class::NotImplemented, m.clone()),
+        DataFusionError::Configuration(m) => (Class::Configuration, m.clone()),
+        DataFusionError::ResourcesExhausted(m) => (Class::ResourcesExhausted, m.clone()),
+        DataFusionError::Internal(m) => (Class::Internal, m.clone()),
+        DataFusionError::ArrowError(arrow, _) => match arrow.as_ref() {
+            ArrowError::ComputeError(m) => (Class::ArrowCompute, m.clone()),
+            ArrowError::InvalidArgumentError(m) => (Class::ArrowInvalidArgument, m.clone()),
+            ArrowError::CastError(m) => (Class::ArrowCast, m.clone()),
+            ArrowError::ParseError(m) => (Class::ArrowParse, m.clone()),
+            ArrowError::DivideByZero => (Class::ArrowDivideByZero, String::new()),
+            ArrowError::ArithmeticOverflow(m) => (Class::ArrowArithmeticOverflow, m.clone()),
+            ArrowError::CsvError(m) => (Class::ArrowCsv, m.clone()),
+            ArrowError::JsonError(m) => (Class::ArrowJson, m.clone()),
+            ArrowError::NotYetImplemented(m) => (Class::ArrowNotYetImplemented, m.clone()),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(v1::QueryError {
+        class: class as i32,
+        message,
+    })
+}
+
+/// The DataFusion error a [`query_error`] describes.
+pub fn rebuild_query_error(error: &v1::QueryError) -> Option<DataFusionError> {
+    use datafusion::arrow::error::ArrowError;
+    use v1::QueryErrorClass as Class;
+    let m = error.message.clone();
+    let arrow = |e: ArrowError| DataFusionError::ArrowError(Box::new(e), None);
+    Some(match Class::try_from(error.class).ok()? {
+        Class::Unspecified => return None,
+        Class::Plan => DataFusionError::Plan(m),
+        Class::Execution => DataFusionError::Execution(m),
+        Class::NotImplemented => DataFusionError::NotImplemented(m),
+        Class::Configuration => DataFusionError::Configuration(m),
+        Class::ResourcesExhausted => DataFusionError::ResourcesExhausted(m),
+        Class::Internal => DataFusionError::Internal(m),
+        Class::ArrowCompute => arrow(ArrowError::ComputeError(m)),
+        Class::ArrowInvalidArgument => arrow(ArrowError::InvalidArgumentError(m)),
+        Class::ArrowCast => arrow(ArrowError::CastError(m)),
+        Class::ArrowParse => arrow(ArrowError::ParseError(m)),
+        Class::ArrowDivideByZero => arrow(ArrowError::DivideByZero),
+        Class::ArrowArithmeticOverflow => arrow(ArrowError::ArithmeticOverflow(m)),
+        Class::ArrowCsv => arrow(ArrowError::CsvError(m)),
+        Class::ArrowJson => arrow(ArrowError::JsonError(m)),
+        Class::ArrowNotYetImplemented => arrow(ArrowError::NotYetImplemented(m)),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use super::*;
     use crate::ids::{ExecutorId, JobId, MapOutputId, StageId};
+
+    #[test]
+    fn a_query_error_crosses_the_wire_and_reads_as_datafusion_wrote_it() {
+        let original = DataFusionError::Plan("no such column".into());
+        let wrapped = DataFusionError::Shared(Arc::new(original.context("planning")));
+        let rebuilt = query_error(&wrapped)
+            .and_then(|q| rebuild_query_error(&q))
+            .expect("a plan error is rebuilt");
+        assert_eq!(
+            rebuilt.to_string(),
+            DataFusionError::Plan("no such column".into()).to_string()
+        );
+        let io = DataFusionError::IoError(std::io::Error::other("disk"));
+        assert!(query_error(&io).is_none());
+    }
 
     #[test]
     fn a_fetch_failure_is_found_through_datafusion_wrappers() {

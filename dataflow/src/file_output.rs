@@ -1,8 +1,11 @@
 //! `FileOutputExec`: the root of a job's final stage when its result goes to
 //! files instead of back to a client. Task `p` writes its partition as one
 //! file, `part-<p>.<ext>`, straight into the output directory the scheduler
-//! chose (a staging directory it moves into place when the job succeeds), so
-//! the rows never pass through the client or the scheduler. Its own output
+//! chose, so the rows never pass through the client or the scheduler. A
+//! local directory is a staging directory the scheduler moves into place
+//! when the job succeeds; an object-store prefix (`s3://bucket/path`) is
+//! written in place, each file uploaded whole (multipart past 10 MiB) so a
+//! reader never sees half a file. Its own output
 //! is the same per-partition statistics batch a [`ShuffleWriterExec`]
 //! produces: one row with the rows and bytes written.
 //!
@@ -10,11 +13,18 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use object_store::buffered::BufWriter as ObjectWriter;
+use object_store::path::Path as ObjectPath;
+use tokio::io::AsyncWriteExt;
 
 use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -69,11 +79,7 @@ impl FileOutputExec {
         dir: String,
         format: OutputFormat,
     ) -> Result<Self> {
-        if dir.contains("://") && !dir.starts_with("file://") {
-            return Err(DataFusionError::NotImplemented(format!(
-                "Volley writes job output to local paths only, not {dir}"
-            )));
-        }
+        Destination::parse(&dir)?;
         let properties = stats_properties(&input);
         Ok(Self {
             input,
@@ -109,13 +115,92 @@ impl DisplayAs for FileOutputExec {
     }
 }
 
-enum Writer {
-    Parquet(ArrowWriter<File>),
-    Csv(datafusion::arrow::csv::Writer<BufWriter<File>>),
-    Json(LineDelimitedWriter<BufWriter<File>>),
+/// Where a job's files go.
+#[derive(Debug)]
+pub enum Destination {
+    /// A local directory.
+    Local(PathBuf),
+    /// A prefix in an object store.
+    Object {
+        /// The store, e.g. `s3://bucket`.
+        store: ObjectStoreUrl,
+        /// The prefix inside it.
+        prefix: ObjectPath,
+    },
 }
 
-impl Writer {
+impl Destination {
+    /// Parses a local path, `file://` URL or object-store URL.
+    pub fn parse(dir: &str) -> Result<Self> {
+        let Some((scheme, rest)) = dir.split_once("://") else {
+            return Ok(Destination::Local(PathBuf::from(dir)));
+        };
+        if scheme == "file" {
+            return Ok(Destination::Local(PathBuf::from(rest)));
+        }
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(DataFusionError::Plan(format!("no bucket in {dir}")));
+        }
+        Ok(Destination::Object {
+            store: ObjectStoreUrl::parse(format!("{scheme}://{bucket}"))?,
+            prefix: ObjectPath::parse(prefix.trim_end_matches('/'))
+                .map_err(|e| DataFusionError::Plan(format!("bad output path {dir}: {e}")))?,
+        })
+    }
+}
+
+/// An in-memory file tail the writers append to and uploads drain.
+#[derive(Clone, Default)]
+struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl SharedBuffer {
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl Write for SharedBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Bytes buffered before they are handed to an upload.
+const UPLOAD_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+
+enum Writer<W: Write + Send> {
+    Parquet(ArrowWriter<W>),
+    Csv(datafusion::arrow::csv::Writer<W>),
+    Json(LineDelimitedWriter<W>),
+}
+
+impl<W: Write + Send> Writer<W> {
+    fn new(format: OutputFormat, out: W, schema: SchemaRef) -> Result<Self> {
+        Ok(match format {
+            OutputFormat::Parquet => {
+                let props = WriterProperties::builder()
+                    .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                    .build();
+                Writer::Parquet(ArrowWriter::try_new(out, schema, Some(props))?)
+            }
+            OutputFormat::Csv => Writer::Csv(CsvWriterBuilder::new().with_header(true).build(out)),
+            OutputFormat::Json => Writer::Json(LineDelimitedWriter::new(out)),
+        })
+    }
+
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         match self {
             Writer::Parquet(w) => w.write(batch)?,
@@ -128,15 +213,89 @@ impl Writer {
     fn finish(self) -> Result<()> {
         match self {
             Writer::Parquet(w) => {
-                w.close()?;
+                let mut out = w.into_inner()?;
+                out.flush()?;
             }
             Writer::Csv(w) => {
-                w.into_inner();
+                let mut out = w.into_inner();
+                out.flush()?;
             }
-            Writer::Json(mut w) => w.finish()?,
+            Writer::Json(mut w) => {
+                w.finish()?;
+                w.into_inner().flush()?;
+            }
         }
         Ok(())
     }
+}
+
+/// Writes `input` as one local file; returns (rows, bytes).
+async fn write_local(
+    mut input: SendableRecordBatchStream,
+    dir: PathBuf,
+    name: String,
+    format: OutputFormat,
+) -> Result<(u64, u64)> {
+    let path = dir.join(name);
+    let io = |e: std::io::Error| {
+        DataFusionError::Execution(format!("cannot write {}: {e}", path.display()))
+    };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let file = File::create(&path).map_err(io)?;
+    let mut writer = Writer::new(format, BufWriter::new(file), input.schema())?;
+    let mut rows = 0u64;
+    while let Some(batch) = input.next().await {
+        let batch = batch?;
+        // See ShuffleWriterExec: keep the executor responsive.
+        tokio::task::consume_budget().await;
+        rows += batch.num_rows() as u64;
+        writer.write(&batch)?;
+    }
+    writer.finish()?;
+    let bytes = std::fs::metadata(&path).map_err(io)?.len();
+    Ok((rows, bytes))
+}
+
+/// Writes `input` as one object; returns (rows, bytes). A failed write
+/// aborts the upload, so no partial object is left.
+async fn write_object(
+    mut input: SendableRecordBatchStream,
+    context: Arc<TaskContext>,
+    store: ObjectStoreUrl,
+    path: ObjectPath,
+    format: OutputFormat,
+) -> Result<(u64, u64)> {
+    let object_store = context.runtime_env().object_store(&store)?;
+    let mut upload = ObjectWriter::new(object_store, path.clone());
+    let buffer = SharedBuffer::default();
+    let mut bytes = 0u64;
+    let mut rows = 0u64;
+    let written = async {
+        let mut writer = Writer::new(format, buffer.clone(), input.schema())?;
+        while let Some(batch) = input.next().await {
+            let batch = batch?;
+            tokio::task::consume_budget().await;
+            rows += batch.num_rows() as u64;
+            writer.write(&batch)?;
+            if buffer.len() >= UPLOAD_CHUNK_BYTES {
+                let chunk = buffer.take();
+                bytes += chunk.len() as u64;
+                upload.put(Bytes::from(chunk)).await?;
+            }
+        }
+        writer.finish()?;
+        let chunk = buffer.take();
+        bytes += chunk.len() as u64;
+        upload.put(Bytes::from(chunk)).await?;
+        upload.shutdown().await?;
+        Ok::<_, DataFusionError>(())
+    }
+    .await;
+    if let Err(e) = written {
+        let _ = upload.abort().await;
+        return Err(e.context(format!("writing {store}{path}")));
+    }
+    Ok((rows, bytes))
 }
 
 impl ExecutionPlan for FileOutputExec {
@@ -180,41 +339,18 @@ impl ExecutionPlan for FileOutputExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let mut input = self.input.execute(partition, context)?;
-        let schema = self.input.schema();
-        let dir = PathBuf::from(&self.dir);
-        let path = dir.join(format!("part-{partition:05}.{}", self.format.extension()));
+        let input = self.input.execute(partition, Arc::clone(&context))?;
+        let name = format!("part-{partition:05}.{}", self.format.extension());
+        let destination = Destination::parse(&self.dir)?;
         let format = self.format;
         let write = async move {
-            let io = |e: std::io::Error| {
-                DataFusionError::Execution(format!("cannot write {}: {e}", path.display()))
-            };
-            std::fs::create_dir_all(&dir).map_err(io)?;
-            let file = File::create(&path).map_err(io)?;
-            let mut writer = match format {
-                OutputFormat::Parquet => {
-                    let props = WriterProperties::builder()
-                        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-                        .build();
-                    Writer::Parquet(ArrowWriter::try_new(file, schema, Some(props))?)
+            let (rows, bytes) = match destination {
+                Destination::Local(dir) => write_local(input, dir, name, format).await?,
+                Destination::Object { store, prefix } => {
+                    let path = prefix.clone().join(name.as_str());
+                    write_object(input, context, store, path, format).await?
                 }
-                OutputFormat::Csv => Writer::Csv(
-                    CsvWriterBuilder::new()
-                        .with_header(true)
-                        .build(BufWriter::new(file)),
-                ),
-                OutputFormat::Json => Writer::Json(LineDelimitedWriter::new(BufWriter::new(file))),
             };
-            let mut rows = 0u64;
-            while let Some(batch) = input.next().await {
-                let batch = batch?;
-                // See ShuffleWriterExec: keep the executor responsive.
-                tokio::task::consume_budget().await;
-                rows += batch.num_rows() as u64;
-                writer.write(&batch)?;
-            }
-            writer.finish()?;
-            let bytes = std::fs::metadata(&path).map_err(io)?.len();
             stats_batch(&[PartitionStats { rows, bytes }])
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(

@@ -4,7 +4,9 @@
 //! root of every stage, [`ShuffleReaderExec`] where an input stage was cut
 //! out), the codec that carries them inside DataFusion's plan protobuf
 //! ([`VolleyCodec`]), the typed exchange failures ([`ExchangeError`]) and the
-//! session settings every node applies ([`session_config`]).
+//! session settings every node applies ([`session_config`]). Client plans
+//! travel to the scheduler through [`encode_logical_plan`], which also
+//! carries in-memory tables and user functions ([`UdfRegistry`]).
 //!
 //! Neighbours: `volley-scheduler` builds stage plans from these operators;
 //! `volley-executor` runs them, implementing [`ShuffleSink`] and
@@ -15,9 +17,12 @@ mod codec;
 mod error;
 mod exchange_io;
 mod file_output;
+mod functions;
 mod ids;
 mod input_files;
 mod location;
+mod logical_codec;
+mod object_stores;
 mod script_text;
 mod session;
 mod shuffle_reader;
@@ -27,14 +32,20 @@ pub use codec::{
     VolleyCodec, decode_plan, decode_schema, encode_plan, encode_schema, output_format_from_proto,
     output_format_to_proto,
 };
-pub use error::{ExchangeError, classify_error, find_exchange_error, find_in_error_chain};
+pub use error::{
+    ExchangeError, classify_error, find_exchange_error, find_in_error_chain, query_error,
+    rebuild_query_error,
+};
 pub use exchange_io::{
     ExchangeContext, MapOutputWriter, PartitionStats, ShuffleSink, ShuffleSource, TrafficRecorder,
 };
-pub use file_output::{FileOutputExec, OutputFormat};
+pub use file_output::{Destination, FileOutputExec, OutputFormat};
+pub use functions::{PlannedCall, PlannedUdf, UdfRegistry};
 pub use ids::{ExecutorId, JobId, MapOutputId, StageId, TaskId};
 pub use input_files::{describe_files, input_files};
 pub use location::PartitionLocation;
+pub use logical_codec::{VolleyLogicalCodec, decode_logical_plan, encode_logical_plan};
+pub use object_stores::{EnvObjectStoreRegistry, object_store_runtime, s3_store};
 pub use script_text::{Statement, split_statements};
 pub use session::{apply_settings, changed_settings, session_config};
 pub use shuffle_reader::{ExchangeKind, ShuffleReaderExec};

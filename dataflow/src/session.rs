@@ -30,13 +30,18 @@ pub fn session_config() -> SessionConfig {
     let mut config = SessionConfig::new()
         .with_information_schema(true)
         .with_round_robin_repartition(false);
-    let options = config.options_mut();
+    pin_distributed_settings(config.options_mut());
+    config
+}
+
+/// The settings without which partitions cannot run as separate tasks (see
+/// [`session_config`]); a client's `SET` cannot turn them back on.
+fn pin_distributed_settings(options: &mut ConfigOptions) {
     options.execution.enable_file_stream_work_stealing = false;
     options.optimizer.enable_join_dynamic_filter_pushdown = false;
     options
         .optimizer
         .enable_physical_uncorrelated_scalar_subquery = false;
-    config
 }
 
 /// The settings in `options` that differ from [`session_config`]'s, as
@@ -74,6 +79,7 @@ pub fn apply_settings(
     for key in keys {
         options.set(key, &settings[key])?;
     }
+    pin_distributed_settings(options);
     Ok(config)
 }
 

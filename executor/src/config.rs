@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use datafusion::arrow::ipc::CompressionType;
+use volley_dataflow::UdfRegistry;
 
 /// How an executor runs.
 #[derive(Clone, Debug)]
@@ -29,6 +30,8 @@ pub struct ExecutorConfig {
     pub heartbeat_interval: Duration,
     /// Compression of shuffle data sent over the network.
     pub compression: Option<CompressionType>,
+    /// User functions this executor can run, by name.
+    pub udfs: UdfRegistry,
 }
 
 impl ExecutorConfig {
@@ -43,6 +46,7 @@ impl ExecutorConfig {
             memory_limit: default_memory_limit(),
             heartbeat_interval: Duration::from_secs(1),
             compression: Some(CompressionType::LZ4_FRAME),
+            udfs: UdfRegistry::default(),
         }
     }
 }

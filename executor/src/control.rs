@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tonic::Streaming;
 use tracing::{debug, info, warn};
-use volley_dataflow::{JobId, StageId, decode_plan};
+use volley_dataflow::{JobId, StageId, decode_plan, describe_files, input_files};
 use volley_proto::v1;
 
 use crate::error::ExecutorError;
@@ -175,6 +175,7 @@ impl ControlLoop {
             let env = Arc::clone(&self.env);
             let settings = Arc::clone(&settings);
             let tasks_runtime = self.tasks_runtime.clone();
+            let task_plan = Arc::clone(&plan);
             let handle = self.running.spawn(async move {
                 // The task runs in its own tokio task so a panic in a kernel
                 // is caught here and reported, not carried to the executor.
@@ -196,6 +197,14 @@ impl ControlLoop {
                             .cloned()
                             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                             .unwrap_or_else(|| "unknown panic".into());
+                        // Name what the task was reading: a corrupt file
+                        // that trips a decoder is the usual cause.
+                        let files = input_files(&task_plan, task.partition as usize);
+                        let message = if files.is_empty() {
+                            message
+                        } else {
+                            format!("{message} (while reading {})", describe_files(&files))
+                        };
                         warn!(task = %task_name, %message, "task panicked");
                         v1::task_status::Result::Failure(panic_failure(&task_name, &message))
                     }

@@ -13,7 +13,9 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::server::TcpIncoming;
 use tracing::{error, info};
-use volley_dataflow::{ExecutorId, ShuffleSink, ShuffleSource, session_config};
+use volley_dataflow::{
+    EnvObjectStoreRegistry, ExecutorId, ShuffleSink, ShuffleSource, session_config,
+};
 use volley_proto::v1;
 use volley_proto::v1::scheduler_service_client::SchedulerServiceClient;
 
@@ -57,12 +59,14 @@ impl Executor {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::clone(&pool))
             .with_temp_file_path(work_dir.join("spill"))
+            .with_object_store_registry(EnvObjectStoreRegistry::shared())
             .build_arc()?;
-        let state = SessionStateBuilder::new()
+        let mut state = SessionStateBuilder::new()
             .with_config(session_config())
             .with_runtime_env(runtime)
             .with_default_features()
             .build();
+        config.udfs.register_into(&mut state)?;
 
         let store = Arc::new(ShuffleStore::new(pool, work_dir.join("shuffle")));
         let sink: Arc<dyn ShuffleSink> = Arc::new(StoreSink(Arc::clone(&store)));

@@ -7,12 +7,15 @@
 //! (`flight_service`). Reads of output it holds itself skip the network
 //! (`exchange_client`).
 //!
-//! Entry point: [`Executor::start`] with an [`ExecutorConfig`]. Neighbours:
+//! Entry points: [`Executor::start`] with an [`ExecutorConfig`], or
+//! [`run_main`], the whole `volley-executor` command, for a custom executor
+//! binary that registers user functions. Neighbours:
 //! `volley-scheduler` (the other end of the control stream),
 //! `volley-dataflow` (operators, codec, IDs), `volley-client` (fetches results
 //! with [`fetch_location`]).
 #![warn(missing_docs)]
 
+mod cli;
 mod config;
 mod control;
 mod error;
@@ -24,6 +27,7 @@ mod flight_service;
 mod shuffle_store;
 mod task_runner;
 
+pub use cli::run_main;
 pub use config::{ExecutorConfig, default_memory_limit, parse_size};
 pub use error::ExecutorError;
 pub use executor::Executor;

@@ -17,7 +17,7 @@ use datafusion::physical_plan::{ExecutionPlan, common};
 use volley_dataflow::{
     ExchangeContext, ExchangeError, ExecutorId, ShuffleSink, ShuffleSource, ShuffleWriterExec,
     TrafficRecorder, apply_settings, classify_error, describe_files, find_exchange_error,
-    input_files, session_config,
+    input_files, query_error, session_config,
 };
 use volley_proto::v1;
 
@@ -99,11 +99,11 @@ pub(crate) async fn run_task(
                         .iter()
                         .any(|f| failed.message.contains(f.trim_start_matches('/')))
                 {
-                    failed.message = format!(
-                        "{} (while reading {})",
-                        failed.message,
-                        describe_files(&files)
-                    );
+                    let reading = format!(" (while reading {})", describe_files(&files));
+                    failed.message.push_str(&reading);
+                    if let Some(query_error) = &mut failed.query_error {
+                        query_error.message.push_str(&reading);
+                    }
                 }
             }
             v1::task_status::Result::Failure(failure)
@@ -160,6 +160,7 @@ pub(crate) fn failure_from_error(error: &datafusion::error::DataFusionError) -> 
         _ => v1::task_failure::Reason::ExecutionFailed(v1::ExecutionFailed {
             kind: classify_error(error) as i32,
             message: error.to_string(),
+            query_error: query_error(error),
         }),
     };
     v1::TaskFailure {
@@ -174,6 +175,7 @@ pub(crate) fn panic_failure(task_name: &str, panic: &str) -> v1::TaskFailure {
             v1::ExecutionFailed {
                 kind: v1::ErrorKind::Internal as i32,
                 message: format!("task {task_name} panicked: {panic}"),
+                query_error: None,
             },
         )),
     }

@@ -189,7 +189,7 @@ pub(crate) struct Job {
     pub(crate) output_files: Option<Vec<String>>,
     /// Where a (non-script) job's final stage writes, to be moved into
     /// place when the job succeeds.
-    pub(crate) output_target: Option<crate::script::OutputTarget>,
+    pub(crate) output_target: Option<crate::output_target::OutputTarget>,
     /// What recovery did.
     pub(crate) recovery: v1::JobRecovery,
     /// Executors that ran any task of the job.
@@ -442,23 +442,28 @@ impl Job {
         }
         status.output_files = self.output_files.clone().unwrap_or_default();
         status.recovery = Some(self.recovery);
+        // The result's partitions are published as the final stage finishes
+        // them, so a client streams them while the rest still run.
+        let publishes_result = self.output_files.is_none()
+            && self.output_target.is_none()
+            && (self.phase == JobPhase::Succeeded
+                || (self.phase == JobPhase::Running && self.script.is_none()));
+        if publishes_result && let Some(stage) = self.final_stage() {
+            status.result = stage
+                .output_locations(&self.id)
+                .into_iter()
+                .flatten()
+                .map(|l| v1::PartitionLocation::from(&l))
+                .collect();
+        }
         match &self.phase {
-            JobPhase::Succeeded if self.output_files.is_some() => {}
-            JobPhase::Succeeded => {
-                if let Some(stage) = self.final_stage() {
-                    status.result = stage
-                        .output_locations(&self.id)
-                        .into_iter()
-                        .flatten()
-                        .map(|l| v1::PartitionLocation::from(&l))
-                        .collect();
-                }
-            }
+            JobPhase::Succeeded => {}
             JobPhase::Failed(error) => status.error = Some(error.clone()),
             JobPhase::Cancelled => {
                 status.error = Some(v1::JobError {
                     kind: v1::ErrorKind::Cancelled as i32,
                     message: format!("job {} was cancelled", self.id),
+                    query_error: None,
                 })
             }
             JobPhase::Running => {}

@@ -15,6 +15,7 @@
 mod config;
 mod error;
 mod job;
+mod output_target;
 mod partition_safety;
 mod planning;
 mod recovery;

@@ -23,6 +23,10 @@ struct Args {
     /// Seconds without a heartbeat after which an executor is declared lost.
     #[arg(long, env = "VOLLEY_EXECUTOR_TIMEOUT_SECS", default_value_t = 10.0)]
     executor_timeout_secs: f64,
+    /// Seconds a running job waits for executors when none is left before
+    /// it fails.
+    #[arg(long, env = "VOLLEY_NO_EXECUTOR_GRACE_SECS", default_value_t = 30.0)]
+    no_executor_grace_secs: f64,
 }
 
 #[tokio::main]
@@ -38,6 +42,7 @@ async fn main() -> ExitCode {
         bind: args.bind,
         target_partitions: args.target_partitions,
         executor_timeout: Duration::from_secs_f64(args.executor_timeout_secs.max(0.1)),
+        no_executor_grace: Duration::from_secs_f64(args.no_executor_grace_secs.max(0.0)),
         ..SchedulerConfig::default()
     };
     let server = match SchedulerServer::start(config).await {

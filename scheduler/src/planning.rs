@@ -11,15 +11,16 @@ use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::displayable;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
-use datafusion_proto::bytes::logical_plan_from_bytes;
 use volley_dataflow::{
-    JobId, apply_settings, classify_error, describe_files, encode_schema, session_config,
+    JobId, apply_settings, classify_error, decode_logical_plan, describe_files, encode_schema,
+    object_store_runtime, query_error, session_config,
 };
 use volley_proto::v1;
 
 use crate::job::Job;
+use crate::output_target::OutputTarget;
 use crate::partition_safety::make_partitions_independent;
-use crate::script::{OutputTarget, directory_copy};
+use crate::script::directory_copy;
 use crate::stage_planner::cut_into_stages;
 
 /// Plans a submitted job; a plan that cannot be planned becomes a job that
@@ -38,6 +39,7 @@ pub(crate) async fn plan_job(
             v1::JobError {
                 kind: classify_error(&e) as i32,
                 message: e.to_string(),
+                query_error: query_error(&e),
             },
         ),
     }
@@ -84,12 +86,15 @@ async fn try_plan(
         session_config().with_target_partitions(target_partitions.max(1)),
         &request.settings,
     )?;
-    let ctx = SessionContext::new_with_config(config);
-    let logical = logical_plan_from_bytes(&request.logical_plan, &ctx.task_ctx())?;
+    let ctx = SessionContext::new_with_config_rt(config, object_store_runtime()?);
+    let logical = decode_logical_plan(&request.logical_plan, &ctx.task_ctx())?;
     // COPY TO a directory (DataFrame::write_parquet and friends): the
     // executors write their partitions in parallel, staged until success.
     let (logical, output) = match directory_copy(job_id, &logical) {
-        Some(Ok((input, target))) => (input, Some(target)),
+        Some(Ok((input, target))) => {
+            target.ensure_empty().await?;
+            (input, Some(target))
+        }
         Some(Err(e)) => return Err(e),
         None => (logical, None),
     };
@@ -105,6 +110,9 @@ async fn try_plan(
         Arc::clone(&physical),
         output.as_ref().map(OutputTarget::staging_target),
     )?;
+    if let (Some(target), Some(last)) = (&output, stages.last()) {
+        target.planned(last.partitions);
+    }
     for stage in &stages {
         tracing::debug!(
             job_id = %job_id,

@@ -74,6 +74,7 @@ impl Job {
                     "stage {} lost its inputs {} times; giving up",
                     stage.id, stage.reruns
                 ),
+                query_error: None,
             });
         }
         stage.attempt += 1;
@@ -176,6 +177,7 @@ impl Job {
                     "{} (after {} attempts)",
                     error.message, slot.task_attempts[partition]
                 ),
+                query_error: None,
             });
         }
         slot.tasks[partition] = TaskSlot::Pending;

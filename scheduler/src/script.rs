@@ -10,9 +10,6 @@
 //! directory beside the path, which is renamed into place only when the
 //! whole script has succeeded. A failure names the statement and its line.
 
-#[cfg(test)]
-use std::path::Path;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::error::DataFusionError;
@@ -21,12 +18,13 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use tracing::{info, warn};
 use volley_dataflow::{
-    JobId, OutputFormat, Statement, apply_settings, classify_error, encode_schema,
-    output_format_from_proto, session_config, split_statements,
+    JobId, Statement, apply_settings, classify_error, encode_schema, object_store_runtime,
+    query_error, session_config, split_statements,
 };
 use volley_proto::v1;
 
 use crate::job::Job;
+use crate::output_target::OutputTarget;
 use crate::partition_safety::make_partitions_independent;
 use crate::service::Shared;
 use crate::stage_planner::cut_into_stages;
@@ -42,80 +40,11 @@ fn is_local(plan: &LogicalPlan) -> bool {
     )
 }
 
-/// Where the result goes: the final path and the staging directory beside it.
-#[derive(Debug, Clone)]
-pub(crate) struct OutputTarget {
-    path: PathBuf,
-    staging: PathBuf,
-    format: OutputFormat,
-}
-
-impl OutputTarget {
-    /// Checks the output spec; the path must not hold anything yet.
-    pub(crate) fn try_new(job_id: &JobId, spec: &v1::OutputSpec) -> Result<Self, DataFusionError> {
-        let raw = spec.path.trim_start_matches("file://");
-        if raw.is_empty() {
-            return Err(DataFusionError::Plan("the output path is empty".into()));
-        }
-        if raw.contains("://") {
-            return Err(DataFusionError::NotImplemented(format!(
-                "Volley writes job output to local paths only, not {raw}"
-            )));
-        }
-        let path = PathBuf::from(raw.trim_end_matches('/'));
-        if path.exists() && std::fs::read_dir(&path).map_or(true, |mut d| d.next().is_some()) {
-            return Err(DataFusionError::Plan(format!(
-                "the output path {} already exists and is not an empty directory",
-                path.display()
-            )));
-        }
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_else(|| "output".into());
-        let staging = path.with_file_name(format!(".{name}.volley-staging-{job_id}"));
-        Ok(Self {
-            path,
-            staging,
-            format: output_format_from_proto(spec.format)?,
-        })
-    }
-
-    /// Where the executors write: the staging directory, and the format.
-    pub(crate) fn staging_target(&self) -> (String, OutputFormat) {
-        (self.staging.display().to_string(), self.format)
-    }
-
-    /// Moves the staged files into place; returns the files' paths.
-    pub(crate) fn commit(&self) -> std::io::Result<Vec<String>> {
-        if !self.staging.exists() {
-            std::fs::create_dir_all(&self.staging)?;
-        }
-        if self.path.exists() {
-            // Checked empty at submission.
-            std::fs::remove_dir(&self.path)?;
-        }
-        if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::rename(&self.staging, &self.path)?;
-        let mut files: Vec<String> = std::fs::read_dir(&self.path)?
-            .filter_map(|e| e.ok())
-            .map(|e| e.path().display().to_string())
-            .collect();
-        files.sort();
-        Ok(files)
-    }
-
-    pub(crate) fn abandon(&self) {
-        let _ = std::fs::remove_dir_all(&self.staging);
-    }
-}
-
 fn user_error(e: &DataFusionError) -> v1::JobError {
     v1::JobError {
         kind: classify_error(e) as i32,
         message: e.to_string(),
+        query_error: query_error(e),
     }
 }
 
@@ -152,6 +81,7 @@ pub(crate) async fn drive(
                         v1::JobError {
                             kind: v1::ErrorKind::Environment as i32,
                             message: format!("cannot move the output into place: {e}"),
+                            query_error: None,
                         },
                     );
                     return;
@@ -187,7 +117,11 @@ async fn run(
         settings,
     )
     .map_err(|e| user_error(&e))?;
-    let ctx = SessionContext::new_with_config(config);
+    let runtime = object_store_runtime().map_err(|e| user_error(&e))?;
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    if let Some(output) = output {
+        output.ensure_empty().await.map_err(|e| user_error(&e))?;
+    }
     let mut last_was_query = false;
     let fail_at = |number: usize, statement: &Statement, e: &DataFusionError| v1::JobError {
         kind: classify_error(e) as i32,
@@ -196,6 +130,7 @@ async fn run(
             number + 1,
             statement.line
         ),
+        query_error: None,
     };
     let last_query = statements.len().checked_sub(1);
     for (number, statement) in statements.iter().enumerate() {
@@ -218,7 +153,13 @@ async fn run(
         // COPY (query) TO 'dir/' is written like --output: in parallel by
         // the executors, staged, and moved into place with the job's success.
         let (plan, copy_target) = match directory_copy(job_id, &plan) {
-            Some(Ok((input, target))) => (input, Some(target)),
+            Some(Ok((input, target))) => {
+                target
+                    .ensure_empty()
+                    .await
+                    .map_err(|e| fail_at(number, statement, &e))?;
+                (input, Some(target))
+            }
             Some(Err(e)) => return Err(fail_at(number, statement, &e)),
             None => (plan, None),
         };
@@ -241,6 +182,11 @@ async fn run(
             .map_err(|e| fail_at(number, statement, &e))?;
         let stages = cut_into_stages(job_id, physical, target)
             .map_err(|e| fail_at(number, statement, &e))?;
+        if let Some(last) = stages.last() {
+            for written in copy_target.iter().chain(output.filter(|_| writes_output)) {
+                written.planned(last.partitions);
+            }
+        }
         let (done, finished) = tokio::sync::oneshot::channel();
         let started = shared.state().begin_statement(
             job_id,
@@ -267,8 +213,7 @@ async fn run(
         warn!(job_id = %job_id, "script with an output path does not end with a query");
         return Err(v1::JobError {
             kind: v1::ErrorKind::User as i32,
-            message: "the script's last statement is not a query, so there is no result to write to the output path".into(),
-        });
+            message: "the script's last statement is not a query, so there is no result to write to the output path".into(), query_error: None, });
     }
     Ok(true)
 }
@@ -316,6 +261,7 @@ pub(crate) fn prepare(
         return Err(v1::JobError {
             kind: v1::ErrorKind::User as i32,
             message: "the script has no statements".into(),
+            query_error: None,
         });
     }
     let output = request
@@ -332,31 +278,4 @@ pub(crate) fn prepare(
         request.settings.clone(),
     );
     Ok((job, statements, output))
-}
-
-/// The output directory, for tests.
-#[cfg(test)]
-pub(crate) fn staging_of(target: &OutputTarget) -> &Path {
-    &target.staging
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_output_path_that_holds_files_is_refused_and_an_empty_one_accepted() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("x"), b"x").unwrap();
-        let spec = |path: &Path| v1::OutputSpec {
-            path: path.display().to_string(),
-            format: v1::OutputFormat::Parquet as i32,
-        };
-        let job = JobId::from("j");
-        assert!(OutputTarget::try_new(&job, &spec(dir.path())).is_err());
-        let empty = dir.path().join("empty");
-        std::fs::create_dir(&empty).unwrap();
-        let target = OutputTarget::try_new(&job, &spec(&empty)).unwrap();
-        assert_eq!(staging_of(&target).parent(), Some(dir.path()));
-    }
 }

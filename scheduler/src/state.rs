@@ -160,8 +160,7 @@ impl SchedulerState {
                         message: format!(
                             "every executor of job {job_id} was lost and none came back within {:?}",
                             self.grace
-                        ),
-                    },
+                        ), query_error: None, },
                 );
             }
         }
@@ -214,6 +213,7 @@ impl SchedulerState {
             job.finish(JobPhase::Failed(v1::JobError {
                 kind: v1::ErrorKind::NoExecutors as i32,
                 message: "no executors are registered with the scheduler".into(),
+                query_error: None,
             }));
             self.jobs.insert(id.clone(), job);
             self.remember_finished(id);
@@ -266,6 +266,7 @@ impl SchedulerState {
                 v1::JobError {
                     kind: v1::ErrorKind::NoExecutors as i32,
                     message: "no executors are registered with the scheduler".into(),
+                    query_error: None,
                 },
             );
             return false;
@@ -478,6 +479,7 @@ impl SchedulerState {
                 let error = v1::JobError {
                     kind: v1::ErrorKind::Internal as i32,
                     message: format!("could not prepare a stage of job {id}: {e}"),
+                    query_error: None,
                 };
                 self.fail_job(id, error);
                 return;
@@ -501,6 +503,7 @@ impl SchedulerState {
                         let error = v1::JobError {
                             kind: v1::ErrorKind::Environment as i32,
                             message: format!("cannot move the output into place: {e}"),
+                            query_error: None,
                         };
                         self.fail_job(id, error);
                         return;
@@ -692,6 +695,7 @@ fn task_failure_to_job_error(
                 "stage {stage} of job {job_id} could not read the output of stage {} partition {} on executor {}: {}",
                 fetch.map_stage, fetch.map_partition, fetch.executor_id, fetch.message
             ),
+            query_error: None,
         },
         Some(v1::task_failure::Reason::ExecutionFailed(failed)) => v1::JobError {
             kind: failed.kind,
@@ -703,10 +707,12 @@ fn task_failure_to_job_error(
                     failed.message
                 )
             },
+            query_error: failed.query_error.clone(),
         },
         None => v1::JobError {
             kind: v1::ErrorKind::Internal as i32,
             message: format!("task {partition} of stage {stage} failed without a reason"),
+            query_error: None,
         },
     }
 }
@@ -856,6 +862,7 @@ mod tests {
         v1::task_failure::Reason::ExecutionFailed(v1::ExecutionFailed {
             kind: v1::ErrorKind::Environment as i32,
             message: "disk hiccup".into(),
+            query_error: None,
         })
     }
 
@@ -989,6 +996,7 @@ mod tests {
         let user = v1::task_failure::Reason::ExecutionFailed(v1::ExecutionFailed {
             kind: v1::ErrorKind::User as i32,
             message: "no field named x".into(),
+            query_error: None,
         });
         state.task_status(&a, failure(&la[0], &la[0].tasks[1], user));
         let status = watch.borrow().clone();

@@ -25,6 +25,23 @@ pub fn binary(name: &str) -> PathBuf {
     }
 }
 
+/// The path of an example built by `cargo test --workspace`
+/// (`target/<profile>/examples/<name>`).
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("executable path");
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let path = profile.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "the example {name} is not built at {}; run `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
 /// A child process killed when the test ends, pass or fail.
 pub struct Process(
     /// The process.
@@ -57,18 +74,72 @@ pub fn start(mut command: Command) -> (Process, String) {
     (Process(child), line.trim().to_string())
 }
 
-/// The scheduler and two executors, as separate processes; stopped on drop.
+/// How to start a multi-process cluster.
+pub struct ClusterSpec {
+    /// The executor binary (`volley-executor`, or a custom one).
+    pub executor_binary: &'static str,
+    /// Executors to start.
+    pub executors: usize,
+    /// Extra arguments of the scheduler.
+    pub scheduler_args: Vec<String>,
+    /// Environment of every process (e.g. `AWS_*`).
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        Self {
+            executor_binary: "volley-executor",
+            executors: 2,
+            scheduler_args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+}
+
+/// A scheduler and executors, as separate processes; stopped on drop.
 pub struct Cluster {
     /// The scheduler's URL.
     pub url: String,
-    _processes: Vec<Process>,
+    _scheduler: Process,
+    executors: Vec<Process>,
     _work_dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// The executors' process ids.
+    pub fn executor_pids(&self) -> Vec<u32> {
+        self.executors.iter().map(|p| p.0.id()).collect()
+    }
+
+    /// Whether every executor process is still running.
+    pub fn executors_alive(&mut self) -> bool {
+        self.executors
+            .iter_mut()
+            .all(|p| matches!(p.0.try_wait(), Ok(None)))
+    }
+
+    /// SIGKILLs every executor.
+    pub fn kill_executors(&mut self) {
+        for executor in &mut self.executors {
+            let _ = executor.0.kill();
+            let _ = executor.0.wait();
+        }
+    }
 }
 
 /// Starts `volley-scheduler` and two `volley-executor`s on random loopback ports.
 pub fn start_cluster() -> Cluster {
+    start_cluster_with(&ClusterSpec::default())
+}
+
+/// Starts a scheduler and executors as `spec` says, on random loopback ports.
+pub fn start_cluster_with(spec: &ClusterSpec) -> Cluster {
     let mut scheduler = Command::new(binary("volley-scheduler"));
-    scheduler.args(["--bind", "127.0.0.1:0"]);
+    scheduler
+        .args(["--bind", "127.0.0.1:0"])
+        .args(&spec.scheduler_args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)));
     let (scheduler, line) = start(scheduler);
     let addr = line
         .rsplit(' ')
@@ -76,9 +147,9 @@ pub fn start_cluster() -> Cluster {
         .expect("the scheduler prints its address");
     let url = format!("http://{addr}");
     let work_dir = tempfile::tempdir().expect("work dir");
-    let mut processes = vec![scheduler];
-    for _ in 0..2 {
-        let mut executor = Command::new(binary("volley-executor"));
+    let mut executors = Vec::new();
+    for _ in 0..spec.executors {
+        let mut executor = Command::new(binary(spec.executor_binary));
         executor
             .args([
                 "--scheduler",
@@ -89,24 +160,32 @@ pub fn start_cluster() -> Cluster {
                 "2",
                 "--work-dir",
             ])
-            .arg(work_dir.path());
+            .arg(work_dir.path())
+            .envs(spec.env.iter().map(|(k, v)| (k, v)));
         let (executor, line) = start(executor);
         assert!(line.contains("serving on http://127.0.0.1:"), "{line}");
-        processes.push(executor);
+        executors.push(executor);
     }
     Cluster {
         url,
-        _processes: processes,
+        _scheduler: scheduler,
+        executors,
         _work_dir: work_dir,
     }
 }
 
 /// Runs `volley` with `args`, TPC-H data cached in `data_dir`.
 pub fn volley(args: &[&str], data_dir: &Path) -> Output {
+    volley_with_env(args, data_dir, &[])
+}
+
+/// Runs `volley` with `args` and extra environment variables.
+pub fn volley_with_env(args: &[&str], data_dir: &Path, env: &[(String, String)]) -> Output {
     Command::new(binary("volley"))
         .args(args)
         .env("VOLLEY_DATA_DIR", data_dir)
         .env_remove("VOLLEY_SCHEDULER")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("run volley")
 }

@@ -254,6 +254,7 @@ pub(crate) fn outcome(status: &v1::JobStatus) -> Result<(), ClientError> {
         job_id: JobId::from(status.job_id.as_str()),
         kind: v1::ErrorKind::try_from(error.kind).unwrap_or(v1::ErrorKind::Internal),
         message: error.message,
+        query_error: error.query_error,
     })
 }
 

@@ -175,20 +175,24 @@ fn locate(error: ClientError, place: &str) -> ClientError {
             job_id,
             kind,
             message,
+            query_error,
         } => ClientError::JobFailed {
             job_id,
             kind,
             message: format!("{place} failed: {message}"),
+            query_error,
         },
         ClientError::Query(e) => match volley_client::find_client_error(&e) {
             Some(ClientError::JobFailed {
                 job_id,
                 kind,
                 message,
+                query_error,
             }) => ClientError::JobFailed {
                 job_id: job_id.clone(),
                 kind: *kind,
                 message: format!("{place} failed: {message}"),
+                query_error: query_error.clone(),
             },
             _ => ClientError::Query(DataFusionError::Plan(format!(
                 "{place} failed: {}",
@@ -249,6 +253,7 @@ pub(crate) async fn run_sql(
                     job_id: JobId::from(job.unwrap_or_default()),
                     kind: v1::ErrorKind::Cancelled,
                     message: "cancelled (Ctrl-C); the job was stopped on the cluster".into(),
+                    query_error: None,
                 });
             }
         }

@@ -39,8 +39,10 @@ pub(crate) struct SubmitArgs {
     #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
     params: Vec<(String, String)>,
     /// Write the result of the script's last query here, one file per
-    /// partition, written by the executors; the directory must not exist
-    /// (or be empty) and appears only if the job succeeds.
+    /// partition, written by the executors: a local directory that must not
+    /// exist (or be empty) and appears only if the job succeeds, or an
+    /// empty `s3://bucket/prefix` (credentials from the `AWS_*` variables
+    /// of the scheduler and executors), whose files a failed job deletes.
     #[arg(long, value_name = "PATH")]
     output: Option<String>,
     /// Format of `--output`.

@@ -115,21 +115,33 @@ async fn wait_for_stored_outputs(
 async fn a_result_stays_on_the_executors_until_read_and_then_nothing_is_left() {
     use futures::StreamExt;
     let ctx = tpch_context().await;
+    // A large result: the client buffers two batches and the executors keep
+    // the rest until it is read.
     let mut stream = ctx
+        .sql("SELECT l_orderkey, l_comment FROM lineitem")
+        .await
+        .expect("plan")
+        .execute_stream()
+        .await
+        .expect("start");
+    let first = stream.next().await.expect("rows").expect("runs");
+    assert!(first.num_rows() > 0);
+    wait_for_stored_outputs(&ctx, |held| held > 0, "the unread result is held").await;
+    // Dropping the stream releases the result (or cancels the job).
+    drop(stream);
+    wait_for_stored_outputs(&ctx, |held| held == 0, "after the stream was dropped").await;
+
+    // A result read to its end is released too, and intermediate stages are
+    // dropped when the job ends.
+    let rows = ctx
         .sql(&tpch_query(3))
         .await
         .expect("plan q3")
-        .execute_stream()
+        .collect()
         .await
-        .expect("start q3");
-    // The first batch arrives once the job has finished.
-    let first = stream.next().await.expect("q3 has rows").expect("q3 runs");
-    assert!(first.num_rows() > 0);
+        .expect("q3 runs");
+    assert!(!rows.is_empty());
     let job = ctx.last_job().expect("ran as a job");
     assert!(job.stages_total >= 3);
-    // Intermediate stages are dropped when the job ends; the result is held
-    // until the client has read it.
-    wait_for_stored_outputs(&ctx, |held| held > 0, "the unread result is held").await;
-    drop(stream);
     wait_for_stored_outputs(&ctx, |held| held == 0, "after the result was read").await;
 }

@@ -4,7 +4,9 @@
 mod bad_input;
 mod dataframes;
 mod distribution;
+mod functions;
 mod memory;
+mod streaming;
 mod tpch;
 
 use volley_client::{Context, EmbeddedClusterConfig};

@@ -1,0 +1,254 @@
+//! A client's logical plan on the wire to the scheduler: datafusion-proto,
+//! extended by [`VolleyLogicalCodec`] with what it cannot carry alone.
+//! In-memory tables (`MemTable`: `read_batch`, `CREATE TABLE AS`, `VALUES`
+//! tables) travel with their batches. Calls of user-defined functions travel
+//! with the types the client resolved for them, so the scheduler can plan
+//! them with a [`PlannedUdf`] stand-in; the executors run the real code.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Cursor;
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::TableProvider;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{DFSchema, TableReference, not_impl_err, plan_err};
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::FileFormatFactory;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::{
+    Expr, ExprSchemable, Extension, LogicalPlan, ScalarUDF, Volatility,
+};
+use datafusion_proto::bytes::{
+    logical_plan_from_bytes_with_extension_codec, logical_plan_to_bytes_with_extension_codec,
+};
+use datafusion_proto::logical_plan::{DefaultLogicalExtensionCodec, LogicalExtensionCodec};
+use prost::Message;
+use volley_proto::v1;
+
+use crate::codec::{decode_schema, encode_schema};
+use crate::functions::{PlannedCall, PlannedUdf};
+
+/// Names (and aliases) of the scalar functions every DataFusion session has.
+static BUILTIN_FUNCTIONS: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    SessionStateBuilder::new()
+        .with_default_features()
+        .build()
+        .scalar_functions()
+        .keys()
+        .cloned()
+        .collect()
+});
+
+/// Is `name` one of DataFusion's own scalar functions (known everywhere)?
+fn is_builtin(name: &str) -> bool {
+    BUILTIN_FUNCTIONS.contains(name)
+}
+
+/// Encodes a client's logical plan for the scheduler.
+pub fn encode_logical_plan(plan: &LogicalPlan) -> Result<Vec<u8>> {
+    let codec = VolleyLogicalCodec {
+        calls: user_function_calls(plan)?,
+    };
+    Ok(logical_plan_to_bytes_with_extension_codec(plan, &codec)?.to_vec())
+}
+
+/// Decodes a client's logical plan on the scheduler.
+pub fn decode_logical_plan(bytes: &[u8], ctx: &TaskContext) -> Result<LogicalPlan> {
+    logical_plan_from_bytes_with_extension_codec(bytes, ctx, &VolleyLogicalCodec::default())
+}
+
+/// Carries in-memory tables and user-function calls in logical plans.
+#[derive(Debug, Default)]
+pub struct VolleyLogicalCodec {
+    /// When encoding: each user function's calls in the plan.
+    calls: HashMap<String, Vec<PlannedCall>>,
+}
+
+/// Every call of a non-builtin scalar function in `plan`, with its resolved
+/// argument and result types.
+fn user_function_calls(plan: &LogicalPlan) -> Result<HashMap<String, Vec<PlannedCall>>> {
+    let mut calls: HashMap<String, Vec<PlannedCall>> = HashMap::new();
+    plan.apply_with_subqueries(|node| {
+        let schema = expression_schema(node)?;
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::ScalarFunction(f) = e
+                    && !is_builtin(f.func.name())
+                {
+                    let args: Result<Vec<DataType>> =
+                        f.args.iter().map(|a| a.get_type(&schema)).collect();
+                    // A call whose types cannot be resolved here fails on the
+                    // scheduler with a message naming the function.
+                    if let (Ok(args), Ok((_, result))) = (args, e.to_field(&schema)) {
+                        let call = PlannedCall { args, result };
+                        let known = calls.entry(f.func.name().to_string()).or_default();
+                        if !known.contains(&call) {
+                            known.push(call);
+                        }
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })?;
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(calls)
+}
+
+/// The schema a node's expressions are evaluated against.
+fn expression_schema(node: &LogicalPlan) -> Result<DFSchema> {
+    if let LogicalPlan::TableScan(scan) = node {
+        return DFSchema::try_from_qualified_schema(scan.table_name.clone(), &scan.source.schema());
+    }
+    let mut schema = DFSchema::empty();
+    for input in node.inputs() {
+        schema.merge(input.schema());
+    }
+    Ok(schema)
+}
+
+fn codec_error(what: &str, e: impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::Internal(format!("cannot decode {what}: {e}"))
+}
+
+impl LogicalExtensionCodec for VolleyLogicalCodec {
+    fn try_decode(
+        &self,
+        _buf: &[u8],
+        _inputs: &[LogicalPlan],
+        _ctx: &TaskContext,
+    ) -> Result<Extension> {
+        not_impl_err!("Volley cannot run plans with extension nodes")
+    }
+
+    fn try_encode(&self, node: &Extension, _buf: &mut Vec<u8>) -> Result<()> {
+        not_impl_err!(
+            "Volley cannot send the plan node {} to the cluster",
+            node.node.name()
+        )
+    }
+
+    fn try_decode_table_provider(
+        &self,
+        buf: &[u8],
+        table_ref: &TableReference,
+        schema: SchemaRef,
+        _ctx: &TaskContext,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let node = v1::MemoryTableNode::decode(buf).map_err(|e| codec_error("memory table", e))?;
+        let mut partitions = Vec::with_capacity(node.partitions.len());
+        for bytes in node.partitions {
+            let reader = StreamReader::try_new(Cursor::new(bytes), None)?;
+            partitions.push(reader.collect::<std::result::Result<Vec<RecordBatch>, _>>()?);
+        }
+        if partitions.is_empty() {
+            partitions.push(Vec::new());
+        }
+        let table = MemTable::try_new(schema, partitions)
+            .map_err(|e| e.context(format!("decoding in-memory table {table_ref}")))?;
+        Ok(Arc::new(table))
+    }
+
+    fn try_encode_table_provider(
+        &self,
+        table_ref: &TableReference,
+        node: Arc<dyn TableProvider>,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        let Some(table) = node.downcast_ref::<MemTable>() else {
+            return not_impl_err!(
+                "Volley cannot send the table `{table_ref}` to the cluster: only files \
+                 (Parquet, CSV, JSON, Avro, Arrow) and in-memory tables can be read there"
+            );
+        };
+        let schema = table.schema();
+        let mut partitions = Vec::with_capacity(table.batches.len());
+        for partition in &table.batches {
+            let Ok(batches) = partition.try_read() else {
+                return plan_err!("the in-memory table `{table_ref}` is being written to");
+            };
+            let mut writer = StreamWriter::try_new(Vec::new(), &schema)?;
+            for batch in batches.iter() {
+                writer.write(batch)?;
+            }
+            writer.finish()?;
+            partitions.push(writer.into_inner()?);
+        }
+        v1::MemoryTableNode { partitions }
+            .encode(buf)
+            .map_err(|e| DataFusionError::Internal(format!("cannot encode memory table: {e}")))
+    }
+
+    fn try_decode_file_format(
+        &self,
+        buf: &[u8],
+        ctx: &TaskContext,
+    ) -> Result<Arc<dyn FileFormatFactory>> {
+        DefaultLogicalExtensionCodec {}.try_decode_file_format(buf, ctx)
+    }
+
+    fn try_encode_file_format(
+        &self,
+        buf: &mut Vec<u8>,
+        node: Arc<dyn FileFormatFactory>,
+    ) -> Result<()> {
+        DefaultLogicalExtensionCodec {}.try_encode_file_format(buf, node)
+    }
+
+    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+        if buf.is_empty() {
+            return plan_err!("unknown function `{name}`");
+        }
+        let node = v1::UserFunctionNode::decode(buf).map_err(|e| codec_error(name, e))?;
+        let mut calls = Vec::with_capacity(node.calls.len());
+        for bytes in &node.calls {
+            let schema = decode_schema(bytes)?;
+            let Some((result, args)) = schema.fields().split_last() else {
+                return Err(codec_error(name, "a call without a result"));
+            };
+            calls.push(PlannedCall {
+                args: args.iter().map(|f| f.data_type().clone()).collect(),
+                result: Arc::clone(result),
+            });
+        }
+        let volatility = match node.volatility {
+            0 => Volatility::Immutable,
+            1 => Volatility::Stable,
+            _ => Volatility::Volatile,
+        };
+        Ok(Arc::new(ScalarUDF::new_from_impl(PlannedUdf::new(
+            name, volatility, calls,
+        ))))
+    }
+
+    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
+        if is_builtin(node.name()) {
+            return Ok(());
+        }
+        let mut calls = Vec::new();
+        for call in self.calls.get(node.name()).into_iter().flatten() {
+            let mut fields: Vec<Field> = call
+                .args
+                .iter()
+                .enumerate()
+                .map(|(i, t)| Field::new(format!("arg{i}"), t.clone(), true))
+                .collect();
+            fields.push(call.result.as_ref().clone());
+            calls.push(encode_schema(&Schema::new(fields))?);
+        }
+        let volatility = match node.signature().volatility {
+            Volatility::Immutable => 0,
+            Volatility::Stable => 1,
+            Volatility::Volatile => 2,
+        };
+        v1::UserFunctionNode { calls, volatility }
+            .encode(buf)
+            .map_err(|e| DataFusionError::Internal(format!("cannot encode function: {e}")))
+    }
+}

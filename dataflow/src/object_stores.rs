@@ -1,0 +1,93 @@
+//! Where tables and outputs live: the local filesystem, or S3-compatible
+//! storage at `s3://bucket/path`. Every node (client, scheduler, executors)
+//! resolves stores through [`EnvObjectStoreRegistry`], which builds an S3
+//! store for a bucket the first time it is named, from the standard AWS
+//! environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//! `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL` for an
+//! S3-compatible server, `AWS_ALLOW_HTTP=true` for a plain-HTTP one), so a
+//! cluster reads and writes buckets with no Volley-specific configuration.
+
+use std::sync::Arc;
+
+use datafusion::common::DataFusionError;
+use datafusion::error::Result;
+use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::{BackoffConfig, RetryConfig};
+use url::Url;
+
+/// Local files, plus S3 buckets configured from the environment on first use.
+#[derive(Debug, Default)]
+pub struct EnvObjectStoreRegistry {
+    inner: DefaultObjectStoreRegistry,
+}
+
+impl EnvObjectStoreRegistry {
+    /// A registry with the local filesystem registered.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The registry as DataFusion's runtime takes it.
+    pub fn shared() -> Arc<dyn ObjectStoreRegistry> {
+        Arc::new(Self::new())
+    }
+}
+
+impl ObjectStoreRegistry for EnvObjectStoreRegistry {
+    fn register_store(
+        &self,
+        url: &Url,
+        store: Arc<dyn ObjectStore>,
+    ) -> Option<Arc<dyn ObjectStore>> {
+        self.inner.register_store(url, store)
+    }
+
+    fn deregister_store(&self, url: &Url) -> Result<Arc<dyn ObjectStore>> {
+        self.inner.deregister_store(url)
+    }
+
+    fn get_store(&self, url: &Url) -> Result<Arc<dyn ObjectStore>> {
+        if let Ok(store) = self.inner.get_store(url) {
+            return Ok(store);
+        }
+        if !matches!(url.scheme(), "s3" | "s3a") {
+            return Err(DataFusionError::Plan(format!(
+                "no object store for {url}: Volley reads and writes local paths and s3:// URLs"
+            )));
+        }
+        let Some(bucket) = url.host_str().filter(|b| !b.is_empty()) else {
+            return Err(DataFusionError::Plan(format!("no bucket in {url}")));
+        };
+        let store = s3_store(bucket)?;
+        self.inner.register_store(url, Arc::clone(&store));
+        Ok(store)
+    }
+}
+
+/// A DataFusion runtime that resolves stores through
+/// [`EnvObjectStoreRegistry`] (for sessions that need no memory limit).
+pub fn object_store_runtime() -> Result<Arc<RuntimeEnv>> {
+    RuntimeEnvBuilder::new()
+        .with_object_store_registry(EnvObjectStoreRegistry::shared())
+        .build_arc()
+}
+
+/// An S3 store for `bucket`, configured from the `AWS_*` environment.
+pub fn s3_store(bucket: &str) -> Result<Arc<dyn ObjectStore>> {
+    // Bounded retries: a wrong endpoint or credentials should fail a query
+    // in seconds, not after object_store's default three minutes.
+    let retry = RetryConfig {
+        backoff: BackoffConfig::default(),
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(30),
+    };
+    let store = AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(retry)
+        .build()
+        .map_err(|e| DataFusionError::Configuration(format!("S3 bucket `{bucket}`: {e}")))?;
+    Ok(Arc::new(store))
+}

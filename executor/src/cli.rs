@@ -1,0 +1,103 @@
+//! The `volley-executor` command line, as a library function so a custom
+//! executor binary (one that registers user functions) is a few lines:
+//!
+//! ```no_run
+//! use volley_dataflow::UdfRegistry;
+//!
+//! fn main() -> std::process::ExitCode {
+//!     let udfs = UdfRegistry::new(); // .with_udf(my_function())
+//!     volley_executor::run_main(udfs)
+//! }
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use volley_dataflow::UdfRegistry;
+
+use crate::config::{ExecutorConfig, default_memory_limit, parse_size};
+use crate::executor::Executor;
+
+/// Volley's executor: runs stage tasks with DataFusion and serves shuffle output over Arrow Flight.
+#[derive(Debug, Parser)]
+#[command(name = "volley-executor", version)]
+struct Args {
+    /// URL of the scheduler.
+    #[arg(
+        long,
+        env = "VOLLEY_SCHEDULER",
+        default_value = "http://127.0.0.1:50050"
+    )]
+    scheduler: String,
+    /// Address of the Flight service (port 0 picks a free one and registers it).
+    #[arg(long, env = "VOLLEY_EXECUTOR_BIND", default_value = "127.0.0.1:0")]
+    bind: SocketAddr,
+    /// Host name to advertise to other executors and clients (default: the bind IP).
+    #[arg(long, env = "VOLLEY_EXECUTOR_HOST")]
+    advertise_host: Option<String>,
+    /// Tasks run at once (default: the number of CPUs).
+    #[arg(long, env = "VOLLEY_EXECUTOR_SLOTS")]
+    slots: Option<usize>,
+    /// Directory for spilled shuffle output and operator spill files.
+    #[arg(long, env = "VOLLEY_WORK_DIR", default_value_os_t = std::env::temp_dir().join("volley"))]
+    work_dir: PathBuf,
+    /// Memory budget for tasks and shuffle buffers, e.g. 512M or 4G
+    /// (default: half of the machine's or cgroup's memory). Operators spill
+    /// and shuffle output goes to the work dir past it.
+    #[arg(long, env = "VOLLEY_MEMORY_LIMIT", value_parser = parse_size)]
+    memory_limit: Option<usize>,
+}
+
+/// Runs an executor with the command-line flags of `volley-executor`, able
+/// to run the functions of `udfs`, until its scheduler goes away (exit 1) or
+/// it is interrupted (exit 0).
+pub fn run_main(udfs: UdfRegistry) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("volley-executor: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(run(udfs))
+}
+
+async fn run(udfs: UdfRegistry) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut config = ExecutorConfig::new(args.scheduler, args.work_dir);
+    config.bind = args.bind;
+    config.advertise_host = args.advertise_host;
+    if let Some(slots) = args.slots {
+        config.slots = slots;
+    }
+    config.memory_limit = args.memory_limit.unwrap_or_else(default_memory_limit);
+    config.udfs = udfs;
+    let executor = match Executor::start(config).await {
+        Ok(executor) => executor,
+        Err(e) => {
+            eprintln!("volley-executor: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!(
+        "volley-executor {} serving on {}",
+        executor.id(),
+        executor.endpoint()
+    );
+    tokio::select! {
+        reason = executor.wait() => {
+            eprintln!("volley-executor: {reason}");
+            ExitCode::from(1)
+        }
+        _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+    }
+}

@@ -1,0 +1,235 @@
+//! Where a job's result goes when it is written to files (`COPY ... TO
+//! 'dir/'`, `DataFrame::write_parquet`, `volley submit --output`): the
+//! executors write one file per partition, and the scheduler makes the
+//! output appear only when the job succeeds.
+//!
+//! A local directory is staged: the files go to a hidden directory beside
+//! the path, renamed into place on success and deleted on failure. An
+//! object-store prefix (`s3://bucket/path`) has no rename: each file is
+//! uploaded whole, in place, and a failed job's files are deleted.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use datafusion::error::DataFusionError;
+use datafusion::object_store::path::Path as ObjectPath;
+use datafusion::object_store::{ObjectStore, ObjectStoreExt};
+use futures::StreamExt;
+use tracing::warn;
+use volley_dataflow::{JobId, OutputFormat, output_format_from_proto, s3_store};
+use volley_proto::v1;
+
+/// Where the result goes.
+#[derive(Debug, Clone)]
+pub(crate) struct OutputTarget {
+    location: Location,
+    format: OutputFormat,
+    /// Files the final stage writes, once planned.
+    partitions: Arc<AtomicUsize>,
+}
+
+#[derive(Debug, Clone)]
+enum Location {
+    Local {
+        path: PathBuf,
+        staging: PathBuf,
+    },
+    Object {
+        /// `s3://bucket/prefix`, as the executors are told.
+        url: String,
+        store: Arc<dyn ObjectStore>,
+        prefix: ObjectPath,
+    },
+}
+
+impl OutputTarget {
+    /// Checks the output spec; a local path must not hold anything yet (see
+    /// [`OutputTarget::ensure_empty`] for object stores).
+    pub(crate) fn try_new(job_id: &JobId, spec: &v1::OutputSpec) -> Result<Self, DataFusionError> {
+        let format = output_format_from_proto(spec.format)?;
+        let raw = spec
+            .path
+            .trim_start_matches("file://")
+            .trim_end_matches('/');
+        if raw.is_empty() {
+            return Err(DataFusionError::Plan("the output path is empty".into()));
+        }
+        let location = match raw.split_once("://") {
+            Some(("s3" | "s3a", rest)) => {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(DataFusionError::Plan(format!("no bucket in {raw}")));
+                }
+                Location::Object {
+                    url: raw.to_string(),
+                    store: s3_store(bucket)?,
+                    prefix: ObjectPath::parse(prefix).map_err(|e| {
+                        DataFusionError::Plan(format!("bad output path {raw}: {e}"))
+                    })?,
+                }
+            }
+            Some((scheme, _)) => {
+                return Err(DataFusionError::NotImplemented(format!(
+                    "Volley writes job output to local paths and s3:// URLs, not {scheme}://"
+                )));
+            }
+            None => {
+                let path = PathBuf::from(raw);
+                if path.exists()
+                    && std::fs::read_dir(&path).map_or(true, |mut d| d.next().is_some())
+                {
+                    return Err(DataFusionError::Plan(format!(
+                        "the output path {} already exists and is not an empty directory",
+                        path.display()
+                    )));
+                }
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_else(|| "output".into());
+                let staging = path.with_file_name(format!(".{name}.volley-staging-{job_id}"));
+                Location::Local { path, staging }
+            }
+        };
+        Ok(Self {
+            location,
+            format,
+            partitions: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// Fails if an object-store prefix already holds objects (a local path
+    /// was checked by [`OutputTarget::try_new`]). A missing bucket or bad
+    /// credentials show here, before any task runs.
+    pub(crate) async fn ensure_empty(&self) -> Result<(), DataFusionError> {
+        let Location::Object { url, store, prefix } = &self.location else {
+            return Ok(());
+        };
+        let mut listing = store.list(Some(prefix));
+        match listing.next().await {
+            None => Ok(()),
+            Some(Ok(_)) => Err(DataFusionError::Plan(format!(
+                "the output path {url} already holds objects"
+            ))),
+            Some(Err(e)) => Err(DataFusionError::from(e).context(format!("checking {url}"))),
+        }
+    }
+
+    /// Where the executors write, and the format.
+    pub(crate) fn staging_target(&self) -> (String, OutputFormat) {
+        let dir = match &self.location {
+            Location::Local { staging, .. } => staging.display().to_string(),
+            Location::Object { url, .. } => url.clone(),
+        };
+        (dir, self.format)
+    }
+
+    /// Records how many files (partitions) the final stage writes.
+    pub(crate) fn planned(&self, partitions: usize) {
+        self.partitions.store(partitions, Ordering::Relaxed);
+    }
+
+    fn file_name(&self, partition: usize) -> String {
+        format!("part-{partition:05}.{}", self.format.extension())
+    }
+
+    /// Makes the output appear; returns its files.
+    pub(crate) fn commit(&self) -> std::io::Result<Vec<String>> {
+        match &self.location {
+            Location::Local { path, staging } => {
+                if !staging.exists() {
+                    std::fs::create_dir_all(staging)?;
+                }
+                if path.exists() {
+                    // Checked empty at submission.
+                    std::fs::remove_dir(path)?;
+                }
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::rename(staging, path)?;
+                let mut files: Vec<String> = std::fs::read_dir(path)?
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path().display().to_string())
+                    .collect();
+                files.sort();
+                Ok(files)
+            }
+            Location::Object { url, .. } => Ok((0..self.partitions.load(Ordering::Relaxed))
+                .map(|p| format!("{url}/{}", self.file_name(p)))
+                .collect()),
+        }
+    }
+
+    /// Removes what a failed or cancelled job wrote.
+    pub(crate) fn abandon(&self) {
+        match &self.location {
+            Location::Local { staging, .. } => {
+                let _ = std::fs::remove_dir_all(staging);
+            }
+            Location::Object { url, store, prefix } => {
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    return;
+                };
+                let paths: Vec<ObjectPath> = (0..self.partitions.load(Ordering::Relaxed))
+                    .map(|p| prefix.clone().join(self.file_name(p).as_str()))
+                    .collect();
+                let (store, url) = (Arc::clone(store), url.clone());
+                runtime.spawn(async move {
+                    for path in paths {
+                        match store.delete(&path).await {
+                            Ok(()) | Err(datafusion::object_store::Error::NotFound { .. }) => {}
+                            Err(e) => warn!(output = %url, error = %e, "could not delete a failed job's file"),
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    /// The local staging directory, for tests.
+    #[cfg(test)]
+    pub(crate) fn staging_dir(&self) -> Option<&std::path::Path> {
+        match &self.location {
+            Location::Local { staging, .. } => Some(staging),
+            Location::Object { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn an_output_path_that_holds_files_is_refused_and_an_empty_one_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("x"), b"x").unwrap();
+        let spec = |path: &Path| v1::OutputSpec {
+            path: path.display().to_string(),
+            format: v1::OutputFormat::Parquet as i32,
+        };
+        let job = JobId::from("j");
+        assert!(OutputTarget::try_new(&job, &spec(dir.path())).is_err());
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let target = OutputTarget::try_new(&job, &spec(&empty)).unwrap();
+        assert_eq!(
+            target.staging_dir().and_then(Path::parent),
+            Some(dir.path())
+        );
+    }
+
+    #[test]
+    fn an_unsupported_url_scheme_is_refused_by_name() {
+        let spec = v1::OutputSpec {
+            path: "gs://bucket/out".into(),
+            format: v1::OutputFormat::Parquet as i32,
+        };
+        let err = OutputTarget::try_new(&JobId::from("j"), &spec).unwrap_err();
+        assert!(err.to_string().contains("gs://"), "{err}");
+    }
+}

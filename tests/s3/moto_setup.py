@@ -1,0 +1,64 @@
+"""Prepares a moto S3 server for Volley's S3 tests.
+
+`setup ENDPOINT BUCKET` creates the bucket, an IAM user allowed to use S3
+and its access key, and prints the key as JSON: {"access_key_id": ...,
+"secret_access_key": ...}. `enable-auth ENDPOINT` then turns authentication
+on, so requests with an unknown key are refused (the tests check that bad
+credentials give a clear error).
+
+Usage: python3 moto_setup.py setup http://127.0.0.1:PORT BUCKET
+       python3 moto_setup.py enable-auth http://127.0.0.1:PORT
+"""
+
+import json
+import sys
+import urllib.request
+
+import boto3
+
+
+def enable_auth(endpoint: str) -> None:
+    request = urllib.request.Request(
+        f"{endpoint}/moto-api/reset-auth",
+        data=b"0",
+        headers={"Content-Type": "text/plain"},
+        method="POST",
+    )
+    urllib.request.urlopen(request).read()
+
+
+def setup(endpoint: str, bucket: str) -> None:
+    common = dict(
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="setup",
+        aws_secret_access_key="setup",
+    )
+    boto3.client("s3", **common).create_bucket(Bucket=bucket)
+    iam = boto3.client("iam", **common)
+    iam.create_user(UserName="volley")
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+    }
+    iam.put_user_policy(
+        UserName="volley", PolicyName="s3", PolicyDocument=json.dumps(policy)
+    )
+    key = iam.create_access_key(UserName="volley")["AccessKey"]
+    print(
+        json.dumps(
+            {
+                "access_key_id": key["AccessKeyId"],
+                "secret_access_key": key["SecretAccessKey"],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "setup":
+        setup(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "enable-auth":
+        enable_auth(sys.argv[2])
+    else:
+        sys.exit(f"unknown command {sys.argv[1]}")

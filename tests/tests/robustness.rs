@@ -1,0 +1,203 @@
+//! Bad input and lost executors against real processes: a scheduler and
+//! `volley-test-executor`s (the executor command built with the test
+//! functions, as a user builds a custom executor). A bad file or a panicking
+//! kernel fails its query with an error naming the file, is not retried,
+//! and no executor process dies; losing every executor fails a job after the
+//! grace period, saying so.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::Int64Array;
+use datafusion::functions_aggregate::expr_fn::count;
+use datafusion::logical_expr::{col, lit};
+use datafusion::prelude::{JoinType, ParquetReadOptions};
+use volley_client::{ClientError, Context, v1};
+use volley_tests::processes::{ClusterSpec, start_cluster_with};
+use volley_tests::{tpch_dir, udfs};
+
+async fn client(url: &str) -> Context {
+    let ctx = Context::remote(url).await.expect("connect");
+    ctx.register_udfs(&udfs::registry());
+    ctx
+}
+
+/// Runs `sql`, which must fail; returns the error text after checking the
+/// job was not retried.
+async fn failure(ctx: &Context, sql: &str) -> String {
+    let error = match ctx.sql(sql).await {
+        Ok(df) => df.collect().await.expect_err(sql),
+        Err(e) => return e.to_string(),
+    };
+    // The job failed for the query's own reason, and was not retried.
+    let job = ctx.last_job().expect("the query ran as a job");
+    assert_eq!(job.state, v1::JobState::Failed as i32, "{sql}");
+    let recovery = job.recovery.unwrap_or_default();
+    assert_eq!(
+        recovery.tasks_retried, 0,
+        "{sql}: a bad input is not retried"
+    );
+    let kind = job.error.map(|e| e.kind).unwrap_or_default();
+    assert!(
+        kind == v1::ErrorKind::User as i32 || kind == v1::ErrorKind::Internal as i32,
+        "{sql}: {kind}"
+    );
+    error.to_string()
+}
+
+async fn next_query_succeeds(ctx: &Context) {
+    let batches = ctx
+        .sql("SELECT 40 + 2 AS answer")
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("the next query runs");
+    let answer = batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .expect("int64")
+        .value(0);
+    assert_eq!(answer, 42);
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write test file");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_inputs_and_panics_fail_their_query_naming_the_file_and_no_executor_restarts() {
+    let mut cluster = start_cluster_with(&ClusterSpec {
+        executor_binary: "volley-test-executor",
+        ..ClusterSpec::default()
+    });
+    let pids = cluster.executor_pids();
+    let ctx = client(&cluster.url).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    // Parquet cut short, and Parquet replaced by text, after registration.
+    for (name, damage) in [("short.parquet", "truncate"), ("text.parquet", "text")] {
+        let path = dir.path().join(name);
+        std::fs::copy(tpch_dir().join("nation/part-1.parquet"), &path).expect("copy");
+        let table = name.replace('.', "_");
+        ctx.register_parquet(
+            &table,
+            path.to_str().expect("utf-8"),
+            ParquetReadOptions::default(),
+        )
+        .await
+        .expect("register");
+        match damage {
+            "truncate" => {
+                let length = std::fs::metadata(&path).expect("metadata").len();
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_len(length / 2))
+                    .expect("truncate");
+            }
+            _ => write(&path, "n_nationkey,n_name\n1,not parquet at all\n"),
+        }
+        let error = failure(&ctx, &format!("SELECT n_name FROM {table}")).await;
+        assert!(error.contains(name), "{error}");
+        next_query_succeeds(&ctx).await;
+    }
+
+    // A CSV value that is not of its column's type.
+    let csv = dir.path().join("bad.csv");
+    write(&csv, "a,b\n1,x\n2,y\nthree,z\n");
+    ctx.sql(&format!(
+        "CREATE EXTERNAL TABLE bad_csv (a BIGINT, b VARCHAR) STORED AS CSV LOCATION '{}' \
+         OPTIONS ('format.has_header' 'true')",
+        csv.display()
+    ))
+    .await
+    .expect("register CSV");
+    let error = failure(&ctx, "SELECT sum(a) FROM bad_csv").await;
+    assert!(error.contains("bad.csv"), "{error}");
+    next_query_succeeds(&ctx).await;
+
+    // A JSON line cut in the middle.
+    let json = dir.path().join("bad.json");
+    write(
+        &json,
+        "{\"a\": 1, \"b\": \"x\"}\n{\"a\": 2, \"b\"\n{\"a\": 3, \"b\": \"z\"}\n",
+    );
+    ctx.sql(&format!(
+        "CREATE EXTERNAL TABLE bad_json (a BIGINT, b VARCHAR) STORED AS JSON LOCATION '{}'",
+        json.display()
+    ))
+    .await
+    .expect("register JSON");
+    let error = failure(&ctx, "SELECT sum(a) FROM bad_json").await;
+    assert!(error.contains("bad.json"), "{error}");
+    next_query_succeeds(&ctx).await;
+
+    // A kernel that panics, reading a file.
+    let nation = tpch_dir().join("nation");
+    ctx.register_parquet(
+        "nation",
+        nation.to_str().expect("utf-8"),
+        ParquetReadOptions::default(),
+    )
+    .await
+    .expect("register nation");
+    let error = failure(&ctx, "SELECT volley_panic_at(n_nationkey, 3) FROM nation").await;
+    assert!(error.contains("panicked"), "{error}");
+    assert!(error.contains("nation"), "names the input file: {error}");
+    next_query_succeeds(&ctx).await;
+
+    assert!(cluster.executors_alive(), "an executor process died");
+    assert_eq!(cluster.executor_pids(), pids);
+    let executors = ctx.scheduler().executors().await.expect("executors");
+    assert_eq!(executors.len(), 2, "{executors:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_every_executor_process_fails_the_job_after_the_grace_period() {
+    let mut cluster = start_cluster_with(&ClusterSpec {
+        scheduler_args: vec!["--no-executor-grace-secs".into(), "2".into()],
+        ..ClusterSpec::default()
+    });
+    let ctx = client(&cluster.url).await;
+    let lineitem = tpch_dir().join("lineitem");
+    ctx.register_parquet(
+        "lineitem",
+        lineitem.to_str().expect("utf-8"),
+        ParquetReadOptions::default(),
+    )
+    .await
+    .expect("register");
+    // A join of hundreds of billions of rows: it runs until stopped.
+    let a = ctx.table("lineitem").await.expect("table");
+    let b = a
+        .clone()
+        .select(vec![col("l_linestatus").alias("s")])
+        .expect("select");
+    let endless = a
+        .join(b, JoinType::Inner, &["l_linestatus"], &["s"], None)
+        .expect("join")
+        .aggregate(vec![], vec![count(lit(1))])
+        .expect("count");
+    let handle = ctx.submit(endless, "endless").await.expect("submit");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while handle.status().await.expect("status").tasks_running == 0 {
+        assert!(Instant::now() < deadline, "the job never ran a task");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.kill_executors();
+    let killed_at = Instant::now();
+    match handle.wait().await {
+        Err(ClientError::JobFailed { kind, message, .. }) => {
+            assert_eq!(kind, v1::ErrorKind::NoExecutors, "{message}");
+            assert!(message.contains("every executor"), "{message}");
+        }
+        other => panic!("expected the job to fail, got {other:?}"),
+    }
+    let waited = killed_at.elapsed();
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(20),
+        "failed {waited:?} after the executors died (grace 2s, heartbeat timeout 10s)"
+    );
+}
