@@ -22,6 +22,7 @@ use volley_client::tpch::{generate_tpch, register_tpch};
 
 pub mod chaos;
 pub mod processes;
+pub mod tbl;
 pub mod udfs;
 
 /// Relative tolerance for floating-point results: distributed aggregation
