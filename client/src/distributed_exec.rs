@@ -21,7 +21,7 @@ use datafusion::common::not_impl_err;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::source_as_provider;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::context::QueryPlanner;
+use datafusion::execution::context::{QueryPlanner, SessionState};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
@@ -32,7 +32,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use volley_dataflow::{changed_settings, encode_logical_plan};
+use volley_dataflow::{apply_settings, changed_settings, encode_logical_plan};
 use volley_proto::v1;
 
 use crate::client_tables::materialize_client_tables;
@@ -113,7 +113,8 @@ impl QueryPlanner for VolleyQueryPlanner {
                 "recursive queries (WITH RECURSIVE) cannot run on a Volley cluster yet"
             ),
             _ => {
-                let logical_plan = materialize_client_tables(logical_plan, session).await?;
+                let logical_plan = with_volley_settings(logical_plan, session)?;
+                let logical_plan = materialize_client_tables(&logical_plan, session).await?;
                 let plan = encode_logical_plan(&logical_plan)?;
                 let settings = changed_settings(session.config_options());
                 let schema = Arc::clone(logical_plan.schema().inner());
@@ -123,6 +124,33 @@ impl QueryPlanner for VolleyQueryPlanner {
             }
         }
     }
+}
+
+/// The plan as the client's optimizer makes it under the settings Volley
+/// pins (`volley_dataflow::session_config`). A session that turned one of
+/// them back on (say `SET datafusion.optimizer.
+/// enable_physical_uncorrelated_scalar_subquery = true`) optimized the plan
+/// for operators the cluster does not run; optimizing again with the pinned
+/// settings rewrites it (scalar subqueries into joins).
+fn with_volley_settings(plan: &LogicalPlan, session: &dyn Session) -> Result<LogicalPlan> {
+    let Some(state) = session.as_any().downcast_ref::<SessionState>() else {
+        return Ok(plan.clone());
+    };
+    let pinned = apply_settings(state.config().clone(), &std::collections::HashMap::new())?;
+    if pinned
+        .options()
+        .optimizer
+        .enable_physical_uncorrelated_scalar_subquery
+        == state
+            .config_options()
+            .optimizer
+            .enable_physical_uncorrelated_scalar_subquery
+    {
+        return Ok(plan.clone());
+    }
+    let mut pinned_state = state.clone();
+    *pinned_state.config_mut() = pinned;
+    pinned_state.optimize(plan)
 }
 
 /// Does the plan (or a subquery) hold a recursive query? Its operators share
