@@ -72,6 +72,31 @@ pub fn find_exchange_error(error: &DataFusionError) -> Option<&ExchangeError> {
     find_in_error_chain(error)
 }
 
+/// The most specific kind of I/O error in `error`'s source chain. DataFusion
+/// turns its own errors into `io::Error::other` (kind `Other`) on the way
+/// through writers, so an `Other` error's payload is searched too.
+fn io_error_kind(error: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut fallback = None;
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() != std::io::ErrorKind::Other {
+                return Some(io.kind());
+            }
+            fallback = Some(io.kind());
+            if let Some(kind) = io.get_ref().and_then(|inner| io_error_kind(inner)) {
+                return Some(kind);
+            }
+        }
+        if let Some(DataFusionError::Shared(inner)) = e.downcast_ref::<DataFusionError>() {
+            current = Some(inner.as_ref());
+            continue;
+        }
+        current = e.source();
+    }
+    fallback
+}
+
 /// Who must act on a DataFusion error: the one place Volley maps errors to
 /// its typed [`v1::ErrorKind`] (and so to retryability).
 pub fn classify_error(error: &DataFusionError) -> v1::ErrorKind {
@@ -81,6 +106,23 @@ pub fn classify_error(error: &DataFusionError) -> v1::ErrorKind {
             ExchangeError::ResourcesExhausted(_) => v1::ErrorKind::ResourcesExhausted,
             ExchangeError::UnknownFunction { .. } => v1::ErrorKind::User,
             ExchangeError::MissingContext | ExchangeError::Unresolved(_) => v1::ErrorKind::Internal,
+        };
+    }
+    // An I/O error anywhere in the chain (Arrow and Parquet wrap them too):
+    // a full disk is resources-exhausted, a missing or corrupt input the
+    // user's, anything else the environment's.
+    if let Some(kind) = io_error_kind(error) {
+        use std::io::ErrorKind;
+        return match kind {
+            ErrorKind::StorageFull
+            | ErrorKind::QuotaExceeded
+            | ErrorKind::FileTooLarge
+            | ErrorKind::OutOfMemory => v1::ErrorKind::ResourcesExhausted,
+            ErrorKind::NotFound
+            | ErrorKind::PermissionDenied
+            | ErrorKind::InvalidData
+            | ErrorKind::UnexpectedEof => v1::ErrorKind::User,
+            _ => v1::ErrorKind::Environment,
         };
     }
     match error {
@@ -204,6 +246,29 @@ mod tests {
         );
         let io = DataFusionError::IoError(std::io::Error::other("disk"));
         assert!(query_error(&io).is_none());
+    }
+
+    #[test]
+    fn a_full_disk_under_an_arrow_error_is_resources_exhausted() {
+        use datafusion::arrow::error::ArrowError;
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let error = DataFusionError::ArrowError(
+            Box::new(ArrowError::IoError("spilling".into(), full)),
+            None,
+        );
+        assert_eq!(classify_error(&error), v1::ErrorKind::ResourcesExhausted);
+        let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        let corrupt =
+            DataFusionError::ArrowError(Box::new(ArrowError::IoError("reading".into(), eof)), None);
+        assert_eq!(classify_error(&corrupt), v1::ErrorKind::User);
+        // As DataFusion's spill writer wraps it: its own error inside an
+        // `io::Error::other` inside an Arrow I/O error.
+        let inner = DataFusionError::IoError(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        let wrapped = DataFusionError::ArrowError(
+            Box::new(ArrowError::from(std::io::Error::other(inner))),
+            None,
+        );
+        assert_eq!(classify_error(&wrapped), v1::ErrorKind::ResourcesExhausted);
     }
 
     #[test]
