@@ -603,22 +603,22 @@ impl SchedulerState {
                     if !matches!(slot, TaskSlot::Pending) {
                         continue;
                     }
-                    // Most free slots first; a partition that failed somewhere
-                    // goes elsewhere when there is a choice.
+                    if self.executors.values().all(|e| e.free_slots() == 0) {
+                        break;
+                    }
+                    // Most free slots first. A partition that failed on an
+                    // executor waits for another one, unless that executor
+                    // is the only one (a full disk or a broken node would
+                    // fail it again).
                     let avoid = stage.avoid[partition].as_ref();
+                    let alone = avoid.is_some_and(|x| self.executors.keys().all(|id| id == x));
                     let Some((executor_id, entry)) = self
                         .executors
                         .iter_mut()
-                        .filter(|(_, e)| e.free_slots() > 0)
-                        .max_by_key(|(id, e)| {
-                            (
-                                Some(*id) != avoid,
-                                e.free_slots(),
-                                std::cmp::Reverse((*id).clone()),
-                            )
-                        })
+                        .filter(|(id, e)| e.free_slots() > 0 && (alone || Some(*id) != avoid))
+                        .max_by_key(|(id, e)| (e.free_slots(), std::cmp::Reverse((*id).clone())))
                     else {
-                        break;
+                        continue;
                     };
                     let task_id = TaskId(self.next_task_id);
                     self.next_task_id += 1;
@@ -989,8 +989,17 @@ mod tests {
         let la = launches(&drain(&mut inbox_a));
         drain(&mut inbox_b);
         state.task_status(&a, failure(&la[0], &la[0].tasks[0], environment_error()));
-        // Retried, on b (which has a free slot now? no: b is full, so it waits
-        // for a slot but avoids a when b frees up). Free a slot on b first.
+        // Retried, but not on a, although a has a free slot now: it waits
+        // for b.
+        let failed = (la[0].stage.clone(), la[0].tasks[0].partition);
+        let again_on_a = launches(&drain(&mut inbox_a));
+        assert!(
+            again_on_a.iter().all(|l| l
+                .tasks
+                .iter()
+                .all(|t| (l.stage.clone(), t.partition) != failed)),
+            "{again_on_a:?}"
+        );
         assert_eq!(watch.borrow().state, v1::JobState::Running as i32);
         assert_eq!(watch.borrow().recovery.expect("counters").tasks_retried, 1);
         let user = v1::task_failure::Reason::ExecutionFailed(v1::ExecutionFailed {
