@@ -56,10 +56,19 @@ impl Drop for Process {
 }
 
 /// Starts a process and returns it with its first stdout line.
-pub fn start(mut command: Command) -> (Process, String) {
+pub fn start(command: Command) -> (Process, String) {
+    start_logging(command, None)
+}
+
+/// Like [`start`], with the process's stderr (its log) written to `log`.
+pub fn start_logging(mut command: Command, log: Option<&Path>) -> (Process, String) {
+    let stderr = match log {
+        Some(path) => Stdio::from(std::fs::File::create(path).expect("create log file")),
+        None => Stdio::null(),
+    };
     let mut child = command
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("spawn");
     let stdout = child.stdout.take().expect("piped stdout");
@@ -84,6 +93,8 @@ pub struct ClusterSpec {
     pub scheduler_args: Vec<String>,
     /// Environment of every process (e.g. `AWS_*`).
     pub env: Vec<(String, String)>,
+    /// Where the scheduler's log goes (`scheduler.log`), if kept.
+    pub log_dir: Option<PathBuf>,
 }
 
 impl Default for ClusterSpec {
@@ -93,6 +104,7 @@ impl Default for ClusterSpec {
             executors: 2,
             scheduler_args: Vec::new(),
             env: Vec::new(),
+            log_dir: None,
         }
     }
 }
@@ -140,7 +152,8 @@ pub fn start_cluster_with(spec: &ClusterSpec) -> Cluster {
         .args(["--bind", "127.0.0.1:0"])
         .args(&spec.scheduler_args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)));
-    let (scheduler, line) = start(scheduler);
+    let log = spec.log_dir.as_ref().map(|d| d.join("scheduler.log"));
+    let (scheduler, line) = start_logging(scheduler, log.as_deref());
     let addr = line
         .rsplit(' ')
         .next()

@@ -12,8 +12,10 @@ use datafusion::arrow::array::Int64Array;
 use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{col, lit};
 use datafusion::prelude::{JoinType, ParquetReadOptions};
+use std::process::Command;
 use volley_client::{ClientError, Context, v1};
-use volley_tests::processes::{ClusterSpec, start_cluster_with};
+
+use volley_tests::processes::{ClusterSpec, binary, start, start_cluster_with};
 use volley_tests::{tpch_dir, udfs};
 
 async fn client(url: &str) -> Context {
@@ -199,5 +201,113 @@ async fn killing_every_executor_process_fails_the_job_after_the_grace_period() {
     assert!(
         waited >= Duration::from_secs(1) && waited < Duration::from_secs(20),
         "failed {waited:?} after the executors died (grace 2s, heartbeat timeout 10s)"
+    );
+}
+
+/// Bytes in regular files under `dir`.
+fn bytes_under(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => bytes_under(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spill_disk_fails_its_tasks_which_run_again_elsewhere_and_the_executor_lives_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cluster = start_cluster_with(&ClusterSpec {
+        executors: 1,
+        log_dir: Some(dir.path().to_path_buf()),
+        ..ClusterSpec::default()
+    });
+    // A second executor whose work dir is a 2 MiB tmpfs in a mount namespace
+    // of its own, with a memory budget its sorts and shuffle output overflow.
+    let small_disk = dir.path().join("small-disk");
+    std::fs::create_dir(&small_disk).expect("mount point");
+    let script = format!(
+        "mount -t tmpfs -o size=2m tmpfs '{disk}' && exec '{exe}' --scheduler {url} \
+         --bind 127.0.0.1:0 --slots 2 --memory-limit 16M --work-dir '{disk}'",
+        disk = small_disk.display(),
+        exe = binary("volley-executor").display(),
+        url = cluster.url,
+    );
+    let mut command = Command::new("unshare");
+    command.args(["--mount", "sh", "-c", &script]);
+    let (mut full_disk, line) = start(command);
+    assert!(line.contains("serving on"), "{line}");
+    let pid = full_disk.0.id();
+
+    let ctx = client(&cluster.url).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ctx.scheduler().executors().await.expect("executors").len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the small-disk executor never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lineitem = tpch_dir().join("lineitem");
+    ctx.register_parquet(
+        "lineitem",
+        lineitem.to_str().expect("utf-8"),
+        ParquetReadOptions::default(),
+    )
+    .await
+    .expect("register");
+    let sql = "SELECT l_orderkey, l_linenumber, l_comment FROM lineitem ORDER BY l_orderkey, l_linenumber";
+    let actual = ctx
+        .sql(sql)
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("the job completes on the executor with room");
+    let local = volley_tests::local_tpch_context().await.expect("local");
+    let expected = local
+        .sql(sql)
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("local run");
+    volley_tests::assert_same_rows(&expected, &actual, true, "sorted lineitem");
+
+    let job = ctx.last_job().expect("ran as a job");
+    let recovery = job.recovery.unwrap_or_default();
+    assert!(recovery.tasks_retried > 0, "no task failed: {recovery:?}");
+    let log = std::fs::read_to_string(dir.path().join("scheduler.log")).expect("scheduler log");
+    assert!(
+        log.contains("No space left on device"),
+        "the tasks did not fail for a full disk:\n{log}"
+    );
+
+    // The executor lives on, and what it half-wrote is gone.
+    assert!(
+        matches!(full_disk.0.try_wait(), Ok(None)),
+        "the executor died"
+    );
+    let its_disk = Path::new("/proc")
+        .join(pid.to_string())
+        .join("root")
+        .join(small_disk.strip_prefix("/").expect("absolute"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bytes_under(&its_disk) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} bytes left on the full disk",
+            bytes_under(&its_disk)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    next_query_succeeds(&ctx).await;
+    assert_eq!(
+        ctx.scheduler().executors().await.expect("executors").len(),
+        2
     );
 }
