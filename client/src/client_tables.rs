@@ -5,7 +5,6 @@
 //! could open, so the client scans it itself and sends the rows as an
 //! in-memory table, up to [`MAX_CLIENT_TABLE_BYTES`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::catalog::cte_worktable::CteWorkTable;
@@ -47,8 +46,8 @@ pub(crate) async fn materialize_client_tables(
     if found.is_empty() {
         return Ok(plan.clone());
     }
-    let mut copies = HashMap::new();
-    for (name, provider) in &found {
+    let mut copies: Vec<(Arc<dyn TableProvider>, Arc<MemTable>)> = Vec::new();
+    for (name, provider) in found {
         let exec = provider.scan(session, None, &[], None).await?;
         let batches = collect(exec, session.task_ctx()).await?;
         let bytes: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
@@ -59,17 +58,18 @@ pub(crate) async fn materialize_client_tables(
                  to files the executors can read"
             )));
         }
-        let copy = MemTable::try_new(provider.schema(), vec![batches])?;
-        copies.insert(Arc::as_ptr(provider) as *const () as usize, Arc::new(copy));
+        let copy = Arc::new(MemTable::try_new(provider.schema(), vec![batches])?);
+        copies.push((provider, copy));
     }
     let rewritten = plan.clone().transform_up_with_subqueries(|node| {
         let LogicalPlan::TableScan(mut scan) = node else {
             return Ok(Transformed::no(node));
         };
-        let copy = source_as_provider(&scan.source).ok().and_then(|p| {
+        let copy = source_as_provider(&scan.source).ok().and_then(|provider| {
             copies
-                .get(&(Arc::as_ptr(&p) as *const () as usize))
-                .cloned()
+                .iter()
+                .find(|(original, _)| Arc::ptr_eq(original, &provider))
+                .map(|(_, copy)| Arc::clone(copy))
         });
         match copy {
             Some(copy) => {

@@ -58,6 +58,23 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The failure a finished job's status reports; `None` if it succeeded
+    /// (or has not ended).
+    pub fn from_failed_job(status: &v1::JobStatus) -> Option<ClientError> {
+        let ended_badly = crate::scheduler_client::is_terminal(status.state)
+            && status.state != v1::JobState::Succeeded as i32;
+        if !ended_badly {
+            return None;
+        }
+        let error = status.error.clone().unwrap_or_default();
+        Some(ClientError::JobFailed {
+            job_id: JobId::from(status.job_id.as_str()),
+            kind: v1::ErrorKind::try_from(error.kind).unwrap_or(v1::ErrorKind::Internal),
+            message: error.message,
+            query_error: error.query_error,
+        })
+    }
+
     /// The process exit code for this error: 1 a query or job failed, 2
     /// bad usage, 3 the scheduler is unreachable, 4 timed out, 5 the job was
     /// cancelled.
@@ -85,16 +102,17 @@ impl ClientError {
     /// bad data: [`v1::ErrorKind::User`]) becomes the DataFusion error the
     /// cluster raised, so it reads exactly as single-node DataFusion's.
     pub fn into_datafusion(self) -> DataFusionError {
+        if let ClientError::JobFailed {
+            kind: v1::ErrorKind::User,
+            query_error: Some(query_error),
+            ..
+        } = &self
+            && let Some(error) = volley_dataflow::rebuild_query_error(query_error)
+        {
+            return error;
+        }
         match self {
             ClientError::Query(e) => e,
-            ClientError::JobFailed {
-                kind: v1::ErrorKind::User,
-                query_error: Some(query_error),
-                ..
-            } if volley_dataflow::rebuild_query_error(&query_error).is_some() => {
-                volley_dataflow::rebuild_query_error(&query_error)
-                    .unwrap_or_else(|| DataFusionError::Execution(query_error.message))
-            }
             other => DataFusionError::External(Box::new(other)),
         }
     }

@@ -23,7 +23,6 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 use volley_dataflow::{JobId, PartitionLocation};
 use volley_executor::{fetch_location, flight_channel};
-use volley_proto::v1;
 
 use crate::distributed_exec::ClusterLink;
 use crate::error::ClientError;
@@ -146,11 +145,7 @@ async fn run_once(
                 }
             };
             let Some(status) = next else {
-                return Err(ClientError::SchedulerUnreachable {
-                    url: link.scheduler.url().to_string(),
-                    message: format!("the status stream of job {job_id} ended before the job did"),
-                }
-                .into());
+                return Err(link.scheduler.status_stream_ended(&job_id).into());
             };
             let status = status?;
             if let Some(observer) = &observer {
@@ -160,16 +155,8 @@ async fn run_once(
                 ended = true;
                 guard.finished = true;
                 *link.last_job.lock().unwrap_or_else(|p| p.into_inner()) = Some(status.clone());
-                if status.state != v1::JobState::Succeeded as i32 {
-                    let error = status.error.clone().unwrap_or_default();
-                    return Err(ClientError::JobFailed {
-                        job_id: job_id.clone(),
-                        kind: v1::ErrorKind::try_from(error.kind)
-                            .unwrap_or(v1::ErrorKind::Internal),
-                        message: error.message,
-                        query_error: error.query_error,
-                    }
-                    .into());
+                if let Some(failure) = ClientError::from_failed_job(&status) {
+                    return Err(failure.into());
                 }
                 if job.writes_files && !status.output_files.is_empty() {
                     // The executors wrote the rows; the answer is their count.

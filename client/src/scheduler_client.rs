@@ -177,22 +177,21 @@ impl SchedulerClient {
             let status = status?;
             observe(&status);
             if is_terminal(status.state) {
-                if status.state == v1::JobState::Succeeded as i32 {
-                    return Ok(status);
-                }
-                let error = status.error.clone().unwrap_or_default();
-                return Err(ClientError::JobFailed {
-                    job_id: job_id.clone(),
-                    kind: v1::ErrorKind::try_from(error.kind).unwrap_or(v1::ErrorKind::Internal),
-                    message: error.message,
-                    query_error: error.query_error,
-                });
+                return match ClientError::from_failed_job(&status) {
+                    Some(failure) => Err(failure),
+                    None => Ok(status),
+                };
             }
         }
-        Err(ClientError::SchedulerUnreachable {
+        Err(self.status_stream_ended(job_id))
+    }
+
+    /// The error when a job's status stream ends before the job does.
+    pub(crate) fn status_stream_ended(&self, job_id: &JobId) -> ClientError {
+        ClientError::SchedulerUnreachable {
             url: self.url.clone(),
             message: format!("the status stream of job {job_id} ended before the job did"),
-        })
+        }
     }
 
     /// Cancels a job; `false` if it had already ended.

@@ -249,13 +249,14 @@ pub(crate) fn outcome(status: &v1::JobStatus) -> Result<(), ClientError> {
     if status.state == v1::JobState::Succeeded as i32 {
         return Ok(());
     }
-    let error = status.error.clone().unwrap_or_default();
-    Err(ClientError::JobFailed {
-        job_id: JobId::from(status.job_id.as_str()),
-        kind: v1::ErrorKind::try_from(error.kind).unwrap_or(v1::ErrorKind::Internal),
-        message: error.message,
-        query_error: error.query_error,
-    })
+    Err(
+        ClientError::from_failed_job(status).unwrap_or_else(|| ClientError::JobFailed {
+            job_id: JobId::from(status.job_id.as_str()),
+            kind: v1::ErrorKind::Internal,
+            message: format!("job {} has not ended", status.job_id),
+            query_error: None,
+        }),
+    )
 }
 
 /// Follows a job to its end. Past `timeout` the job is cancelled on the
