@@ -8,7 +8,9 @@
 //! begin_statement`). The last query's result, if an output path was given,
 //! is written by the executors, one file per partition, into a staging
 //! directory beside the path, which is renamed into place only when the
-//! whole script has succeeded. A failure names the statement and its line.
+//! whole script has succeeded (an `s3://` prefix is written in place and
+//! cleared on failure: `output_target`). A failure names the statement and
+//! its line.
 
 use std::sync::Arc;
 
