@@ -3,9 +3,11 @@
 //! job no longer needs it.
 //!
 //! Memory is a budget: each output's batches are accounted in the executor's
-//! DataFusion memory pool (`try_grow`). When the pool refuses, the writer
-//! spills everything it holds, and all it writes afterwards, to Arrow IPC
-//! files (LZ4) under the work directory. A writer dropped before `finish`
+//! DataFusion memory pool (`try_grow`). When the pool refuses, or one output
+//! would hold more than [`MAX_OUTPUT_SHARE`] of the pool (stored outputs
+//! cannot be asked to spill later, so running operators must keep room), the
+//! writer spills everything it holds, and all it writes afterwards, to Arrow
+//! IPC files (LZ4) under the work directory. A writer dropped before `finish`
 //! (a failed or cancelled task) deletes its files; a finished output's files
 //! go when the output is removed.
 
@@ -21,7 +23,9 @@ use datafusion::arrow::ipc::reader::FileReader;
 use datafusion::arrow::ipc::writer::{FileWriter, IpcWriteOptions};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
+use datafusion::execution::memory_pool::{
+    MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
+};
 use futures::stream::BoxStream;
 use volley_dataflow::{
     ExchangeError, JobId, MapOutputId, MapOutputWriter, PartitionStats, ShuffleSink, StageId,
@@ -52,18 +56,30 @@ impl Drop for StoredOutput {
 }
 
 /// Map outputs held by one executor.
+/// The largest share of the memory pool one map output keeps in memory
+/// (1/4): a sort-preserving merge over spilled runs, for one, needs a batch
+/// of every run while its own output is being stored.
+pub(crate) const MAX_OUTPUT_SHARE: usize = 4;
+
 #[derive(Debug)]
 pub(crate) struct ShuffleStore {
     outputs: Mutex<HashMap<MapOutputId, Arc<StoredOutput>>>,
     pool: Arc<dyn MemoryPool>,
+    /// Bytes one map output may keep in memory.
+    max_output_memory: usize,
     dir: PathBuf,
 }
 
 impl ShuffleStore {
     pub(crate) fn new(pool: Arc<dyn MemoryPool>, dir: PathBuf) -> Self {
+        let max_output_memory = match pool.memory_limit() {
+            MemoryLimit::Finite(bytes) => bytes / MAX_OUTPUT_SHARE,
+            _ => usize::MAX,
+        };
         Self {
             outputs: Mutex::new(HashMap::new()),
             pool,
+            max_output_memory,
             dir,
         }
     }
@@ -261,10 +277,9 @@ impl MapOutputWriter for StoreWriter {
         stats.rows += batch.num_rows() as u64;
         stats.bytes += data_size(&batch);
         if !self.spilled {
-            let granted = self
-                .reservation
-                .as_ref()
-                .is_some_and(|r| r.try_grow(size).is_ok());
+            let granted = self.reservation.as_ref().is_some_and(|r| {
+                r.size() + size <= self.store.max_output_memory && r.try_grow(size).is_ok()
+            });
             if granted {
                 self.memory[output_partition].push(batch);
                 return Ok(());
@@ -361,6 +376,26 @@ mod tests {
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 30_000);
         assert_eq!(store.remove_job(&JobId::from("job"), &[]), 1);
         assert!(store.read(&id(0), 1).is_none());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn one_output_keeps_at_most_a_quarter_of_the_budget_in_memory() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        // The pool could hold all five batches; one output may hold one.
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1_000_000));
+        let store = Arc::new(ShuffleStore::new(
+            Arc::clone(&pool),
+            dir.path().to_path_buf(),
+        ));
+        let mut writer = StoreSink(Arc::clone(&store)).open(id(1), batch(1).schema(), 1)?;
+        for _ in 0..5 {
+            writer.write(0, batch(10_000))?;
+        }
+        let stats = writer.finish()?;
+        assert_eq!(stats[0].rows, 50_000);
+        assert_eq!(pool.reserved(), 0, "the output went to a file");
+        assert!(!walk(dir.path()).is_empty());
         Ok(())
     }
 
