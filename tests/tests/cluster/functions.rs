@@ -7,7 +7,7 @@ use datafusion::arrow::array::{Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use volley_client::{ClientError, Context, EmbeddedClusterConfig, find_client_error, v1};
-use volley_tests::{assert_same_rows, local_tpch_context, tpch_dir, udfs};
+use volley_tests::{assert_same_rows, local_tpch_context, run_script, tpch_dir, udfs};
 
 use super::small_cluster;
 
@@ -31,25 +31,13 @@ const MASKED_PHONES: &str = "SELECT volley_mask(c_phone) AS masked, count(*) AS 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_function_runs_on_executors_built_with_it() {
     let ctx = cluster_with(udfs::registry()).await;
-    let actual = ctx
-        .sql(MASKED_PHONES)
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let actual = run_script(&ctx, MASKED_PHONES).await.unwrap();
     let job = ctx.last_job().expect("ran as a job");
     assert!(job.stages_total >= 2, "planned across stages: {job:?}");
 
     let local = local_tpch_context().await.unwrap();
     local.register_udf(udfs::mask());
-    let expected = local
-        .sql(MASKED_PHONES)
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let expected = run_script(&local, MASKED_PHONES).await.unwrap();
     assert_same_rows(&expected, &actual, false, "volley_mask");
     assert!(actual.iter().map(RecordBatch::num_rows).sum::<usize>() > 0);
 }
@@ -59,13 +47,7 @@ async fn a_function_the_executors_lack_is_a_clear_user_error_and_the_next_query_
     // The client knows the function; the cluster's executors do not.
     let ctx = cluster_with(volley_client::UdfRegistry::new()).await;
     ctx.register_udf(udfs::mask());
-    let err = ctx
-        .sql(MASKED_PHONES)
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap_err();
+    let err = run_script(&ctx, MASKED_PHONES).await.unwrap_err();
     let message = err.to_string();
     assert!(
         message.contains("volley_mask") && message.contains("not registered on this executor"),
@@ -83,13 +65,12 @@ async fn a_function_the_executors_lack_is_a_clear_user_error_and_the_next_query_
 async fn a_panicking_function_fails_its_query_and_the_executors_live_on() {
     let ctx = cluster_with(udfs::registry()).await;
     let before = ctx.embedded_cluster().expect("embedded").executor_ids();
-    let err = ctx
-        .sql("SELECT sum(volley_panic_at(l_orderkey, 7)) FROM lineitem")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap_err();
+    let err = run_script(
+        &ctx,
+        "SELECT sum(volley_panic_at(l_orderkey, 7)) FROM lineitem",
+    )
+    .await
+    .unwrap_err();
     let message = err.to_string();
     assert!(message.contains("panicked"), "{message}");
     assert!(message.contains("volley_panic_at reached 7"), "{message}");
@@ -108,11 +89,7 @@ async fn a_panicking_function_fails_its_query_and_the_executors_live_on() {
     assert_eq!(before, after);
     let info = ctx.scheduler().executors().await.unwrap();
     assert_eq!(info.len(), 2, "both executors still registered: {info:?}");
-    let n = ctx
-        .sql("SELECT count(*) FROM lineitem")
-        .await
-        .unwrap()
-        .collect()
+    let n = run_script(&ctx, "SELECT count(*) FROM lineitem")
         .await
         .unwrap();
     assert_eq!(n[0].num_rows(), 1);
@@ -147,44 +124,25 @@ async fn an_in_memory_table_travels_with_the_plan() {
     let ctx = cluster_with(volley_client::UdfRegistry::new()).await;
     ctx.register_batch("people", people()).unwrap();
     // A table made by the cluster, kept in the client, read by the cluster.
-    ctx.sql("CREATE TABLE big_orders AS SELECT o_orderkey, o_custkey FROM orders WHERE o_totalprice > 450000")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let actual = ctx
-        .sql(PEOPLE_BY_NATION)
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let big = ctx
-        .sql("SELECT count(*) AS n, sum(o_custkey) AS s FROM big_orders")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    run_script(&ctx, "CREATE TABLE big_orders AS SELECT o_orderkey, o_custkey FROM orders WHERE o_totalprice > 450000").await.unwrap();
+    let actual = run_script(&ctx, PEOPLE_BY_NATION).await.unwrap();
+    let big = run_script(
+        &ctx,
+        "SELECT count(*) AS n, sum(o_custkey) AS s FROM big_orders",
+    )
+    .await
+    .unwrap();
     assert!(ctx.last_job().is_some());
 
     let local = local_tpch_context().await.unwrap();
     local.register_batch("people", people()).unwrap();
-    let expected = local
-        .sql(PEOPLE_BY_NATION)
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let expected = run_script(&local, PEOPLE_BY_NATION).await.unwrap();
     assert_same_rows(&expected, &actual, false, "people by nation");
-    let expected_big = local
-        .sql("SELECT count(*) AS n, sum(o_custkey) AS s FROM orders WHERE o_totalprice > 450000")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let expected_big = run_script(
+        &local,
+        "SELECT count(*) AS n, sum(o_custkey) AS s FROM orders WHERE o_totalprice > 450000",
+    )
+    .await
+    .unwrap();
     assert_same_rows(&expected_big, &big, false, "big orders");
 }
