@@ -18,7 +18,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use volley_dataflow::UdfRegistry;
 
-use crate::config::{ExecutorConfig, default_memory_limit, parse_size};
+use crate::config::{ExecutorConfig, WireCompression, default_memory_limit, parse_size};
 use crate::executor::Executor;
 
 /// Volley's executor: runs stage tasks with DataFusion and serves shuffle output over Arrow Flight.
@@ -49,6 +49,10 @@ struct Args {
     /// and shuffle output goes to the work dir past it.
     #[arg(long, env = "VOLLEY_MEMORY_LIMIT", value_parser = parse_size)]
     memory_limit: Option<usize>,
+    /// Compression of shuffle and result data sent to readers: auto (none to
+    /// readers on this machine, LZ4 to others), none, lz4 or zstd.
+    #[arg(long, env = "VOLLEY_SHUFFLE_COMPRESSION", default_value = "auto")]
+    shuffle_compression: WireCompression,
 }
 
 /// Runs an executor with the command-line flags of `volley-executor`, able
@@ -80,6 +84,7 @@ async fn run(udfs: UdfRegistry) -> ExitCode {
         config.slots = slots;
     }
     config.memory_limit = args.memory_limit.unwrap_or_else(default_memory_limit);
+    config.compression = args.shuffle_compression;
     config.udfs = udfs;
     let executor = match Executor::start(config).await {
         Ok(executor) => executor,

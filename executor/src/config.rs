@@ -9,6 +9,60 @@ use std::time::Duration;
 use datafusion::arrow::ipc::CompressionType;
 use volley_dataflow::UdfRegistry;
 
+/// How shuffle and result data is compressed on the wire (`--shuffle-compression`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WireCompression {
+    /// Uncompressed to a reader on this machine (a loopback address, or the
+    /// address the reader reached this executor on), LZ4 to any other. On
+    /// one machine compressing costs more CPU than the copy it saves: at
+    /// TPC-H SF 1 with two executors, LZ4 was a fifth of Volley's CPU time
+    /// (`benchmarks/README.md`).
+    #[default]
+    Auto,
+    /// Never compressed.
+    None,
+    /// Always LZ4 (frame).
+    Lz4,
+    /// Always ZSTD.
+    Zstd,
+}
+
+impl WireCompression {
+    /// The IPC compression for a reader at `peer` that reached this
+    /// executor at `local` (either unknown: treated as remote).
+    pub fn for_peer(
+        self,
+        peer: Option<std::net::IpAddr>,
+        local: Option<std::net::IpAddr>,
+    ) -> Option<CompressionType> {
+        match self {
+            Self::None => None,
+            Self::Lz4 => Some(CompressionType::LZ4_FRAME),
+            Self::Zstd => Some(CompressionType::ZSTD),
+            Self::Auto => {
+                let same_machine = peer.is_some_and(|p| p.is_loopback() || Some(p) == local);
+                (!same_machine).then_some(CompressionType::LZ4_FRAME)
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for WireCompression {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "none" => Ok(Self::None),
+            "lz4" => Ok(Self::Lz4),
+            "zstd" => Ok(Self::Zstd),
+            _ => Err(format!(
+                "`{text}` is not a compression (use auto, none, lz4 or zstd)"
+            )),
+        }
+    }
+}
+
 /// How an executor runs.
 #[derive(Clone, Debug)]
 pub struct ExecutorConfig {
@@ -28,8 +82,8 @@ pub struct ExecutorConfig {
     pub memory_limit: usize,
     /// How often the executor tells the scheduler it is alive.
     pub heartbeat_interval: Duration,
-    /// Compression of shuffle data sent over the network.
-    pub compression: Option<CompressionType>,
+    /// Compression of shuffle and result data sent over the network.
+    pub compression: WireCompression,
     /// User functions this executor can run, by name.
     pub udfs: UdfRegistry,
 }
@@ -45,7 +99,7 @@ impl ExecutorConfig {
             work_dir: work_dir.into(),
             memory_limit: default_memory_limit(),
             heartbeat_interval: Duration::from_secs(1),
-            compression: Some(CompressionType::LZ4_FRAME),
+            compression: WireCompression::Auto,
             udfs: UdfRegistry::default(),
         }
     }
@@ -112,5 +166,24 @@ mod tests {
         assert_eq!(parse_size("4096"), Ok(4096));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("2X").is_err());
+    }
+
+    #[test]
+    fn automatic_compression_skips_readers_on_this_machine_only() {
+        let loopback = Some("127.0.0.1".parse().unwrap());
+        let lan = Some("10.0.0.7".parse().unwrap());
+        let other = Some("10.0.0.8".parse().unwrap());
+        let auto = WireCompression::Auto;
+        assert_eq!(auto.for_peer(loopback, loopback), None);
+        assert_eq!(auto.for_peer(lan, lan), None, "same address: same machine");
+        assert_eq!(auto.for_peer(other, lan), Some(CompressionType::LZ4_FRAME));
+        assert_eq!(auto.for_peer(None, lan), Some(CompressionType::LZ4_FRAME));
+        assert_eq!(
+            WireCompression::Lz4.for_peer(loopback, loopback),
+            Some(CompressionType::LZ4_FRAME)
+        );
+        assert_eq!(WireCompression::None.for_peer(other, lan), None);
+        assert_eq!("ZSTD".parse(), Ok(WireCompression::Zstd));
+        assert!("snappy".parse::<WireCompression>().is_err());
     }
 }

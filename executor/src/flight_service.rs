@@ -1,6 +1,7 @@
 //! The executor's Arrow Flight service: `DoGet` with a `ShuffleTicket`
 //! streams one output partition of one map output from the shuffle store,
-//! LZ4-compressed. Every other Flight method is unimplemented.
+//! compressed as [`WireCompression`] says for that reader. Every other
+//! Flight method is unimplemented.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,7 +12,6 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
-use datafusion::arrow::ipc::CompressionType;
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use futures::{Stream, TryStreamExt};
 use prost::Message;
@@ -20,6 +20,7 @@ use tracing::debug;
 use volley_dataflow::{JobId, MapOutputId, StageId};
 use volley_proto::v1;
 
+use crate::config::WireCompression;
 use crate::flight_encode::encode_flight;
 use crate::shuffle_store::ShuffleStore;
 
@@ -28,7 +29,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 #[derive(Debug, Clone)]
 pub(crate) struct ShuffleFlightService {
     pub(crate) store: Arc<ShuffleStore>,
-    pub(crate) compression: Option<CompressionType>,
+    pub(crate) compression: WireCompression,
 }
 
 fn unimplemented<T>(what: &str) -> Result<T, Status> {
@@ -86,6 +87,10 @@ impl FlightService for ShuffleFlightService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
+        let compression = self.compression.for_peer(
+            request.remote_addr().map(|a| a.ip()),
+            request.local_addr().map(|a| a.ip()),
+        );
         let ticket = v1::ShuffleTicket::decode(request.into_inner().ticket)
             .map_err(|e| Status::invalid_argument(format!("not a Volley shuffle ticket: {e}")))?;
         let id = MapOutputId {
@@ -99,7 +104,7 @@ impl FlightService for ShuffleFlightService {
             .read(&id, ticket.output_partition as usize)
             .ok_or_else(|| Status::not_found(format!("this executor holds no output of {id}")))?;
         let options = IpcWriteOptions::default()
-            .try_with_compression(self.compression)
+            .try_with_compression(compression)
             .map_err(|e| Status::internal(e.to_string()))?;
         let encoded = encode_flight(
             schema,
