@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::Result;
@@ -43,6 +43,7 @@ pub(crate) enum TaskSlot {
     Running {
         task_id: TaskId,
         executor: ExecutorId,
+        launched: Instant,
     },
     Done {
         executor: ExecutorId,
@@ -69,6 +70,12 @@ pub(crate) struct Stage {
     pub(crate) avoid: Vec<Option<ExecutorId>>,
     /// How often the stage was re-planned after lost inputs.
     pub(crate) reruns: u32,
+    /// When a task of this stage was first launched, and its last task
+    /// finished.
+    pub(crate) first_launch: Option<Instant>,
+    pub(crate) last_finish: Option<Instant>,
+    /// Launch-to-success time of its tasks, summed.
+    pub(crate) task_busy: Duration,
     display: String,
 }
 
@@ -87,6 +94,9 @@ impl Stage {
             task_attempts: vec![0; plan.partitions],
             avoid: vec![None; plan.partitions],
             reruns: 0,
+            first_launch: None,
+            last_finish: None,
+            task_busy: Duration::ZERO,
             display,
         }
     }
@@ -180,6 +190,7 @@ pub(crate) struct Job {
     result_schema: Vec<u8>,
     pub(crate) traffic: BTreeMap<(ExecutorId, ExecutorId), (u64, u64)>,
     started_at: SystemTime,
+    started_instant: Instant,
     ended_at: Option<SystemTime>,
     pub(crate) ended_instant: Option<Instant>,
     pub(crate) watch: watch::Sender<v1::JobStatus>,
@@ -214,6 +225,7 @@ impl Job {
             result_schema,
             traffic: BTreeMap::new(),
             started_at: SystemTime::now(),
+            started_instant: Instant::now(),
             ended_at: None,
             ended_instant: None,
             watch,
@@ -374,6 +386,15 @@ impl Job {
         self.publish();
     }
 
+    /// Microseconds from the job's start to `at` (0 for none).
+    fn micros_since_start(&self, at: Option<Instant>) -> u64 {
+        at.map_or(0, |at| {
+            at.saturating_duration_since(self.started_instant)
+                .as_micros()
+                .max(1) as u64
+        })
+    }
+
     /// The job's status as clients see it.
     pub(crate) fn status(&self) -> v1::JobStatus {
         let state = match self.phase {
@@ -425,6 +446,9 @@ impl Job {
                 tasks_by_executor,
                 rows_out: rows,
                 bytes_out: bytes,
+                started_after_us: self.micros_since_start(stage.first_launch),
+                finished_after_us: self.micros_since_start(stage.last_finish),
+                task_busy_us: stage.task_busy.as_micros() as u64,
             });
         }
         if let Some(stage) = self.final_stage() {

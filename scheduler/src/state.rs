@@ -414,6 +414,11 @@ impl SchedulerState {
                         bytes: *bytes,
                     })
                     .collect();
+                if let Some(TaskSlot::Running { launched, .. }) = stage.tasks.get(partition) {
+                    let now = Instant::now();
+                    stage.task_busy += now.saturating_duration_since(*launched);
+                    stage.last_finish = Some(now);
+                }
                 stage.tasks[partition] = TaskSlot::Done {
                     executor: from.clone(),
                     endpoint,
@@ -625,9 +630,12 @@ impl SchedulerState {
                     stage.task_attempts[partition] += 1;
                     let attempt = stage.task_attempts[partition] - 1;
                     entry.running.insert(task_id, (job_id.clone(), stage.id));
+                    let launched = Instant::now();
+                    stage.first_launch.get_or_insert(launched);
                     *slot = TaskSlot::Running {
                         task_id,
                         executor: executor_id.clone(),
+                        launched,
                     };
                     launches
                         .entry((executor_id.clone(), job_id.clone(), stage.id))

@@ -90,6 +90,36 @@ async fn every_stage_of_a_job_has_as_many_tasks_as_partitions_and_all_finish() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_stage_reports_when_it_ran_and_starts_only_after_its_inputs_finished() {
+    let ctx = tpch_context().await;
+    run_script(&ctx, &tpch_query(3)).await.expect("q3 runs");
+    let job = ctx.last_job().expect("ran as a job");
+    assert!(job.stages.len() >= 3, "{job:?}");
+    let job_micros = (job.ended_at_ms - job.started_at_ms + 1) * 1000;
+    for stage in &job.stages {
+        let id = stage.stage_id;
+        assert!(stage.started_after_us > 0, "stage {id} never started");
+        assert!(
+            stage.finished_after_us >= stage.started_after_us,
+            "stage {id} finished before it started: {stage:?}"
+        );
+        assert!(
+            stage.finished_after_us <= job_micros,
+            "stage {id} finished after the job: {stage:?}"
+        );
+        assert!(stage.task_busy_us > 0, "stage {id} ran no task time");
+        for input in &stage.input_stages {
+            let input = &job.stages[*input as usize];
+            assert!(
+                stage.started_after_us >= input.finished_after_us,
+                "stage {id} started before its input stage {} finished",
+                input.stage_id
+            );
+        }
+    }
+}
+
 async fn wait_for_stored_outputs(
     ctx: &volley_client::Context,
     done: impl Fn(u32) -> bool,
