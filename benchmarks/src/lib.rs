@@ -6,6 +6,8 @@
 //! ever reported as that ratio: absolute times on shared machines are noise.
 #![warn(missing_docs)]
 
+pub mod peak_memory;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,8 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use volley_client::tpch::register_tpch;
 use volley_client::{Context, EmbeddedClusterConfig};
 use volley_tests::{compare_rows, is_ordered, run_script, tpch_query};
+
+use crate::peak_memory::PeakMeter;
 
 /// How to run the TPC-H comparison.
 #[derive(Debug, Clone)]
@@ -28,6 +32,12 @@ pub struct TpchRun {
     pub slots: usize,
     /// A running scheduler to use instead of an embedded cluster.
     pub scheduler: Option<String>,
+    /// Print each query's stage timeline (of its last Volley run).
+    pub stages: bool,
+    /// `key = value` settings for the Volley side (`SET` in its session).
+    pub volley_settings: Vec<(String, String)>,
+    /// `key = value` settings for the DataFusion side.
+    pub datafusion_settings: Vec<(String, String)>,
 }
 
 /// Times of one query on both sides.
@@ -39,8 +49,16 @@ pub struct QueryResult {
     pub datafusion: Vec<Duration>,
     /// Volley, one entry per iteration.
     pub volley: Vec<Duration>,
+    /// Peak heap bytes above the start of the run, highest over the
+    /// iterations: single-node DataFusion.
+    pub datafusion_peak: usize,
+    /// The same for Volley: the embedded cluster's client, scheduler and
+    /// executors together (0 against a remote cluster: not measured).
+    pub volley_peak: usize,
     /// Stages of Volley's job.
     pub stages: u32,
+    /// The stage timeline of the last Volley run (see [`stage_timeline`]).
+    pub timeline: String,
 }
 
 /// The best of a set of times.
@@ -60,6 +78,14 @@ pub async fn run_tpch(data: &Path, run: &TpchRun) -> Result<Vec<QueryResult>> {
     let partitions = (run.executors * run.slots).max(1);
     let local =
         SessionContext::new_with_config(SessionConfig::new().with_target_partitions(partitions));
+    for (key, value) in &run.datafusion_settings {
+        local
+            .state_ref()
+            .write()
+            .config_mut()
+            .options_mut()
+            .set(key, value)?;
+    }
     register_tpch(&local, data).await?;
     let to_df = |e: volley_client::ClientError| DataFusionError::External(Box::new(e));
     let volley = match &run.scheduler {
@@ -72,6 +98,14 @@ pub async fn run_tpch(data: &Path, run: &TpchRun) -> Result<Vec<QueryResult>> {
         .await
         .map_err(to_df)?,
     };
+    for (key, value) in &run.volley_settings {
+        volley
+            .state_ref()
+            .write()
+            .config_mut()
+            .options_mut()
+            .set(key, value)?;
+    }
     register_tpch(&volley, data).await?;
 
     let mut results = Vec::new();
@@ -81,15 +115,24 @@ pub async fn run_tpch(data: &Path, run: &TpchRun) -> Result<Vec<QueryResult>> {
             query,
             datafusion: Vec::new(),
             volley: Vec::new(),
+            datafusion_peak: 0,
+            volley_peak: 0,
             stages: 0,
+            timeline: String::new(),
         };
         for iteration in 0..run.iterations.max(1) {
+            let meter = PeakMeter::start();
             let started = Instant::now();
             let expected = run_script(&local, &sql).await?;
             result.datafusion.push(started.elapsed());
+            result.datafusion_peak = result.datafusion_peak.max(meter.finish());
+            let meter = PeakMeter::start();
             let started = Instant::now();
             let actual = run_script(&volley, &sql).await?;
             result.volley.push(started.elapsed());
+            if run.scheduler.is_none() {
+                result.volley_peak = result.volley_peak.max(meter.finish());
+            }
             if iteration == 0 {
                 compare_rows(&expected, &actual, is_ordered(&sql)).map_err(|difference| {
                     DataFusionError::Execution(format!(
@@ -98,6 +141,12 @@ pub async fn run_tpch(data: &Path, run: &TpchRun) -> Result<Vec<QueryResult>> {
                 })?;
                 result.stages = volley.last_job().map_or(0, |j| j.stages_total);
             }
+        }
+        if run.stages
+            && let Some(job) = volley.last_job()
+        {
+            result.timeline = stage_timeline(&job);
+            eprint!("{}", result.timeline);
         }
         eprintln!(
             "q{query:02}: datafusion {:>8.1} ms  volley {:>8.1} ms  ({} stages)",
@@ -110,6 +159,44 @@ pub async fn run_tpch(data: &Path, run: &TpchRun) -> Result<Vec<QueryResult>> {
     Ok(results)
 }
 
+/// A job's stages as a timeline: when each started and finished (from the
+/// job's start), how long its tasks ran in all, its rows out, and the
+/// operators it runs (the top of its plan, writer first).
+pub fn stage_timeline(job: &volley_client::v1::JobStatus) -> String {
+    let ms = |us: u64| us as f64 / 1000.0;
+    let total = job.ended_at_ms.saturating_sub(job.started_at_ms);
+    let mut out = format!(
+        "  job {} ms; stage  tasks  start ms    end ms  busy ms       rows  operators\n",
+        total
+    );
+    for stage in &job.stages {
+        let operators: Vec<&str> = stage
+            .plan
+            .lines()
+            .map(|l| {
+                let l = l.trim();
+                l.split([':', ' ']).next().unwrap_or(l)
+            })
+            .collect();
+        out.push_str(&format!(
+            "  {:>17} {:>6} {:>9.1} {:>9.1} {:>8.1} {:>10}  {}\n",
+            stage.stage_id,
+            stage.partitions,
+            ms(stage.started_after_us),
+            ms(stage.finished_after_us),
+            ms(stage.task_busy_us),
+            stage.rows_out,
+            operators.join(" < ")
+        ));
+    }
+    out
+}
+
+/// Mebibytes, for printing.
+pub fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
 /// Milliseconds, for printing.
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -118,31 +205,43 @@ pub fn ms(d: Duration) -> f64 {
 /// The results as a table with totals and the Volley/DataFusion ratio.
 pub fn report(results: &[QueryResult]) -> String {
     let mut out = String::from(
-        "query  datafusion best  datafusion median  volley best  volley median  ratio (best)  stages\n",
+        "query  datafusion best  datafusion median  volley best  volley median  ratio (best)  stages  df peak MiB  volley peak MiB\n",
     );
     let (mut df_total, mut volley_total) = (Duration::ZERO, Duration::ZERO);
+    let (mut df_peak, mut volley_peak) = (0, 0);
     for r in results {
         let (df, vo) = (best(&r.datafusion), best(&r.volley));
         df_total += df;
         volley_total += vo;
+        df_peak = df_peak.max(r.datafusion_peak);
+        volley_peak = volley_peak.max(r.volley_peak);
         out.push_str(&format!(
-            "q{:02}    {:>12.1} ms  {:>14.1} ms  {:>8.1} ms  {:>10.1} ms  {:>11.2}x  {:>6}\n",
+            "q{:02}    {:>12.1} ms  {:>14.1} ms  {:>8.1} ms  {:>10.1} ms  {:>11.2}x  {:>6}  {:>11.1}  {:>15.1}\n",
             r.query,
             ms(df),
             ms(median(&r.datafusion)),
             ms(vo),
             ms(median(&r.volley)),
             vo.as_secs_f64() / df.as_secs_f64().max(1e-9),
-            r.stages
+            r.stages,
+            mib(r.datafusion_peak),
+            mib(r.volley_peak),
         ));
     }
     out.push_str(&format!(
-        "total  {:>12.1} ms  {:>17}  {:>8.1} ms  {:>13}  {:>11.2}x\n",
+        "total  {:>12.1} ms  {:>17}  {:>8.1} ms  {:>13}  {:>11.2}x  {:>6}  {:>11.1}  {:>15.1}\n",
         ms(df_total),
         "",
         ms(volley_total),
         "",
-        volley_total.as_secs_f64() / df_total.as_secs_f64().max(1e-9)
+        volley_total.as_secs_f64() / df_total.as_secs_f64().max(1e-9),
+        "",
+        mib(df_peak),
+        mib(volley_peak),
+    ));
+    out.push_str(&format!(
+        "peak memory (highest of any query): Volley/DataFusion {:.2}x\n",
+        volley_peak as f64 / (df_peak as f64).max(1.0)
     ));
     out
 }
@@ -159,11 +258,13 @@ pub fn to_json(results: &[QueryResult]) -> String {
         .iter()
         .map(|r| {
             format!(
-                "  {{\"query\": {}, \"stages\": {}, \"datafusion_ms\": [{}], \"volley_ms\": [{}]}}",
+                "  {{\"query\": {}, \"stages\": {}, \"datafusion_ms\": [{}], \"volley_ms\": [{}], \"datafusion_peak_bytes\": {}, \"volley_peak_bytes\": {}}}",
                 r.query,
                 r.stages,
                 times(&r.datafusion),
-                times(&r.volley)
+                times(&r.volley),
+                r.datafusion_peak,
+                r.volley_peak
             )
         })
         .collect();

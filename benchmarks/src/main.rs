@@ -53,6 +53,17 @@ enum Command {
         /// Also write the times as JSON here.
         #[arg(long)]
         output: Option<PathBuf>,
+        /// Print each query's stage timeline (of its last Volley run).
+        #[arg(long)]
+        stages: bool,
+        /// A DataFusion setting for the Volley side, `key=value`
+        /// (repeatable), as `SET` in its session.
+        #[arg(long = "volley-set", value_parser = parse_setting)]
+        volley_settings: Vec<(String, String)>,
+        /// A DataFusion setting for the single-node side, `key=value`
+        /// (repeatable).
+        #[arg(long = "datafusion-set", value_parser = parse_setting)]
+        datafusion_settings: Vec<(String, String)>,
     },
     /// End-to-end latency of `SELECT 1` and of a one-stage scan through a
     /// client, p50/p99.
@@ -94,6 +105,14 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "3,5,8,9,18,21")]
         queries: Vec<usize>,
     },
+}
+
+/// `key=value` as a setting.
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not key=value"))?;
+    Ok((key.trim().to_string(), value.trim().to_string()))
 }
 
 #[tokio::main]
@@ -215,6 +234,9 @@ async fn main() -> ExitCode {
             slots,
             scheduler,
             output,
+            stages,
+            volley_settings,
+            datafusion_settings,
         } => {
             let run = TpchRun {
                 queries: queries.unwrap_or_else(|| (1..=22).collect()),
@@ -222,6 +244,9 @@ async fn main() -> ExitCode {
                 executors,
                 slots,
                 scheduler,
+                stages,
+                volley_settings,
+                datafusion_settings,
             };
             match run_tpch(&data, &run).await {
                 Ok(results) => {
