@@ -47,6 +47,8 @@ pub use location::PartitionLocation;
 pub use logical_codec::{VolleyLogicalCodec, decode_logical_plan, encode_logical_plan};
 pub use object_stores::{EnvObjectStoreRegistry, object_store_runtime, s3_store};
 pub use script_text::{Statement, split_statements};
-pub use session::{apply_settings, changed_settings, session_config};
+pub use session::{
+    BROADCAST_JOIN_BYTES, BROADCAST_JOIN_ROWS, apply_settings, changed_settings, session_config,
+};
 pub use shuffle_reader::{ExchangeKind, ShuffleReaderExec};
 pub use shuffle_writer::ShuffleWriterExec;

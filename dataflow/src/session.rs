@@ -7,6 +7,16 @@ use datafusion::config::ConfigOptions;
 use datafusion::error::Result;
 use datafusion::prelude::SessionConfig;
 
+/// The estimated size up to which a join's build side is broadcast (see
+/// [`session_config`]). Measured: at TPC-H SF 10 on two executors this took
+/// Volley from 1.13x to 0.87x of single-node DataFusion's time, at SF 1 from
+/// 1.22x to 1.15x (`benchmarks/README.md`).
+pub const BROADCAST_JOIN_BYTES: usize = 64 * 1024 * 1024;
+
+/// The estimated rows up to which a join's build side is broadcast, when
+/// the planner has no byte estimate.
+pub const BROADCAST_JOIN_ROWS: usize = 4_000_000;
+
 /// The base session config of every Volley client, scheduler and executor.
 ///
 /// Round-robin repartitioning is off: in one process it spreads a narrow scan
@@ -26,10 +36,23 @@ use datafusion::prelude::SessionConfig;
 /// Join dynamic filters are off: a partitioned hash join waits for every
 /// build partition to report its bounds before probing, and here the other
 /// partitions run in other tasks, so it would wait forever.
+///
+/// Joins broadcast larger build sides than DataFusion's defaults (1 MiB or
+/// 128Ki rows): up to [`BROADCAST_JOIN_BYTES`] or [`BROADCAST_JOIN_ROWS`] by
+/// the planner's estimate. In one process a partitioned join only hashes
+/// rows into channels; here it shuffles *both* sides through the exchange,
+/// while a broadcast moves only the build side, once per executor (the
+/// tasks of a stage on one executor share the built table), and the probe
+/// side streams through its scan's stage unmoved. A client's `SET` of
+/// `datafusion.optimizer.hash_join_single_partition_threshold[_rows]` still
+/// applies.
 pub fn session_config() -> SessionConfig {
     let mut config = SessionConfig::new()
         .with_information_schema(true)
         .with_round_robin_repartition(false);
+    let optimizer = &mut config.options_mut().optimizer;
+    optimizer.hash_join_single_partition_threshold = BROADCAST_JOIN_BYTES;
+    optimizer.hash_join_single_partition_threshold_rows = BROADCAST_JOIN_ROWS;
     pin_distributed_settings(config.options_mut());
     config
 }
