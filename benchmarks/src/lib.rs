@@ -166,7 +166,7 @@ pub fn stage_timeline(job: &volley_client::v1::JobStatus) -> String {
     let ms = |us: u64| us as f64 / 1000.0;
     let total = job.ended_at_ms.saturating_sub(job.started_at_ms);
     let mut out = format!(
-        "  job {} ms; stage  tasks  start ms    end ms  busy ms       rows  operators\n",
+        "  job {} ms; stage  tasks  start ms    end ms  busy ms  longest ms       rows  operators\n",
         total
     );
     for stage in &job.stages {
@@ -179,12 +179,13 @@ pub fn stage_timeline(job: &volley_client::v1::JobStatus) -> String {
             })
             .collect();
         out.push_str(&format!(
-            "  {:>17} {:>6} {:>9.1} {:>9.1} {:>8.1} {:>10}  {}\n",
+            "  {:>17} {:>6} {:>9.1} {:>9.1} {:>8.1} {:>11.1} {:>10}  {}\n",
             stage.stage_id,
             stage.partitions,
             ms(stage.started_after_us),
             ms(stage.finished_after_us),
             ms(stage.task_busy_us),
+            ms(stage.longest_task_us),
             stage.rows_out,
             operators.join(" < ")
         ));

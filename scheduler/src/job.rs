@@ -74,8 +74,9 @@ pub(crate) struct Stage {
     /// finished.
     pub(crate) first_launch: Option<Instant>,
     pub(crate) last_finish: Option<Instant>,
-    /// Launch-to-success time of its tasks, summed.
+    /// Launch-to-success time of its tasks, summed, and the longest.
     pub(crate) task_busy: Duration,
+    pub(crate) longest_task: Duration,
     display: String,
 }
 
@@ -97,6 +98,7 @@ impl Stage {
             first_launch: None,
             last_finish: None,
             task_busy: Duration::ZERO,
+            longest_task: Duration::ZERO,
             display,
         }
     }
@@ -449,6 +451,7 @@ impl Job {
                 started_after_us: self.micros_since_start(stage.first_launch),
                 finished_after_us: self.micros_since_start(stage.last_finish),
                 task_busy_us: stage.task_busy.as_micros() as u64,
+                longest_task_us: stage.longest_task.as_micros() as u64,
             });
         }
         if let Some(stage) = self.final_stage() {

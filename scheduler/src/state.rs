@@ -416,7 +416,9 @@ impl SchedulerState {
                     .collect();
                 if let Some(TaskSlot::Running { launched, .. }) = stage.tasks.get(partition) {
                     let now = Instant::now();
-                    stage.task_busy += now.saturating_duration_since(*launched);
+                    let took = now.saturating_duration_since(*launched);
+                    stage.task_busy += took;
+                    stage.longest_task = stage.longest_task.max(took);
                     stage.last_finish = Some(now);
                 }
                 stage.tasks[partition] = TaskSlot::Done {

@@ -109,6 +109,10 @@ async fn every_stage_reports_when_it_ran_and_starts_only_after_its_inputs_finish
             "stage {id} finished after the job: {stage:?}"
         );
         assert!(stage.task_busy_us > 0, "stage {id} ran no task time");
+        assert!(
+            stage.longest_task_us > 0 && stage.longest_task_us <= stage.task_busy_us,
+            "stage {id}'s longest task is not one of its tasks: {stage:?}"
+        );
         for input in &stage.input_stages {
             let input = &job.stages[*input as usize];
             assert!(
