@@ -48,7 +48,8 @@ pub use logical_codec::{VolleyLogicalCodec, decode_logical_plan, encode_logical_
 pub use object_stores::{EnvObjectStoreRegistry, object_store_runtime, s3_store};
 pub use script_text::{Statement, split_statements};
 pub use session::{
-    BROADCAST_JOIN_BYTES, BROADCAST_JOIN_ROWS, apply_settings, changed_settings, session_config,
+    BROADCAST_JOIN_BYTES, BROADCAST_JOIN_ROWS, VolleyOptions, apply_settings, changed_settings,
+    session_config, volley_options,
 };
 pub use shuffle_reader::{ExchangeKind, ShuffleReaderExec};
 pub use shuffle_writer::ShuffleWriterExec;

@@ -19,6 +19,7 @@ mod output_target;
 mod partition_safety;
 mod planning;
 mod recovery;
+mod scan_balance;
 mod script;
 mod server;
 mod service;

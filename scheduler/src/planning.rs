@@ -9,17 +9,19 @@ use datafusion::datasource::listing::ListingTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::displayable;
+use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
+use datafusion::prelude::SessionConfig;
 use volley_dataflow::{
     JobId, apply_settings, classify_error, decode_logical_plan, describe_files, encode_schema,
-    object_store_runtime, query_error, session_config,
+    object_store_runtime, query_error, session_config, volley_options,
 };
 use volley_proto::v1;
 
 use crate::job::Job;
 use crate::output_target::OutputTarget;
 use crate::partition_safety::make_partitions_independent;
+use crate::scan_balance::balance_file_groups;
 use crate::script::directory_copy;
 use crate::stage_planner::cut_into_stages;
 
@@ -43,6 +45,21 @@ pub(crate) async fn plan_job(
             },
         ),
     }
+}
+
+/// Makes a single-node physical plan ready to run as tasks: scans spread by
+/// whole files (unless `volley.balance_file_groups` is off), and no
+/// partition relying on its siblings.
+pub(crate) fn prepare_for_tasks(
+    physical: Arc<dyn ExecutionPlan>,
+    config: &SessionConfig,
+) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+    let physical = if volley_options(config).balance_file_groups {
+        balance_file_groups(physical)?
+    } else {
+        physical
+    };
+    make_partitions_independent(physical)
 }
 
 /// Planning reads file metadata; DataFusion's decoders do not always say
@@ -103,7 +120,7 @@ async fn try_plan(
         .create_physical_plan(&logical, &state)
         .await
         .map_err(|e| with_table_paths(e, &logical))?;
-    let physical = make_partitions_independent(physical)?;
+    let physical = prepare_for_tasks(physical, state.config())?;
     let schema = encode_schema(physical.schema().as_ref())?;
     let stages = cut_into_stages(
         job_id,

@@ -27,7 +27,7 @@ use volley_proto::v1;
 
 use crate::job::Job;
 use crate::output_target::OutputTarget;
-use crate::partition_safety::make_partitions_independent;
+use crate::planning::prepare_for_tasks;
 use crate::service::Shared;
 use crate::stage_planner::cut_into_stages;
 
@@ -171,7 +171,7 @@ async fn run(
             let physical = DefaultPhysicalPlanner::default()
                 .create_physical_plan(&optimized, &state)
                 .await?;
-            make_partitions_independent(physical)
+            prepare_for_tasks(physical, state.config())
         }
         .await
         .map_err(|e| fail_at(number, statement, &e))?;
