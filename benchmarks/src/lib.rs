@@ -38,6 +38,9 @@ pub struct TpchRun {
     pub volley_settings: Vec<(String, String)>,
     /// `key = value` settings for the DataFusion side.
     pub datafusion_settings: Vec<(String, String)>,
+    /// Shuffle output each embedded executor keeps in memory (`None`: the
+    /// executor's default).
+    pub shuffle_memory: Option<usize>,
 }
 
 /// Times of one query on both sides.
@@ -93,6 +96,7 @@ pub async fn run_tpch(data: &Path, run: &TpchRun) -> Result<Vec<QueryResult>> {
         None => Context::embedded_with(EmbeddedClusterConfig {
             slots_per_executor: run.slots,
             target_partitions: Some(partitions),
+            shuffle_memory_per_executor: run.shuffle_memory,
             ..EmbeddedClusterConfig::with_executors(run.executors)
         })
         .await

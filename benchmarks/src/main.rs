@@ -64,6 +64,10 @@ enum Command {
         /// (repeatable).
         #[arg(long = "datafusion-set", value_parser = parse_setting)]
         datafusion_settings: Vec<(String, String)>,
+        /// Shuffle output each embedded executor keeps in memory, e.g. 256M
+        /// (default: the executor's).
+        #[arg(long, value_parser = volley_executor::parse_size)]
+        shuffle_memory: Option<usize>,
     },
     /// End-to-end latency of `SELECT 1` and of a one-stage scan through a
     /// client, p50/p99.
@@ -237,6 +241,7 @@ async fn main() -> ExitCode {
             stages,
             volley_settings,
             datafusion_settings,
+            shuffle_memory,
         } => {
             let run = TpchRun {
                 queries: queries.unwrap_or_else(|| (1..=22).collect()),
@@ -247,6 +252,7 @@ async fn main() -> ExitCode {
                 stages,
                 volley_settings,
                 datafusion_settings,
+                shuffle_memory,
             };
             match run_tpch(&data, &run).await {
                 Ok(results) => {

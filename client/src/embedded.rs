@@ -24,6 +24,9 @@ pub struct EmbeddedClusterConfig {
     /// Memory budget per executor (default: half the machine's memory,
     /// shared out among the executors).
     pub memory_per_executor: usize,
+    /// Shuffle output each executor keeps in memory (default: its share of
+    /// `memory_per_executor`, see `volley_executor::SHUFFLE_MEMORY_SHARE`).
+    pub shuffle_memory_per_executor: Option<usize>,
     /// How long a silent executor has before it is declared lost.
     pub executor_timeout: Duration,
     /// How long running jobs wait for executors when none are left.
@@ -48,6 +51,7 @@ impl EmbeddedClusterConfig {
             slots_per_executor: std::thread::available_parallelism().map_or(2, |n| n.get()),
             target_partitions: None,
             memory_per_executor: default_memory_limit() / executors,
+            shuffle_memory_per_executor: None,
             executor_timeout: SchedulerConfig::default().executor_timeout,
             no_executor_grace: SchedulerConfig::default().no_executor_grace,
             udfs: UdfRegistry::default(),
@@ -86,6 +90,7 @@ impl EmbeddedCluster {
             let mut executor_config = ExecutorConfig::new(scheduler.url(), work_dir.path());
             executor_config.slots = config.slots_per_executor.max(1);
             executor_config.memory_limit = config.memory_per_executor;
+            executor_config.shuffle_memory = config.shuffle_memory_per_executor;
             executor_config.udfs = config.udfs.clone();
             let executor = Executor::start(executor_config)
                 .await

@@ -49,8 +49,14 @@ struct Args {
     /// and shuffle output goes to the work dir past it.
     #[arg(long, env = "VOLLEY_MEMORY_LIMIT", value_parser = parse_size)]
     memory_limit: Option<usize>,
+    /// Shuffle output kept in memory, all outputs together, e.g. 256M
+    /// (default: a sixteenth of the memory budget); the rest is written to
+    /// files in the work dir.
+    #[arg(long, env = "VOLLEY_SHUFFLE_MEMORY", value_parser = parse_size)]
+    shuffle_memory: Option<usize>,
     /// Compression of shuffle and result data sent to readers: auto (none to
-    /// readers on this machine, LZ4 to others), none, lz4 or zstd.
+    /// readers on this machine, LZ4 to others; none for spilled files),
+    /// none, lz4 or zstd.
     #[arg(long, env = "VOLLEY_SHUFFLE_COMPRESSION", default_value = "auto")]
     shuffle_compression: WireCompression,
 }
@@ -85,6 +91,7 @@ async fn run(udfs: UdfRegistry) -> ExitCode {
     }
     config.memory_limit = args.memory_limit.unwrap_or_else(default_memory_limit);
     config.compression = args.shuffle_compression;
+    config.shuffle_memory = args.shuffle_memory;
     config.udfs = udfs;
     let executor = match Executor::start(config).await {
         Ok(executor) => executor,

@@ -45,6 +45,16 @@ impl WireCompression {
             }
         }
     }
+
+    /// The IPC compression of shuffle output spilled to local files: none
+    /// unless a codec was chosen explicitly.
+    pub fn for_local_files(self) -> Option<CompressionType> {
+        match self {
+            Self::Auto | Self::None => None,
+            Self::Lz4 => Some(CompressionType::LZ4_FRAME),
+            Self::Zstd => Some(CompressionType::ZSTD),
+        }
+    }
 }
 
 impl std::str::FromStr for WireCompression {
@@ -80,6 +90,12 @@ pub struct ExecutorConfig {
     pub work_dir: PathBuf,
     /// Bytes of memory the executor's tasks and shuffle buffers may use.
     pub memory_limit: usize,
+    /// Bytes of stored shuffle output kept in memory, all outputs together;
+    /// the rest goes to files in the work dir (`None`: [`memory_limit`]
+    /// divided by [`SHUFFLE_MEMORY_SHARE`]).
+    ///
+    /// [`memory_limit`]: ExecutorConfig::memory_limit
+    pub shuffle_memory: Option<usize>,
     /// How often the executor tells the scheduler it is alive.
     pub heartbeat_interval: Duration,
     /// Compression of shuffle and result data sent over the network.
@@ -98,10 +114,26 @@ impl ExecutorConfig {
             slots: std::thread::available_parallelism().map_or(2, |n| n.get()),
             work_dir: work_dir.into(),
             memory_limit: default_memory_limit(),
+            shuffle_memory: None,
             heartbeat_interval: Duration::from_secs(1),
             compression: WireCompression::Auto,
             udfs: UdfRegistry::default(),
         }
+    }
+}
+
+/// The part of an executor's memory limit its stored shuffle output may
+/// keep in memory by default (1/16). Shuffle output is held from the end of
+/// the task that wrote it to the end of its job, beside the operators of
+/// the stages that read it, while single-node DataFusion streams the same
+/// rows through. Measured at TPC-H SF 10 (`benchmarks/README.md`).
+pub const SHUFFLE_MEMORY_SHARE: usize = 16;
+
+impl ExecutorConfig {
+    /// Bytes of shuffle output kept in memory (see [`ExecutorConfig::shuffle_memory`]).
+    pub fn shuffle_memory_bytes(&self) -> usize {
+        self.shuffle_memory
+            .unwrap_or(self.memory_limit / SHUFFLE_MEMORY_SHARE)
     }
 }
 

@@ -68,7 +68,12 @@ impl Executor {
             .build();
         config.udfs.register_into(&mut state)?;
 
-        let store = Arc::new(ShuffleStore::new(pool, work_dir.join("shuffle")));
+        let store = Arc::new(ShuffleStore::new(
+            pool,
+            work_dir.join("shuffle"),
+            config.shuffle_memory_bytes(),
+            config.compression.for_local_files(),
+        ));
         let sink: Arc<dyn ShuffleSink> = Arc::new(StoreSink(Arc::clone(&store)));
         let source: Arc<dyn ShuffleSource> =
             Arc::new(ExchangeClient::new(id.clone(), Arc::clone(&store)));

@@ -28,7 +28,9 @@ mod shuffle_store;
 mod task_runner;
 
 pub use cli::run_main;
-pub use config::{ExecutorConfig, WireCompression, default_memory_limit, parse_size};
+pub use config::{
+    ExecutorConfig, SHUFFLE_MEMORY_SHARE, WireCompression, default_memory_limit, parse_size,
+};
 pub use error::ExecutorError;
 pub use executor::Executor;
 pub use flight_fetch::{fetch_location, flight_channel};

@@ -3,18 +3,22 @@
 //! job no longer needs it.
 //!
 //! Memory is a budget: each output's batches are accounted in the executor's
-//! DataFusion memory pool (`try_grow`). When the pool refuses, or one output
-//! would hold more than [`MAX_OUTPUT_SHARE`] of the pool (stored outputs
-//! cannot be asked to spill later, so running operators must keep room), the
-//! writer spills everything it holds, and all it writes afterwards, to Arrow
-//! IPC files (LZ4) under the work directory. A writer dropped before `finish`
-//! (a failed or cancelled task) deletes its files; a finished output's files
-//! go when the output is removed.
+//! DataFusion memory pool (`try_grow`) and in the store's own shuffle
+//! budget (`--shuffle-memory`: all outputs held in memory together). When
+//! either refuses, or one output would hold more than [`MAX_OUTPUT_SHARE`]
+//! of the pool (stored outputs cannot be asked to spill later, so running
+//! operators must keep room), the writer spills everything it holds, and
+//! all it writes afterwards, to Arrow IPC files under the work directory
+//! (uncompressed unless `--shuffle-compression` says otherwise: they are
+//! local). A writer dropped before `finish` (a failed or cancelled task)
+//! deletes its files; a finished output's files go when the output is
+//! removed.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -37,16 +41,46 @@ enum StoredPartition {
     File(PathBuf),
 }
 
+/// Bytes of shuffle output all writers and stored outputs of an executor
+/// may hold in memory together.
+#[derive(Debug)]
+struct ShuffleBudget {
+    limit: usize,
+    held: AtomicUsize,
+}
+
+impl ShuffleBudget {
+    fn try_take(&self, bytes: usize) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|total| *total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, bytes: usize) {
+        let _ = self
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                Some(held.saturating_sub(bytes))
+            });
+    }
+}
+
 #[derive(Debug)]
 struct StoredOutput {
     schema: SchemaRef,
     partitions: Vec<StoredPartition>,
     /// Holds the pool memory of the in-memory partitions until dropped.
     _reservation: MemoryReservation,
+    /// And their share of the shuffle budget.
+    budget: Arc<ShuffleBudget>,
+    budget_held: usize,
 }
 
 impl Drop for StoredOutput {
     fn drop(&mut self) {
+        self.budget.give_back(self.budget_held);
         for partition in &self.partitions {
             if let StoredPartition::File(path) = partition {
                 let _ = std::fs::remove_file(path);
@@ -67,11 +101,20 @@ pub(crate) struct ShuffleStore {
     pool: Arc<dyn MemoryPool>,
     /// Bytes one map output may keep in memory.
     max_output_memory: usize,
+    budget: Arc<ShuffleBudget>,
+    spill_compression: Option<CompressionType>,
     dir: PathBuf,
 }
 
 impl ShuffleStore {
-    pub(crate) fn new(pool: Arc<dyn MemoryPool>, dir: PathBuf) -> Self {
+    /// A store in `dir` whose outputs keep at most `shuffle_memory` bytes in
+    /// memory together, and spill the rest with `spill_compression`.
+    pub(crate) fn new(
+        pool: Arc<dyn MemoryPool>,
+        dir: PathBuf,
+        shuffle_memory: usize,
+        spill_compression: Option<CompressionType>,
+    ) -> Self {
         let max_output_memory = match pool.memory_limit() {
             MemoryLimit::Finite(bytes) => bytes / MAX_OUTPUT_SHARE,
             _ => usize::MAX,
@@ -80,8 +123,19 @@ impl ShuffleStore {
             outputs: Mutex::new(HashMap::new()),
             pool,
             max_output_memory,
+            budget: Arc::new(ShuffleBudget {
+                limit: shuffle_memory,
+                held: AtomicUsize::new(0),
+            }),
+            spill_compression,
             dir,
         }
+    }
+
+    /// Bytes of shuffle output held in memory now.
+    #[cfg(test)]
+    pub(crate) fn memory_held(&self) -> usize {
+        self.budget.held.load(Ordering::Acquire)
     }
 
     fn outputs(&self) -> MutexGuard<'_, HashMap<MapOutputId, Arc<StoredOutput>>> {
@@ -170,6 +224,7 @@ impl ShuffleSink for StoreSink {
             id,
             schema,
             reservation: Some(reservation),
+            budget_held: 0,
             memory: vec![Vec::new(); output_partitions],
             files: (0..output_partitions).map(|_| None).collect(),
             stats: vec![PartitionStats::default(); output_partitions],
@@ -189,6 +244,8 @@ struct StoreWriter {
     id: MapOutputId,
     schema: SchemaRef,
     reservation: Option<MemoryReservation>,
+    /// Bytes of the shuffle budget this writer's in-memory batches hold.
+    budget_held: usize,
     memory: Vec<Vec<RecordBatch>>,
     files: Vec<Option<SpillFile>>,
     stats: Vec<PartitionStats>,
@@ -219,8 +276,8 @@ impl StoreWriter {
                 uuid_suffix()
             ));
             let file = File::create(&path).map_err(|e| spill_error(&path, e))?;
-            let options = IpcWriteOptions::default()
-                .try_with_compression(Some(CompressionType::LZ4_FRAME))?;
+            let options =
+                IpcWriteOptions::default().try_with_compression(self.store.spill_compression)?;
             let writer =
                 FileWriter::try_new_with_options(BufWriter::new(file), &self.schema, options)
                     .map_err(|e| spill_error(&path, e))?;
@@ -245,6 +302,9 @@ impl StoreWriter {
         if let Some(reservation) = &self.reservation {
             reservation.free();
         }
+        self.store
+            .budget
+            .give_back(std::mem::take(&mut self.budget_held));
         self.spilled = true;
         Ok(())
     }
@@ -278,9 +338,15 @@ impl MapOutputWriter for StoreWriter {
         stats.bytes += data_size(&batch);
         if !self.spilled {
             let granted = self.reservation.as_ref().is_some_and(|r| {
-                r.size() + size <= self.store.max_output_memory && r.try_grow(size).is_ok()
+                r.size() + size <= self.store.max_output_memory
+                    && self.store.budget.try_take(size)
+                    && (r.try_grow(size).is_ok() || {
+                        self.store.budget.give_back(size);
+                        false
+                    })
             });
             if granted {
+                self.budget_held += size;
                 self.memory[output_partition].push(batch);
                 return Ok(());
             }
@@ -314,6 +380,8 @@ impl MapOutputWriter for StoreWriter {
             schema: Arc::clone(&self.schema),
             partitions,
             _reservation: reservation,
+            budget: Arc::clone(&self.store.budget),
+            budget_held: std::mem::take(&mut self.budget_held),
         };
         self.finished = true;
         self.store
@@ -325,6 +393,9 @@ impl MapOutputWriter for StoreWriter {
 
 impl Drop for StoreWriter {
     fn drop(&mut self) {
+        self.store
+            .budget
+            .give_back(std::mem::take(&mut self.budget_held));
         if !self.finished {
             for file in self.files.iter_mut().filter_map(Option::take) {
                 let _ = std::fs::remove_file(&file.path);
@@ -363,6 +434,8 @@ mod tests {
         let store = Arc::new(ShuffleStore::new(
             Arc::clone(&pool),
             dir.path().to_path_buf(),
+            usize::MAX,
+            None,
         ));
         let mut writer = StoreSink(Arc::clone(&store)).open(id(0), batch(1).schema(), 2)?;
         for _ in 0..3 {
@@ -387,6 +460,8 @@ mod tests {
         let store = Arc::new(ShuffleStore::new(
             Arc::clone(&pool),
             dir.path().to_path_buf(),
+            usize::MAX,
+            None,
         ));
         let mut writer = StoreSink(Arc::clone(&store)).open(id(1), batch(1).schema(), 1)?;
         for _ in 0..5 {
@@ -400,12 +475,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn outputs_past_the_shuffle_budget_spill_and_removed_outputs_free_it() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(100_000_000));
+        let one_batch = batch(10_000).get_array_memory_size();
+        // Room in the budget for two batches; the pool could hold hundreds.
+        let store = Arc::new(ShuffleStore::new(
+            Arc::clone(&pool),
+            dir.path().to_path_buf(),
+            2 * one_batch + 1,
+            None,
+        ));
+        let mut first = StoreSink(Arc::clone(&store)).open(id(4), batch(1).schema(), 1)?;
+        first.write(0, batch(10_000))?;
+        first.finish()?;
+        assert_eq!(store.memory_held(), one_batch);
+        assert!(walk(dir.path()).is_empty(), "the first output fits");
+
+        let mut second = StoreSink(Arc::clone(&store)).open(id(5), batch(1).schema(), 1)?;
+        second.write(0, batch(10_000))?;
+        second.write(0, batch(10_000))?;
+        second.finish()?;
+        assert_eq!(store.memory_held(), one_batch, "the second output spilled");
+        assert_eq!(walk(dir.path()).len(), 1);
+        let (_, stream) = store.read(&id(5), 0).expect("stored");
+        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 20_000);
+
+        store.remove_job(&JobId::from("job"), &[]);
+        assert_eq!(
+            store.memory_held(),
+            0,
+            "removed outputs give their budget back"
+        );
+        assert_eq!(pool.reserved(), 0);
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn an_unfinished_writer_leaves_nothing_behind() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(10));
         let store = Arc::new(ShuffleStore::new(
             Arc::clone(&pool),
             dir.path().to_path_buf(),
+            usize::MAX,
+            None,
         ));
         let mut writer = StoreSink(Arc::clone(&store)).open(id(3), batch(1).schema(), 1)?;
         writer.write(0, batch(1000))?;
