@@ -66,6 +66,9 @@ impl ShuffleSource for ExchangeClient {
             };
         }
         let channel = self.channel(location)?;
-        fetch_location(channel, location, schema).await
+        tracing::debug!(map_output = %location.map_output, output = location.output_partition, from = %location.executor_id, "fetching shuffle piece");
+        let fetched = fetch_location(channel, location, schema).await;
+        tracing::debug!(map_output = %location.map_output, output = location.output_partition, from = %location.executor_id, ok = fetched.is_ok(), "shuffle piece opened");
+        fetched
     }
 }

@@ -21,11 +21,30 @@ use volley_dataflow::{ExchangeError, PartitionLocation};
 /// Largest Flight message accepted; the encoder splits batches well below.
 const MAX_FLIGHT_MESSAGE: usize = 64 * 1024 * 1024;
 
+/// How much unread data one fetch may have in flight (its HTTP/2 stream
+/// window).
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+
+/// How much unread data all fetches over one connection may have in flight
+/// together: room for 512 streams' windows, so the connection's window is
+/// never what stops a stream.
+///
+/// All fetches from one executor share a connection, and readers do not
+/// drain their streams in step: the probe side of a broadcast join starts
+/// fetching its inner joins' build sides while the outer build side is
+/// still being read, and stops reading them until it gets to them. With
+/// hyper's default 5 MiB connection window two such parked streams filled
+/// it, and the build side being read could receive nothing more: the task
+/// hung (seen in `volley-bench chaos` on q9).
+const CONNECTION_WINDOW: u32 = 512 * STREAM_WINDOW;
+
 /// A lazily connecting channel to an executor's Flight endpoint.
 pub fn flight_channel(endpoint: &str) -> Result<Channel, tonic::transport::Error> {
     Ok(Endpoint::from_shared(endpoint.to_string())?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .connect_lazy())
 }
 

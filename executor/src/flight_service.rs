@@ -146,3 +146,95 @@ impl FlightService for ShuffleFlightService {
         unimplemented("DoExchange")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use arrow_flight::flight_service_server::FlightServiceServer;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+    use datafusion::arrow::record_batch::RecordBatch;
+    use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool};
+    use futures::StreamExt;
+    use tonic::transport::server::TcpIncoming;
+    use volley_dataflow::{ExecutorId, PartitionLocation, ShuffleSink};
+
+    use super::*;
+    use crate::flight_fetch::{fetch_location, flight_channel};
+    use crate::shuffle_store::StoreSink;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]))
+    }
+
+    fn location(map: u32, endpoint: &str) -> PartitionLocation {
+        PartitionLocation {
+            map_output: MapOutputId {
+                job_id: JobId::from("job"),
+                stage_id: StageId(0),
+                map_partition: map,
+            },
+            output_partition: 0,
+            executor_id: ExecutorId::from("exec-test"),
+            endpoint: endpoint.to_string(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fetches_parked_on_one_connection_do_not_stall_the_one_being_read()
+    -> Result<(), Box<dyn std::error::Error>> {
+        // Four map outputs of 8 MiB each, served uncompressed.
+        let dir = tempfile::tempdir()?;
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1 << 30));
+        let store = Arc::new(ShuffleStore::new(
+            pool,
+            dir.path().to_path_buf(),
+            usize::MAX,
+            None,
+        ));
+        for map in 0..4 {
+            let id = location(map, "").map_output;
+            let mut writer = StoreSink(Arc::clone(&store)).open(id, schema(), 1)?;
+            for _ in 0..4 {
+                let values = Int64Array::from_iter_values(0..250_000);
+                writer.write(0, RecordBatch::try_new(schema(), vec![Arc::new(values)])?)?;
+            }
+            writer.finish()?;
+        }
+        let incoming = TcpIncoming::bind("127.0.0.1:0".parse()?)?;
+        let endpoint = format!("http://{}", incoming.local_addr()?);
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(FlightServiceServer::new(ShuffleFlightService {
+                    store,
+                    compression: WireCompression::None,
+                }))
+                .serve_with_incoming(incoming),
+        );
+        let channel = flight_channel(&endpoint)?;
+
+        // Three fetches over the one connection read a batch and then wait,
+        // as a join's later build sides wait while an earlier one is read.
+        let mut parked = Vec::new();
+        for map in 1..4 {
+            let mut stream =
+                fetch_location(channel.clone(), &location(map, &endpoint), schema()).await?;
+            stream.next().await.transpose()?;
+            parked.push(stream);
+        }
+        let first = fetch_location(channel, &location(0, &endpoint), schema()).await?;
+        let rows = tokio::time::timeout(
+            Duration::from_secs(30),
+            first.fold(Ok(0), |rows: Result<usize, String>, batch| async move {
+                Ok(rows? + batch.map_err(|e| e.to_string())?.num_rows())
+            }),
+        )
+        .await
+        .map_err(|_| "the fetch being read stalled behind the parked ones")??;
+        assert_eq!(rows, 1_000_000);
+        drop(parked);
+        server.abort();
+        Ok(())
+    }
+}
