@@ -15,7 +15,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 use volley_dataflow::UdfRegistry;
 
 use crate::config::{ExecutorConfig, WireCompression, default_memory_limit, parse_size};
@@ -76,12 +75,7 @@ pub fn run_main(udfs: UdfRegistry) -> ExitCode {
 }
 
 async fn run(udfs: UdfRegistry) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    volley_dataflow::init_logging("info");
     let args = Args::parse();
     let mut config = ExecutorConfig::new(args.scheduler, args.work_dir);
     config.bind = args.bind;

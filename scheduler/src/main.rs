@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 use volley_scheduler::{SchedulerConfig, SchedulerServer};
 
 /// Volley's scheduler: plans jobs into stages and places their tasks on executors.
@@ -31,12 +30,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    volley_dataflow::init_logging("info");
     let args = Args::parse();
     let config = SchedulerConfig {
         bind: args.bind,
