@@ -35,15 +35,11 @@ impl WireCompression {
         peer: Option<std::net::IpAddr>,
         local: Option<std::net::IpAddr>,
     ) -> Option<CompressionType> {
-        match self {
-            Self::None => None,
-            Self::Lz4 => Some(CompressionType::LZ4_FRAME),
-            Self::Zstd => Some(CompressionType::ZSTD),
-            Self::Auto => {
-                let same_machine = peer.is_some_and(|p| p.is_loopback() || Some(p) == local);
-                (!same_machine).then_some(CompressionType::LZ4_FRAME)
-            }
+        if self == Self::Auto {
+            let same_machine = peer.is_some_and(|p| p.is_loopback() || Some(p) == local);
+            return (!same_machine).then_some(CompressionType::LZ4_FRAME);
         }
+        self.for_local_files()
     }
 
     /// The IPC compression of shuffle output spilled to local files: none

@@ -288,6 +288,25 @@ impl StoreWriter {
             .ok_or_else(|| DataFusionError::Internal("spill file vanished".into()))
     }
 
+    /// Takes room for `size` more bytes in memory: within one output's
+    /// share, the shuffle budget and the pool. Takes nothing if any refuses.
+    fn try_hold(&mut self, size: usize) -> bool {
+        let Some(reservation) = &self.reservation else {
+            return false;
+        };
+        if reservation.size() + size > self.store.max_output_memory
+            || !self.store.budget.try_take(size)
+        {
+            return false;
+        }
+        if reservation.try_grow(size).is_err() {
+            self.store.budget.give_back(size);
+            return false;
+        }
+        self.budget_held += size;
+        true
+    }
+
     fn spill_all(&mut self) -> Result<()> {
         for out in 0..self.memory.len() {
             let batches = std::mem::take(&mut self.memory[out]);
@@ -337,16 +356,7 @@ impl MapOutputWriter for StoreWriter {
         stats.rows += batch.num_rows() as u64;
         stats.bytes += data_size(&batch);
         if !self.spilled {
-            let granted = self.reservation.as_ref().is_some_and(|r| {
-                r.size() + size <= self.store.max_output_memory
-                    && self.store.budget.try_take(size)
-                    && (r.try_grow(size).is_ok() || {
-                        self.store.budget.give_back(size);
-                        false
-                    })
-            });
-            if granted {
-                self.budget_held += size;
+            if self.try_hold(size) {
                 self.memory[output_partition].push(batch);
                 return Ok(());
             }
@@ -418,6 +428,17 @@ mod tests {
         RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(0..n))]).unwrap()
     }
 
+    /// A store in `dir` over `pool`, keeping `shuffle_memory` bytes in memory
+    /// and spilling uncompressed.
+    fn store(pool: &Arc<dyn MemoryPool>, dir: &Path, shuffle_memory: usize) -> Arc<ShuffleStore> {
+        Arc::new(ShuffleStore::new(
+            Arc::clone(pool),
+            dir.to_path_buf(),
+            shuffle_memory,
+            None,
+        ))
+    }
+
     fn id(map: u32) -> MapOutputId {
         MapOutputId {
             job_id: JobId::from("job"),
@@ -431,12 +452,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         // Room for about one batch of 10k i64s, not three.
         let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(100_000));
-        let store = Arc::new(ShuffleStore::new(
-            Arc::clone(&pool),
-            dir.path().to_path_buf(),
-            usize::MAX,
-            None,
-        ));
+        let store = store(&pool, dir.path(), usize::MAX);
         let mut writer = StoreSink(Arc::clone(&store)).open(id(0), batch(1).schema(), 2)?;
         for _ in 0..3 {
             writer.write(1, batch(10_000))?;
@@ -457,12 +473,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         // The pool could hold all five batches; one output may hold one.
         let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1_000_000));
-        let store = Arc::new(ShuffleStore::new(
-            Arc::clone(&pool),
-            dir.path().to_path_buf(),
-            usize::MAX,
-            None,
-        ));
+        let store = store(&pool, dir.path(), usize::MAX);
         let mut writer = StoreSink(Arc::clone(&store)).open(id(1), batch(1).schema(), 1)?;
         for _ in 0..5 {
             writer.write(0, batch(10_000))?;
@@ -480,12 +491,7 @@ mod tests {
         let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(100_000_000));
         let one_batch = batch(10_000).get_array_memory_size();
         // Room in the budget for two batches; the pool could hold hundreds.
-        let store = Arc::new(ShuffleStore::new(
-            Arc::clone(&pool),
-            dir.path().to_path_buf(),
-            2 * one_batch + 1,
-            None,
-        ));
+        let store = store(&pool, dir.path(), 2 * one_batch + 1);
         let mut first = StoreSink(Arc::clone(&store)).open(id(4), batch(1).schema(), 1)?;
         first.write(0, batch(10_000))?;
         first.finish()?;
@@ -516,12 +522,7 @@ mod tests {
     async fn an_unfinished_writer_leaves_nothing_behind() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(10));
-        let store = Arc::new(ShuffleStore::new(
-            Arc::clone(&pool),
-            dir.path().to_path_buf(),
-            usize::MAX,
-            None,
-        ));
+        let store = store(&pool, dir.path(), usize::MAX);
         let mut writer = StoreSink(Arc::clone(&store)).open(id(3), batch(1).schema(), 1)?;
         writer.write(0, batch(1000))?;
         drop(writer);
