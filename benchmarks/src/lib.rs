@@ -76,20 +76,25 @@ pub fn median(times: &[Duration]) -> Duration {
     sorted.get(sorted.len() / 2).copied().unwrap_or_default()
 }
 
-/// Runs the comparison over the TPC-H tables in `data`.
-pub async fn run_tpch(data: &Path, run: &TpchRun) -> Result<Vec<QueryResult>> {
-    let partitions = (run.executors * run.slots).max(1);
-    let local =
-        SessionContext::new_with_config(SessionConfig::new().with_target_partitions(partitions));
-    for (key, value) in &run.datafusion_settings {
-        local
-            .state_ref()
+/// Applies `settings` to one side's session and registers the TPC-H tables
+/// in `data` there.
+async fn prepare(ctx: &SessionContext, settings: &[(String, String)], data: &Path) -> Result<()> {
+    for (key, value) in settings {
+        ctx.state_ref()
             .write()
             .config_mut()
             .options_mut()
             .set(key, value)?;
     }
-    register_tpch(&local, data).await?;
+    register_tpch(ctx, data).await
+}
+
+/// Runs the comparison over the TPC-H tables in `data`.
+pub async fn run_tpch(data: &Path, run: &TpchRun) -> Result<Vec<QueryResult>> {
+    let partitions = (run.executors * run.slots).max(1);
+    let local =
+        SessionContext::new_with_config(SessionConfig::new().with_target_partitions(partitions));
+    prepare(&local, &run.datafusion_settings, data).await?;
     let to_df = |e: volley_client::ClientError| DataFusionError::External(Box::new(e));
     let volley = match &run.scheduler {
         Some(url) => Context::remote(url).await.map_err(to_df)?,
@@ -102,15 +107,7 @@ pub async fn run_tpch(data: &Path, run: &TpchRun) -> Result<Vec<QueryResult>> {
         .await
         .map_err(to_df)?,
     };
-    for (key, value) in &run.volley_settings {
-        volley
-            .state_ref()
-            .write()
-            .config_mut()
-            .options_mut()
-            .set(key, value)?;
-    }
-    register_tpch(&volley, data).await?;
+    prepare(&volley, &run.volley_settings, data).await?;
 
     let mut results = Vec::new();
     for &query in &run.queries {
