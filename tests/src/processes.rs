@@ -192,6 +192,28 @@ pub fn volley(args: &[&str], data_dir: &Path) -> Output {
     volley_with_env(args, data_dir, &[])
 }
 
+/// Runs `volley sql --scheduler URL --tpch 0.01 --format csv -q -c SQL`
+/// (TPC-H tables generated and cached in `data_dir`) with extra environment
+/// variables.
+pub fn volley_tpch_csv(url: &str, data_dir: &Path, env: &[(String, String)], sql: &str) -> Output {
+    volley_with_env(
+        &[
+            "sql",
+            "--scheduler",
+            url,
+            "--tpch",
+            "0.01",
+            "--format",
+            "csv",
+            "-q",
+            "-c",
+            sql,
+        ],
+        data_dir,
+        env,
+    )
+}
+
 /// Runs `volley` with `args` and extra environment variables.
 pub fn volley_with_env(args: &[&str], data_dir: &Path, env: &[(String, String)]) -> Output {
     Command::new(binary("volley"))

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::csv::WriterBuilder;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use volley_tests::processes::{start_cluster, volley};
+use volley_tests::processes::{start_cluster, volley, volley_tpch_csv};
 use volley_tests::tpch_query;
 
 async fn expected_csv(data_dir: &Path, sql: &str) -> String {
@@ -46,21 +46,7 @@ async fn tpch_queries_through_the_real_binaries_match_single_node_datafusion() {
     // text must match byte for byte.
     for n in [1, 6] {
         let sql = tpch_query(n);
-        let output = volley(
-            &[
-                "sql",
-                "--scheduler",
-                &cluster.url,
-                "--tpch",
-                "0.01",
-                "--format",
-                "csv",
-                "-q",
-                "-c",
-                &sql,
-            ],
-            data_dir.path(),
-        );
+        let output = volley_tpch_csv(&cluster.url, data_dir.path(), &[], &sql);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "q{n} failed: {stderr}");
         let actual = String::from_utf8(output.stdout).expect("utf-8");
@@ -68,21 +54,7 @@ async fn tpch_queries_through_the_real_binaries_match_single_node_datafusion() {
     }
     // A multi-stage join query too, compared as sorted lines.
     let sql = tpch_query(5);
-    let output = volley(
-        &[
-            "sql",
-            "--scheduler",
-            &cluster.url,
-            "--tpch",
-            "0.01",
-            "--format",
-            "csv",
-            "-q",
-            "-c",
-            &sql,
-        ],
-        data_dir.path(),
-    );
+    let output = volley_tpch_csv(&cluster.url, data_dir.path(), &[], &sql);
     assert!(
         output.status.success(),
         "q5 failed: {}",

@@ -24,6 +24,17 @@ async fn client(url: &str) -> Context {
     ctx
 }
 
+/// Registers the Parquet file or directory at `path` as `table`.
+async fn register_parquet(ctx: &Context, table: &str, path: &Path) {
+    ctx.register_parquet(
+        table,
+        path.to_str().expect("utf-8"),
+        ParquetReadOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("register {table}: {e}"));
+}
+
 /// Runs `sql`, which must fail; returns the error text after checking the
 /// job was not retried.
 async fn failure(ctx: &Context, sql: &str) -> String {
@@ -83,13 +94,7 @@ async fn corrupt_inputs_and_panics_fail_their_query_naming_the_file_and_no_execu
         let path = dir.path().join(name);
         std::fs::copy(tpch_dir().join("nation/part-1.parquet"), &path).expect("copy");
         let table = name.replace('.', "_");
-        ctx.register_parquet(
-            &table,
-            path.to_str().expect("utf-8"),
-            ParquetReadOptions::default(),
-        )
-        .await
-        .expect("register");
+        register_parquet(&ctx, &table, &path).await;
         match damage {
             "truncate" => {
                 let length = std::fs::metadata(&path).expect("metadata").len();
@@ -138,13 +143,7 @@ async fn corrupt_inputs_and_panics_fail_their_query_naming_the_file_and_no_execu
 
     // A kernel that panics, reading a file.
     let nation = tpch_dir().join("nation");
-    ctx.register_parquet(
-        "nation",
-        nation.to_str().expect("utf-8"),
-        ParquetReadOptions::default(),
-    )
-    .await
-    .expect("register nation");
+    register_parquet(&ctx, "nation", &nation).await;
     let error = failure(&ctx, "SELECT volley_panic_at(n_nationkey, 3) FROM nation").await;
     assert!(error.contains("panicked"), "{error}");
     assert!(error.contains("nation"), "names the input file: {error}");
@@ -164,13 +163,7 @@ async fn killing_every_executor_process_fails_the_job_after_the_grace_period() {
     });
     let ctx = client(&cluster.url).await;
     let lineitem = tpch_dir().join("lineitem");
-    ctx.register_parquet(
-        "lineitem",
-        lineitem.to_str().expect("utf-8"),
-        ParquetReadOptions::default(),
-    )
-    .await
-    .expect("register");
+    register_parquet(&ctx, "lineitem", &lineitem).await;
     // A join of hundreds of billions of rows: it runs until stopped.
     let a = ctx.table("lineitem").await.expect("table");
     let b = a
@@ -253,13 +246,7 @@ async fn a_full_spill_disk_fails_its_tasks_which_run_again_elsewhere_and_the_exe
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let lineitem = tpch_dir().join("lineitem");
-    ctx.register_parquet(
-        "lineitem",
-        lineitem.to_str().expect("utf-8"),
-        ParquetReadOptions::default(),
-    )
-    .await
-    .expect("register");
+    register_parquet(&ctx, "lineitem", &lineitem).await;
     let sql = "SELECT l_orderkey, l_linenumber, l_comment FROM lineitem ORDER BY l_orderkey, l_linenumber";
     let actual = ctx
         .sql(sql)

@@ -9,7 +9,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use volley_tests::processes::{ClusterSpec, Process, example, start_cluster_with, volley_with_env};
+use volley_tests::processes::{
+    ClusterSpec, Process, example, start_cluster_with, volley_tpch_csv, volley_with_env,
+};
 
 const BUCKET: &str = "volley-test";
 
@@ -100,22 +102,7 @@ fn moto_setup(args: &[&str]) -> std::process::Output {
 
 /// Runs `volley sql --scheduler URL --tpch 0.01 -q --format csv -c SQL`.
 fn sql(url: &str, data: &Path, env: &[(String, String)], script: &str) -> (bool, String, String) {
-    let output = volley_with_env(
-        &[
-            "sql",
-            "--scheduler",
-            url,
-            "--tpch",
-            "0.01",
-            "--format",
-            "csv",
-            "-q",
-            "-c",
-            script,
-        ],
-        data,
-        env,
-    );
+    let output = volley_tpch_csv(url, data, env, script);
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).to_string(),
