@@ -7,30 +7,42 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::ScalarUDF;
-use datafusion::physical_plan::ExecutionPlan;
-use datafusion_proto::physical_plan::from_proto::parse_protobuf_partitioning;
-use datafusion_proto::physical_plan::to_proto::serialize_partitioning;
+use datafusion::logical_expr::{ScalarUDF, WindowUDF};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::windows::{
+    BoundedWindowAggExec, StandardWindowExpr, WindowAggExec, WindowUDFExpr,
+};
+use datafusion::physical_plan::{ExecutionPlan, PlanProperties, WindowExpr};
+use datafusion_proto::physical_plan::from_proto::{
+    parse_physical_expr_with_converter, parse_protobuf_partitioning,
+};
+use datafusion_proto::physical_plan::to_proto::{
+    serialize_partitioning, serialize_physical_expr_with_converter,
+};
 use datafusion_proto::physical_plan::{
-    PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalProtoConverterExtension,
+    PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalPlanNodeExt,
+    PhysicalProtoConverterExtension,
 };
 use datafusion_proto::protobuf;
 use prost::Message;
 use volley_proto::v1;
 
-use crate::error::ExchangeError;
+use crate::error::{ExchangeError, volley_internal};
 use crate::file_output::{FileOutputExec, OutputFormat};
 use crate::ids::{JobId, StageId};
 use crate::location::PartitionLocation;
 use crate::shuffle_reader::{ExchangeKind, ShuffleReaderExec};
 use crate::shuffle_writer::ShuffleWriterExec;
+use crate::stage_properties::{decode_properties, encode_properties};
+use crate::window_functions::{ReversedWindowUdf, builtin_window_function};
 
 /// Encodes and decodes Volley's exchange operators inside DataFusion plans.
 #[derive(Debug, Default)]
 pub struct VolleyCodec;
 
 fn decode_error(what: &str, e: impl std::fmt::Display) -> DataFusionError {
-    DataFusionError::Internal(format!("cannot decode {what}: {e}"))
+    volley_internal(format!("cannot decode {what}: {e}"))
 }
 
 /// Encodes an Arrow schema as datafusion-proto bytes.
@@ -85,23 +97,36 @@ impl PhysicalExtensionCodec for VolleyCodec {
                     Ok(v1::ExchangeKind::Passthrough) => ExchangeKind::Passthrough,
                     _ => return Err(decode_error("shuffle reader", "unknown exchange kind")),
                 };
-                let stage = StageId(reader.input_stage);
+                let properties = reader
+                    .properties
+                    .as_ref()
+                    .ok_or_else(|| decode_error("shuffle reader", "no properties"))?;
+                let decode_ctx = PhysicalPlanDecodeContext::new(ctx, self);
+                let (partitioning, equivalence) =
+                    decode_properties(properties, &schema, &decode_ctx, proto_converter)?;
+                if partitioning.partition_count() != reader.partitions as usize {
+                    return Err(decode_error(
+                        "shuffle reader",
+                        "its partitioning and partition count disagree",
+                    ));
+                }
+                let promised = PlanProperties::new(
+                    equivalence,
+                    partitioning,
+                    EmissionType::Incremental,
+                    Boundedness::Bounded,
+                );
+                let unresolved =
+                    ShuffleReaderExec::new_unresolved(StageId(reader.input_stage), &promised, kind);
                 if reader.resolved {
                     let locations = reader
                         .locations
                         .iter()
                         .map(|p| p.locations.iter().map(PartitionLocation::from).collect())
                         .collect();
-                    Ok(Arc::new(ShuffleReaderExec::new_resolved(
-                        stage, schema, kind, locations,
-                    )))
+                    Ok(Arc::new(unresolved.with_locations(locations)?))
                 } else {
-                    Ok(Arc::new(ShuffleReaderExec::new_unresolved(
-                        stage,
-                        schema,
-                        reader.partitions as usize,
-                        kind,
-                    )))
+                    Ok(Arc::new(unresolved))
                 }
             }
             Some(v1::exchange_node::Kind::FileOutput(output)) => {
@@ -116,6 +141,24 @@ impl PhysicalExtensionCodec for VolleyCodec {
                 )?))
             }
             None => Err(decode_error("exchange node", "empty")),
+        }
+    }
+
+    fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
+        let node =
+            v1::WindowFunctionNode::decode(buf).map_err(|e| decode_error("window function", e))?;
+        let function = builtin_window_function(name).ok_or_else(|| {
+            DataFusionError::NotImplemented(format!(
+                "the window function `{name}` is not one of DataFusion's own, and Volley \
+                 runs only those"
+            ))
+        })?;
+        if node.reversed {
+            Ok(Arc::new(WindowUDF::new_from_impl(ReversedWindowUdf::new(
+                function,
+            ))))
+        } else {
+            Ok(function)
         }
     }
 
@@ -165,6 +208,12 @@ impl PhysicalExtensionCodec for VolleyCodec {
                 } as i32,
                 locations,
                 resolved: reader.locations().is_some(),
+                properties: Some(encode_properties(
+                    reader.properties().output_partitioning(),
+                    reader.properties().equivalence_properties(),
+                    self,
+                    proto_converter,
+                )?),
             })
         } else if let Some(output) = node.downcast_ref::<FileOutputExec>() {
             v1::exchange_node::Kind::FileOutput(v1::FileOutputNode {
@@ -179,7 +228,7 @@ impl PhysicalExtensionCodec for VolleyCodec {
         };
         v1::ExchangeNode { kind: Some(kind) }
             .encode(buf)
-            .map_err(|e| DataFusionError::Internal(format!("cannot encode exchange node: {e}")))
+            .map_err(|e| volley_internal(format!("cannot encode exchange node: {e}")))
     }
 }
 
@@ -205,9 +254,109 @@ pub fn output_format_from_proto(format: i32) -> Result<OutputFormat> {
 /// Encodes a stage plan for the executors.
 pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
     Ok(
-        datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(plan, &VolleyCodec)?
-            .to_vec(),
+        datafusion_proto::bytes::physical_plan_to_bytes_with_proto_converter(
+            plan,
+            &VolleyCodec,
+            &VolleyProtoConverter,
+        )?
+        .to_vec(),
     )
+}
+
+/// datafusion-proto's plan encoding, with what it drops put back for
+/// window function calls such as `lag` or `first_value` (DataFusion's own
+/// window functions are user-defined ones to it): `IGNORE NULLS`
+/// (datafusion-proto 55 writes `ignore_nulls: false` for every such call;
+/// its decoder reads the flag back), and a reversed evaluation (see
+/// `window_functions`; decoded by [`VolleyCodec::try_decode_udwf`]).
+struct VolleyProtoConverter;
+
+impl PhysicalProtoConverterExtension for VolleyProtoConverter {
+    fn proto_to_execution_plan(
+        &self,
+        proto: &protobuf::PhysicalPlanNode,
+        ctx: &PhysicalPlanDecodeContext<'_>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        proto.try_into_physical_plan_with_context(ctx, self)
+    }
+
+    fn execution_plan_to_proto(
+        &self,
+        plan: &Arc<dyn ExecutionPlan>,
+        codec: &dyn PhysicalExtensionCodec,
+    ) -> Result<protobuf::PhysicalPlanNode> {
+        let mut node = protobuf::PhysicalPlanNode::try_from_physical_plan_with_converter(
+            Arc::clone(plan),
+            codec,
+            self,
+        )?;
+        let window_exprs = if let Some(window) = plan.downcast_ref::<BoundedWindowAggExec>() {
+            Some(window.window_expr())
+        } else {
+            plan.downcast_ref::<WindowAggExec>()
+                .map(|window| window.window_expr())
+        };
+        if let (Some(exprs), Some(protobuf::physical_plan_node::PhysicalPlanType::Window(proto))) =
+            (window_exprs, node.physical_plan_type.as_mut())
+        {
+            if exprs.len() != proto.window_expr.len() {
+                return Err(volley_internal(
+                    "a window operator encoded with another number of expressions",
+                ));
+            }
+            for (expr, proto) in exprs.iter().zip(proto.window_expr.iter_mut()) {
+                let Some(call) = window_function_call(expr) else {
+                    continue;
+                };
+                // `Debug` derives from the call's fields and ends with the
+                // two flags DataFusion keeps private.
+                let fields = format!("{call:?}");
+                proto.ignore_nulls |= fields.ends_with("ignore_nulls: true }");
+                if fields.contains("is_reversed: true,") {
+                    if proto.fun_definition.is_some() {
+                        return Err(DataFusionError::NotImplemented(format!(
+                            "Volley cannot yet send the reversed window function call {} \
+                             to executors",
+                            expr.name()
+                        )));
+                    }
+                    proto.fun_definition =
+                        Some(v1::WindowFunctionNode { reversed: true }.encode_to_vec());
+                }
+            }
+        }
+        Ok(node)
+    }
+
+    fn physical_expr_to_proto(
+        &self,
+        expr: &Arc<dyn PhysicalExpr>,
+        codec: &dyn PhysicalExtensionCodec,
+    ) -> Result<protobuf::PhysicalExprNode> {
+        serialize_physical_expr_with_converter(expr, codec, self)
+    }
+
+    fn proto_to_physical_expr(
+        &self,
+        proto: &protobuf::PhysicalExprNode,
+        input_schema: &Schema,
+        ctx: &PhysicalPlanDecodeContext<'_>,
+    ) -> Result<Arc<dyn PhysicalExpr>> {
+        parse_physical_expr_with_converter(proto, input_schema, ctx, self)
+    }
+}
+
+/// The call of a user-defined window function (DataFusion's `lag` and
+/// friends among them), if `expr` is one.
+fn window_function_call(expr: &Arc<dyn WindowExpr>) -> Option<&WindowUDFExpr> {
+    expr.as_any()
+        .downcast_ref::<StandardWindowExpr>()
+        .and_then(|standard| {
+            standard
+                .get_standard_func_expr()
+                .as_any()
+                .downcast_ref::<WindowUDFExpr>()
+        })
 }
 
 /// Decodes a stage plan the scheduler encoded.

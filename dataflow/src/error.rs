@@ -42,6 +42,16 @@ pub enum ExchangeError {
     /// Bug: a shuffle reader ran before the scheduler resolved its inputs.
     #[error("internal error: shuffle reader of stage {0} ran before its inputs were resolved")]
     Unresolved(u32),
+    /// Bug: one of Volley's own invariants does not hold. Volley's, not
+    /// DataFusion's: DataFusion's `Internal` error asks users to report
+    /// the bug to DataFusion.
+    #[error("Volley internal error: {0}. This is a bug in Volley; please report it with the query")]
+    Internal(String),
+}
+
+/// A Volley bug as a DataFusion error (see [`ExchangeError::Internal`]).
+pub fn volley_internal(message: impl Into<String>) -> DataFusionError {
+    ExchangeError::Internal(message.into()).into()
 }
 
 impl From<ExchangeError> for DataFusionError {
@@ -105,7 +115,9 @@ pub fn classify_error(error: &DataFusionError) -> v1::ErrorKind {
             ExchangeError::FetchFailed { .. } => v1::ErrorKind::FetchFailed,
             ExchangeError::ResourcesExhausted(_) => v1::ErrorKind::ResourcesExhausted,
             ExchangeError::UnknownFunction { .. } => v1::ErrorKind::User,
-            ExchangeError::MissingContext | ExchangeError::Unresolved(_) => v1::ErrorKind::Internal,
+            ExchangeError::MissingContext
+            | ExchangeError::Unresolved(_)
+            | ExchangeError::Internal(_) => v1::ErrorKind::Internal,
         };
     }
     // An I/O error anywhere in the chain (Arrow and Parquet wrap them too):

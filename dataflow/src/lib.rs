@@ -28,6 +28,8 @@ mod script_text;
 mod session;
 mod shuffle_reader;
 mod shuffle_writer;
+mod stage_properties;
+mod window_functions;
 
 pub use codec::{
     VolleyCodec, decode_plan, decode_schema, encode_plan, encode_schema, output_format_from_proto,
@@ -35,7 +37,7 @@ pub use codec::{
 };
 pub use error::{
     ExchangeError, classify_error, find_exchange_error, find_in_error_chain, query_error,
-    rebuild_query_error,
+    rebuild_query_error, volley_internal,
 };
 pub use exchange_io::{
     ExchangeContext, MapOutputWriter, PartitionStats, ShuffleSink, ShuffleSource, TrafficRecorder,
@@ -55,3 +57,4 @@ pub use session::{
 };
 pub use shuffle_reader::{ExchangeKind, ShuffleReaderExec};
 pub use shuffle_writer::ShuffleWriterExec;
+pub use stage_properties::{decode_properties, encode_properties};

@@ -17,7 +17,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::coop::make_cooperative;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -49,47 +49,53 @@ pub struct ShuffleReaderExec {
 }
 
 impl ShuffleReaderExec {
-    /// An unresolved reader of `partitions` partitions of `input_stage`.
+    /// An unresolved reader of `input_stage` standing where an exchange
+    /// was cut out. `promised` are the properties of the plan it replaces
+    /// (the repartition's, or the merged child's): its partitioning, and
+    /// the orderings, constants and equivalences each partition has. The
+    /// exchange keeps them (a partition's rows are read in the order they
+    /// were written, and a repartition's map outputs in map order), and
+    /// operators above rely on them: an interleaving union needs its
+    /// inputs' hash partitioning, a window its input's ordering.
     pub fn new_unresolved(
         input_stage: StageId,
-        schema: SchemaRef,
-        partitions: usize,
+        promised: &PlanProperties,
         kind: ExchangeKind,
-    ) -> Self {
-        Self::new(input_stage, schema, partitions, kind, None)
-    }
-
-    fn new(
-        input_stage: StageId,
-        schema: SchemaRef,
-        partitions: usize,
-        kind: ExchangeKind,
-        locations: Option<Vec<Vec<PartitionLocation>>>,
     ) -> Self {
         let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&schema)),
-            Partitioning::UnknownPartitioning(partitions),
+            promised.equivalence_properties().clone(),
+            promised.output_partitioning().clone(),
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
         Self {
             input_stage,
-            schema,
+            schema: Arc::clone(promised.equivalence_properties().schema()),
             kind,
-            locations,
+            locations: None,
             properties,
         }
     }
 
-    /// A resolved reader: `locations[p]` lists the pieces partition `p` reads.
-    pub fn new_resolved(
-        input_stage: StageId,
-        schema: SchemaRef,
-        kind: ExchangeKind,
-        locations: Vec<Vec<PartitionLocation>>,
-    ) -> Self {
-        let partitions = locations.len();
-        Self::new(input_stage, schema, partitions, kind, Some(locations))
+    /// This reader resolved: `locations[p]` lists the pieces partition `p`
+    /// reads. An error if they are not one list per partition.
+    pub fn with_locations(&self, locations: Vec<Vec<PartitionLocation>>) -> Result<Self> {
+        if locations.len() != self.partition_count() {
+            return Err(ExchangeError::Internal(format!(
+                "the reader of stage {} has {} partitions, not {}",
+                self.input_stage,
+                self.partition_count(),
+                locations.len()
+            ))
+            .into());
+        }
+        Ok(Self {
+            input_stage: self.input_stage,
+            schema: Arc::clone(&self.schema),
+            kind: self.kind,
+            locations: Some(locations),
+            properties: Arc::clone(&self.properties),
+        })
     }
 
     /// The stage whose output this reads.

@@ -352,13 +352,9 @@ impl Job {
                             per_map
                         }
                     };
-                    Ok(Transformed::yes(Arc::new(ShuffleReaderExec::new_resolved(
-                        reader.input_stage(),
-                        Arc::clone(reader.schema_ref()),
-                        reader.kind(),
-                        locations,
+                    Ok(Transformed::yes(
+                        Arc::new(reader.with_locations(locations)?) as Arc<dyn ExecutionPlan>,
                     ))
-                        as Arc<dyn ExecutionPlan>))
                 })?
                 .data;
             let encoded = encode_plan(resolved)?;

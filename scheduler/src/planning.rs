@@ -8,22 +8,26 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::listing::ListingTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SessionContext;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_optimizer::sanity_checker::SanityCheckPlan;
 use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::SessionConfig;
 use volley_dataflow::{
     JobId, apply_settings, classify_error, decode_logical_plan, describe_files, encode_schema,
-    object_store_runtime, query_error, session_config, volley_options,
+    object_store_runtime, query_error, session_config, volley_internal, volley_options,
 };
 use volley_proto::v1;
 
 use crate::job::Job;
 use crate::output_target::OutputTarget;
-use crate::partition_safety::make_partitions_independent;
+use crate::partition_safety::volley_physical_optimizer_rules;
 use crate::scan_balance::balance_file_groups;
 use crate::script::directory_copy;
-use crate::stage_planner::cut_into_stages;
+use crate::stage_planner::{StagePlan, cut_into_stages};
 
 /// Plans a submitted job; a plan that cannot be planned becomes a job that
 /// failed at submission, with a typed error the client can show.
@@ -47,9 +51,23 @@ pub(crate) async fn plan_job(
     }
 }
 
-/// Makes a single-node physical plan ready to run as tasks: scans spread by
-/// whole files (unless `volley.balance_file_groups` is off), and no
-/// partition relying on its siblings.
+/// The session the scheduler plans a job in: DataFusion's, with Volley's
+/// physical optimizer rules (`partition_safety`), so every plan it makes
+/// can run one partition per task.
+pub(crate) fn planning_context(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionContext {
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_physical_optimizer_rules(volley_physical_optimizer_rules())
+        .build();
+    SessionContext::new_with_state(state)
+}
+
+/// Makes a physical plan from [`planning_context`] ready to run as tasks:
+/// scans spread by whole files (unless `volley.balance_file_groups` is
+/// off), and the result checked again: every operator's required input
+/// partitioning and ordering still holds.
 pub(crate) fn prepare_for_tasks(
     physical: Arc<dyn ExecutionPlan>,
     config: &SessionConfig,
@@ -59,13 +77,54 @@ pub(crate) fn prepare_for_tasks(
     } else {
         physical
     };
-    make_partitions_independent(physical)
+    check_requirements(physical, config)
+}
+
+/// [`check_requirements`] for each stage of a cut plan.
+pub(crate) fn check_stages(
+    stages: &[StagePlan],
+    config: &SessionConfig,
+) -> datafusion::error::Result<()> {
+    for stage in stages {
+        check_requirements(Arc::clone(&stage.plan), config)
+            .map_err(|e| volley_internal(format!("stage {}: {e}", stage.id)))?;
+    }
+    Ok(())
+}
+
+/// DataFusion's `SanityCheckPlan` over a plan Volley changed: each
+/// operator's input must still satisfy the partitioning and ordering it
+/// requires. Applied to the whole plan and to every stage (whose readers
+/// promise what the cut exchange did), it catches a Volley rewrite that
+/// would change an answer; such a plan is refused, never run.
+pub(crate) fn check_requirements(
+    plan: Arc<dyn ExecutionPlan>,
+    config: &SessionConfig,
+) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+    SanityCheckPlan::new()
+        .optimize(plan, config.options())
+        .map_err(|e| {
+            volley_internal(format!(
+                "a plan prepared for the cluster no longer meets its operators' requirements: {e}"
+            ))
+        })
 }
 
 /// Planning reads file metadata; DataFusion's decoders do not always say
 /// which file failed, so name the tables' locations.
 fn with_table_paths(error: DataFusionError, plan: &LogicalPlan) -> DataFusionError {
-    if classify_error(&error) != v1::ErrorKind::User {
+    // Only errors from reading files: a planning error about the query
+    // itself (a bad window frame, an unknown column) reads as DataFusion's.
+    if classify_error(&error) != v1::ErrorKind::User
+        || matches!(
+            error.find_root(),
+            DataFusionError::Plan(_)
+                | DataFusionError::SQL(..)
+                | DataFusionError::SchemaError(..)
+                | DataFusionError::NotImplemented(_)
+                | DataFusionError::Configuration(_)
+        )
+    {
         return error;
     }
     let mut paths = Vec::new();
@@ -103,7 +162,7 @@ async fn try_plan(
         session_config().with_target_partitions(target_partitions.max(1)),
         &request.settings,
     )?;
-    let ctx = SessionContext::new_with_config_rt(config, object_store_runtime()?);
+    let ctx = planning_context(config, object_store_runtime()?);
     let logical = decode_logical_plan(&request.logical_plan, &ctx.task_ctx())?;
     // COPY TO a directory (DataFrame::write_parquet and friends): the
     // executors write their partitions in parallel, staged until success.
@@ -127,6 +186,7 @@ async fn try_plan(
         Arc::clone(&physical),
         output.as_ref().map(OutputTarget::staging_target),
     )?;
+    check_stages(&stages, state.config())?;
     if let (Some(target), Some(last)) = (&output, stages.last()) {
         target.planned(last.partitions);
     }

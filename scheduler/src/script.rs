@@ -15,7 +15,6 @@
 use std::sync::Arc;
 
 use datafusion::error::DataFusionError;
-use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use tracing::{info, warn};
@@ -27,7 +26,7 @@ use volley_proto::v1;
 
 use crate::job::Job;
 use crate::output_target::OutputTarget;
-use crate::planning::prepare_for_tasks;
+use crate::planning::{check_stages, planning_context, prepare_for_tasks};
 use crate::service::Shared;
 use crate::stage_planner::cut_into_stages;
 
@@ -120,7 +119,7 @@ async fn run(
     )
     .map_err(|e| user_error(&e))?;
     let runtime = object_store_runtime().map_err(|e| user_error(&e))?;
-    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    let ctx = planning_context(config, runtime);
     if let Some(output) = output {
         output.ensure_empty().await.map_err(|e| user_error(&e))?;
     }
@@ -183,6 +182,7 @@ async fn run(
         let schema = encode_schema(physical.schema().as_ref())
             .map_err(|e| fail_at(number, statement, &e))?;
         let stages = cut_into_stages(job_id, physical, target)
+            .and_then(|stages| check_stages(&stages, state.config()).map(|()| stages))
             .map_err(|e| fail_at(number, statement, &e))?;
         if let Some(last) = stages.last() {
             for written in copy_target.iter().chain(output.filter(|_| writes_output)) {

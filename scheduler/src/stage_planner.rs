@@ -110,12 +110,10 @@ impl StageCutter {
                 DataFusionError::Internal("RepartitionExec without exactly one child".into())
             })?;
             let partitioning = repartition.partitioning().clone();
-            let partitions = partitioning.partition_count();
             let stage = self.add_stage(child, Some(partitioning))?;
             return Ok(Arc::new(ShuffleReaderExec::new_unresolved(
                 stage,
-                plan.schema(),
-                partitions,
+                plan.properties(),
                 ExchangeKind::Repartition,
             )));
         }
@@ -126,12 +124,10 @@ impl StageCutter {
             && child.output_partitioning().partition_count() > 1
             && !child.is::<ShuffleReaderExec>()
         {
-            let partitions = child.output_partitioning().partition_count();
             let stage = self.add_stage(Arc::clone(child), None)?;
             let reader = ShuffleReaderExec::new_unresolved(
                 stage,
-                child.schema(),
-                partitions,
+                child.properties(),
                 ExchangeKind::Passthrough,
             );
             return replace_children_if_necessary(plan, vec![Arc::new(reader)]);
@@ -180,6 +176,7 @@ fn collect_input_stages(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<StageId>) {
 
 #[cfg(test)]
 mod tests {
+    use datafusion::common::tree_node::TreeNode;
     use datafusion::error::Result;
     use datafusion::physical_plan::displayable;
 
@@ -283,7 +280,7 @@ mod tests {
         // DataFusion would collect `small` into every task and lose its
         // unmatched rows; both sides must be hash-partitioned instead.
         let sql = "SELECT small.k, t.v FROM small LEFT JOIN t ON small.k = t.k";
-        let raw = crate::test_support::context()?
+        let raw = crate::test_support::datafusion_context()?
             .sql(sql)
             .await?
             .create_physical_plan()
@@ -296,6 +293,90 @@ mod tests {
         let plan = crate::test_support::physical(sql).await?;
         let text = displayable(plan.as_ref()).indent(false).to_string();
         assert!(!text.contains("mode=CollectLeft"), "{text}");
+        Ok(())
+    }
+
+    /// Each stage of `sql`, checked as the scheduler checks a job's
+    /// stages, encoded and decoded as an executor would: the decoded plan
+    /// must read the same as the one sent.
+    async fn stages_over_the_wire(sql: &str) -> Result<Vec<Arc<dyn ExecutionPlan>>> {
+        let ctx = crate::test_support::context()?;
+        let stages = stages(sql).await?;
+        crate::planning::check_stages(&stages, ctx.state().config())?;
+        let mut decoded = Vec::new();
+        for stage in &stages {
+            let bytes = volley_dataflow::encode_plan(Arc::clone(&stage.plan))?;
+            let plan = volley_dataflow::decode_plan(&bytes, &ctx.task_ctx())?;
+            assert_eq!(
+                displayable(plan.as_ref()).indent(true).to_string(),
+                displayable(stage.plan.as_ref()).indent(true).to_string(),
+                "stage {} changed on the wire",
+                stage.id
+            );
+            decoded.push(plan);
+        }
+        Ok(decoded)
+    }
+
+    #[tokio::test]
+    async fn a_union_of_aggregates_grouped_again_keeps_its_hash_partitioning_across_the_cut()
+    -> Result<()> {
+        // The union interleaves its inputs because both are hash-partitioned
+        // on k; once cut, its inputs are readers, which must promise the
+        // same partitioning (before: "Assertion failed: can_interleave").
+        let sql = "SELECT k, sum(c) FROM (SELECT k, count(*) AS c FROM t GROUP BY k \
+                   UNION ALL SELECT k, count(*) AS c FROM t GROUP BY k) GROUP BY k";
+        let plan = crate::test_support::physical(sql).await?;
+        let text = displayable(plan.as_ref()).indent(false).to_string();
+        assert!(text.contains("InterleaveExec"), "precondition: {text}");
+        stages_over_the_wire(sql).await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_window_over_a_constant_partition_key_survives_the_wire() -> Result<()> {
+        // SELECT count(*) OVER (PARTITION BY k ORDER BY k) FROM t WHERE k = 1
+        // The window needs k ordered, which holds because k is constant
+        // after the filter; the reader above the cut must say so too
+        // (before: "Expects PARTITION BY expression to be ordered").
+        stages_over_the_wire(
+            "SELECT count(*) OVER (PARTITION BY k ORDER BY k) FROM (SELECT * FROM t WHERE k = 1)",
+        )
+        .await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn ignore_nulls_and_reversed_window_calls_survive_the_wire() -> Result<()> {
+        // lag over k ASC shares the sort of the window over k DESC, so
+        // DataFusion evaluates it reversed, as lead; datafusion-proto drops
+        // both that and IGNORE NULLS, which changed answers.
+        let sql = "SELECT lag(v, 2, 'def') IGNORE NULLS OVER (ORDER BY k) AS x, \
+                   sum(k) OVER (ORDER BY k DESC ROWS BETWEEN UNBOUNDED PRECEDING AND \
+                   UNBOUNDED FOLLOWING) AS s FROM t";
+        let decoded = stages_over_the_wire(sql).await?;
+        let mut calls = Vec::new();
+        for plan in &decoded {
+            let _ = Arc::clone(plan).transform_down(|node| {
+                if let Some(window) =
+                    node.downcast_ref::<datafusion::physical_plan::windows::BoundedWindowAggExec>()
+                {
+                    calls.extend(window.window_expr().iter().map(|e| format!("{e:?}")));
+                }
+                if let Some(window) =
+                    node.downcast_ref::<datafusion::physical_plan::windows::WindowAggExec>()
+                {
+                    calls.extend(window.window_expr().iter().map(|e| format!("{e:?}")));
+                }
+                Ok(datafusion::common::tree_node::Transformed::no(node))
+            });
+        }
+        let lag = calls
+            .iter()
+            .find(|c| c.contains("WindowUDFExpr"))
+            .expect("a lag or lead call");
+        assert!(lag.contains("ignore_nulls: true"), "{lag}");
+        assert!(lag.contains("ReversedWindowUdf"), "{lag}");
         Ok(())
     }
 }

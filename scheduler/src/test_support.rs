@@ -8,17 +8,33 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::error::Result;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use volley_dataflow::{JobId, session_config};
 
-use crate::partition_safety::make_partitions_independent;
+use crate::planning::{planning_context, prepare_for_tasks};
 use crate::stage_planner::{StagePlan, cut_into_stages};
 
-/// A session with table `t(k BIGINT, v VARCHAR)` in four partitions and
-/// table `small(k BIGINT)` in one.
+/// A scheduler's planning session with table `t(k BIGINT, v VARCHAR)` in
+/// four partitions and table `small(k BIGINT)` in one.
 pub(crate) fn context() -> Result<SessionContext> {
+    let ctx = planning_context(
+        session_config().with_target_partitions(4),
+        Arc::new(RuntimeEnv::default()),
+    );
+    register_tables(&ctx)?;
+    Ok(ctx)
+}
+
+/// The same tables in a plain single-node DataFusion session.
+pub(crate) fn datafusion_context() -> Result<SessionContext> {
     let ctx = SessionContext::new_with_config(session_config().with_target_partitions(4));
+    register_tables(&ctx)?;
+    Ok(ctx)
+}
+
+fn register_tables(ctx: &SessionContext) -> Result<()> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("k", DataType::Int64, false),
         Field::new("v", DataType::Utf8, true),
@@ -49,13 +65,14 @@ pub(crate) fn context() -> Result<SessionContext> {
         "small",
         Arc::new(MemTable::try_new(small_schema, vec![vec![small]])?),
     )?;
-    Ok(ctx)
+    Ok(())
 }
 
-/// The physical plan of `sql`, made safe for separate tasks.
+/// The physical plan of `sql`, as the scheduler makes it for tasks.
 pub(crate) async fn physical(sql: &str) -> Result<Arc<dyn ExecutionPlan>> {
-    let plan = context()?.sql(sql).await?.create_physical_plan().await?;
-    make_partitions_independent(plan)
+    let ctx = context()?;
+    let plan = ctx.sql(sql).await?.create_physical_plan().await?;
+    prepare_for_tasks(plan, ctx.state().config())
 }
 
 /// The stages of `sql`.

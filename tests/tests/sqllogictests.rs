@@ -15,6 +15,8 @@
 //! passes is an error too, so the list stays true.
 //!
 //! `VOLLEY_SLT=name` runs the files whose path contains `name`;
+//! `VOLLEY_SLT_ALL_PROBLEMS=1` ignores the expectations and shows every
+//! failing record with its error;
 //! `VOLLEY_SLT_BASELINE=1` runs them on single-node DataFusion instead (in
 //! this same harness, ignoring the expectations), to tell Volley's
 //! differences from the harness's.
@@ -83,7 +85,7 @@ async fn run() -> ExitCode {
         std::os::unix::fs::symlink(&data, root.join("test_files/tpch/data"))
             .expect("link the TPC-H data");
     }
-    let expectations = if baseline {
+    let expectations = if baseline || std::env::var_os("VOLLEY_SLT_ALL_PROBLEMS").is_some() {
         Expectations::default()
     } else {
         Expectations::load()
