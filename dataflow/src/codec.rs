@@ -9,6 +9,8 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{ScalarUDF, WindowUDF};
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::window::{PlainAggregateWindowExpr, SlidingAggregateWindowExpr};
+use datafusion::physical_plan::aggregates::{AggregateExec, PhysicalGroupBy};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::windows::{
     BoundedWindowAggExec, StandardWindowExpr, WindowAggExec, WindowUDFExpr,
@@ -268,7 +270,8 @@ pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
 /// window functions are user-defined ones to it): `IGNORE NULLS`
 /// (datafusion-proto 55 writes `ignore_nulls: false` for every such call;
 /// its decoder reads the flag back), and a reversed evaluation (see
-/// `window_functions`; decoded by [`VolleyCodec::try_decode_udwf`]).
+/// `window_functions`; decoded by [`VolleyCodec::try_decode_udwf`]); and
+/// aggregates' empty grouping sets (see [`EMPTY_GROUPING_SETS`]).
 struct VolleyProtoConverter;
 
 impl PhysicalProtoConverterExtension for VolleyProtoConverter {
@@ -277,7 +280,13 @@ impl PhysicalProtoConverterExtension for VolleyProtoConverter {
         proto: &protobuf::PhysicalPlanNode,
         ctx: &PhysicalPlanDecodeContext<'_>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        proto.try_into_physical_plan_with_context(ctx, self)
+        let plan = proto.try_into_physical_plan_with_context(ctx, self)?;
+        match &proto.physical_plan_type {
+            Some(protobuf::physical_plan_node::PhysicalPlanType::Aggregate(node)) => {
+                with_empty_grouping_sets(plan, &node.group_expr_name)
+            }
+            _ => Ok(plan),
+        }
     }
 
     fn execution_plan_to_proto(
@@ -285,11 +294,47 @@ impl PhysicalProtoConverterExtension for VolleyProtoConverter {
         plan: &Arc<dyn ExecutionPlan>,
         codec: &dyn PhysicalExtensionCodec,
     ) -> Result<protobuf::PhysicalPlanNode> {
+        if plan.is::<ShuffleWriterExec>()
+            || plan.is::<ShuffleReaderExec>()
+            || plan.is::<FileOutputExec>()
+        {
+            // datafusion-proto encodes an extension's inputs without the
+            // converter, which would skip the fixes below for a stage's
+            // whole plan; so Volley's own operators are encoded here.
+            let mut buf = Vec::new();
+            codec.try_encode(Arc::clone(plan), &mut buf, self)?;
+            let inputs = plan
+                .children()
+                .into_iter()
+                .map(|input| self.execution_plan_to_proto(input, codec))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(protobuf::PhysicalPlanNode {
+                physical_plan_type: Some(
+                    protobuf::physical_plan_node::PhysicalPlanType::Extension(
+                        protobuf::PhysicalExtensionNode { node: buf, inputs },
+                    ),
+                ),
+            });
+        }
         let mut node = protobuf::PhysicalPlanNode::try_from_physical_plan_with_converter(
             Arc::clone(plan),
             codec,
             self,
         )?;
+        if let Some(aggregate) = plan.downcast_ref::<AggregateExec>()
+            && let Some(protobuf::physical_plan_node::PhysicalPlanType::Aggregate(proto)) =
+                node.physical_plan_type.as_mut()
+        {
+            let group_by = aggregate.group_expr();
+            if group_by.has_grouping_set() && group_by.expr().is_empty() {
+                // The grouping sets are flattened to one flag per
+                // expression each, so sets of no expression vanish: the
+                // decoded aggregate had no set and emitted no row. Names
+                // beyond the expressions are read by nobody else.
+                proto.group_expr_name =
+                    vec![format!("{EMPTY_GROUPING_SETS}{}", group_by.groups().len())];
+            }
+        }
         let window_exprs = if let Some(window) = plan.downcast_ref::<BoundedWindowAggExec>() {
             Some(window.window_expr())
         } else {
@@ -305,6 +350,14 @@ impl PhysicalProtoConverterExtension for VolleyProtoConverter {
                 ));
             }
             for (expr, proto) in exprs.iter().zip(proto.window_expr.iter_mut()) {
+                if has_aggregate_filter(expr) {
+                    // datafusion-proto 55 has no place for it and would
+                    // drop it: every row would be counted.
+                    return Err(DataFusionError::NotImplemented(format!(
+                        "Volley cannot yet run a window aggregate with FILTER on a cluster: {}",
+                        expr.name()
+                    )));
+                }
                 let Some(call) = window_function_call(expr) else {
                     continue;
                 };
@@ -346,6 +399,62 @@ impl PhysicalProtoConverterExtension for VolleyProtoConverter {
     }
 }
 
+/// How an aggregate's count of empty grouping sets (`GROUPING SETS (())`)
+/// travels: as its only group expression name, with no expression.
+const EMPTY_GROUPING_SETS: &str = "volley.empty_grouping_sets=";
+
+/// A decoded aggregate with its empty grouping sets put back (see
+/// [`EMPTY_GROUPING_SETS`]).
+fn with_empty_grouping_sets(
+    plan: Arc<dyn ExecutionPlan>,
+    names: &[String],
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let [name] = names else {
+        return Ok(plan);
+    };
+    let Some(count) = name.strip_prefix(EMPTY_GROUPING_SETS) else {
+        return Ok(plan);
+    };
+    let count: usize = count
+        .parse()
+        .map_err(|e| decode_error("empty grouping sets", e))?;
+    let Some(aggregate) = plan.downcast_ref::<AggregateExec>() else {
+        return Err(decode_error("empty grouping sets", plan.name()));
+    };
+    let group_by = PhysicalGroupBy::new(Vec::new(), Vec::new(), vec![Vec::new(); count], true);
+    let rebuilt = AggregateExec::try_new(
+        *aggregate.mode(),
+        group_by,
+        aggregate.aggr_expr().to_vec(),
+        aggregate.filter_expr().to_vec(),
+        Arc::clone(aggregate.input()),
+        aggregate.input_schema(),
+    )?
+    .with_limit_options(aggregate.limit_options());
+    if rebuilt.schema() != plan.schema() {
+        return Err(decode_error(
+            "empty grouping sets",
+            "the aggregate's schema changed",
+        ));
+    }
+    Ok(Arc::new(rebuilt))
+}
+
+/// Does this window aggregate have a `FILTER (WHERE ...)`? DataFusion
+/// keeps the filter behind a trait it does not export; `Debug` derives
+/// from the fields.
+fn has_aggregate_filter(expr: &Arc<dyn WindowExpr>) -> bool {
+    let any = expr.as_any();
+    let fields = if let Some(plain) = any.downcast_ref::<PlainAggregateWindowExpr>() {
+        format!("{plain:?}")
+    } else if let Some(sliding) = any.downcast_ref::<SlidingAggregateWindowExpr>() {
+        format!("{sliding:?}")
+    } else {
+        return false;
+    };
+    !fields.contains("filter: None")
+}
+
 /// The call of a user-defined window function (DataFusion's `lag` and
 /// friends among them), if `expr` is one.
 fn window_function_call(expr: &Arc<dyn WindowExpr>) -> Option<&WindowUDFExpr> {
@@ -361,5 +470,10 @@ fn window_function_call(expr: &Arc<dyn WindowExpr>) -> Option<&WindowUDFExpr> {
 
 /// Decodes a stage plan the scheduler encoded.
 pub fn decode_plan(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
-    datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec(bytes, ctx, &VolleyCodec)
+    datafusion_proto::bytes::physical_plan_from_bytes_with_proto_converter(
+        bytes,
+        ctx,
+        &VolleyCodec,
+        &VolleyProtoConverter,
+    )
 }

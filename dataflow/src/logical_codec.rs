@@ -14,7 +14,7 @@ use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, TableReference, not_impl_err, plan_err};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::FileFormatFactory;
@@ -22,7 +22,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{
-    Expr, ExprSchemable, Extension, LogicalPlan, ScalarUDF, Volatility,
+    Expr, ExprSchemable, Extension, FetchType, LogicalPlan, ScalarUDF, Volatility,
 };
 use datafusion_proto::bytes::{
     logical_plan_from_bytes_with_extension_codec, logical_plan_to_bytes_with_extension_codec,
@@ -60,7 +60,27 @@ pub fn encode_logical_plan(plan: &LogicalPlan) -> Result<Vec<u8>> {
 
 /// Decodes a client's logical plan on the scheduler.
 pub fn decode_logical_plan(bytes: &[u8], ctx: &TaskContext) -> Result<LogicalPlan> {
-    logical_plan_from_bytes_with_extension_codec(bytes, ctx, &VolleyLogicalCodec::default())
+    let plan =
+        logical_plan_from_bytes_with_extension_codec(bytes, ctx, &VolleyLogicalCodec::default())?;
+    without_encoded_unlimited_fetch(plan)
+}
+
+/// datafusion-proto 55 writes a `LIMIT` without a fetch (`OFFSET 2`
+/// alone) as a fetch of `i64::MAX` and reads that back as a fetch; the
+/// physical plan then overflowed `skip + fetch` and returned no rows. A
+/// fetch of `i64::MAX` rows means no limit in any case.
+fn without_encoded_unlimited_fetch(plan: LogicalPlan) -> Result<LogicalPlan> {
+    Ok(plan
+        .transform_up_with_subqueries(|node| match node {
+            LogicalPlan::Limit(mut limit)
+                if matches!(limit.get_fetch_type()?, FetchType::Literal(Some(n)) if n == i64::MAX as usize) =>
+            {
+                limit.fetch = None;
+                Ok(Transformed::yes(LogicalPlan::Limit(limit)))
+            }
+            other => Ok(Transformed::no(other)),
+        })?
+        .data)
 }
 
 /// Carries in-memory tables and user-function calls in logical plans.
@@ -250,5 +270,39 @@ impl LogicalExtensionCodec for VolleyLogicalCodec {
         v1::UserFunctionNode { calls, volatility }
             .encode(buf)
             .map_err(|e| DataFusionError::Internal(format!("cannot encode function: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_offset_without_a_limit_stays_without_a_limit_on_the_wire() -> Result<()> {
+        // SELECT * FROM (VALUES (1), (2), (3), (4)) OFFSET 2
+        // datafusion-proto writes "no fetch" as i64::MAX rows; the
+        // scheduler's plan then returned no row at all.
+        let ctx = SessionContext::new();
+        let plan = ctx
+            .sql("SELECT * FROM (VALUES (1), (2), (3), (4)) OFFSET 2")
+            .await?
+            .into_optimized_plan()?;
+        let decoded = decode_logical_plan(&encode_logical_plan(&plan)?, &ctx.task_ctx())?;
+        let mut fetches = Vec::new();
+        decoded.apply(|node| {
+            if let LogicalPlan::Limit(limit) = node {
+                fetches.push(limit.get_fetch_type()?);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        assert!(
+            matches!(fetches.as_slice(), [FetchType::Literal(None)]),
+            "{decoded}"
+        );
+        let rows = ctx.execute_logical_plan(decoded).await?.collect().await?;
+        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+        Ok(())
     }
 }

@@ -17,8 +17,9 @@ use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::SessionConfig;
 use volley_dataflow::{
-    JobId, apply_settings, classify_error, decode_logical_plan, describe_files, encode_schema,
-    object_store_runtime, query_error, session_config, volley_internal, volley_options,
+    JobId, apply_settings, classify_error, decode_logical_plan, describe_files, encode_plan,
+    encode_schema, object_store_runtime, query_error, session_config, volley_internal,
+    volley_options,
 };
 use volley_proto::v1;
 
@@ -80,7 +81,8 @@ pub(crate) fn prepare_for_tasks(
     check_requirements(physical, config)
 }
 
-/// [`check_requirements`] for each stage of a cut plan.
+/// [`check_requirements`] for each stage of a cut plan, and that each
+/// stage can be sent to executors.
 pub(crate) fn check_stages(
     stages: &[StagePlan],
     config: &SessionConfig,
@@ -88,6 +90,9 @@ pub(crate) fn check_stages(
     for stage in stages {
         check_requirements(Arc::clone(&stage.plan), config)
             .map_err(|e| volley_internal(format!("stage {}: {e}", stage.id)))?;
+        // What cannot travel to the executors is refused now, with the
+        // codec's own reason, not when the stage is launched.
+        encode_plan(Arc::clone(&stage.plan))?;
     }
     Ok(())
 }

@@ -379,4 +379,43 @@ mod tests {
         assert!(lag.contains("ReversedWindowUdf"), "{lag}");
         Ok(())
     }
+
+    #[tokio::test]
+    async fn a_window_aggregate_with_a_filter_is_refused_at_planning() -> Result<()> {
+        // datafusion-proto 55 drops FILTER from window aggregates, which
+        // then counted every row; until it can travel, the job is refused.
+        let ctx = crate::test_support::context()?;
+        let stages =
+            stages("SELECT k, count(*) FILTER (WHERE k > 100) OVER () AS c FROM t").await?;
+        let err =
+            crate::planning::check_stages(&stages, ctx.state().config()).expect_err("refused");
+        assert!(
+            err.to_string().contains("window aggregate with FILTER"),
+            "{err}"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn empty_grouping_sets_survive_the_wire() -> Result<()> {
+        // datafusion-proto 55 flattens grouping sets to one flag per group
+        // expression, so sets of none vanished and the query returned no
+        // row instead of one per set.
+        let decoded =
+            stages_over_the_wire("SELECT count(*) FROM t GROUP BY GROUPING SETS ((), ())").await?;
+        let mut sets = Vec::new();
+        for plan in &decoded {
+            let _ = Arc::clone(plan).transform_down(|node| {
+                if let Some(aggregate) =
+                    node.downcast_ref::<datafusion::physical_plan::aggregates::AggregateExec>()
+                    && aggregate.group_expr().expr().is_empty()
+                {
+                    sets.push(aggregate.group_expr().groups().len());
+                }
+                Ok(datafusion::common::tree_node::Transformed::no(node))
+            });
+        }
+        assert_eq!(sets, vec![2], "{sets:?}");
+        Ok(())
+    }
 }
