@@ -17,13 +17,15 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
+use datafusion::catalog::TableProvider;
 use datafusion::common::not_impl_err;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::datasource::listing::ListingTable;
 use datafusion::datasource::source_as_provider;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::context::{QueryPlanner, SessionState};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
+use datafusion::logical_expr::{DmlStatement, LogicalPlan, LogicalPlanBuilder, SortExpr, WriteOp};
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
@@ -100,7 +102,16 @@ impl QueryPlanner for VolleyQueryPlanner {
                 ..
             }) => {
                 let provider = source_as_provider(target)?;
-                let input = Box::pin(self.create_physical_plan(input, session)).await?;
+                // A table that declares its files' order (`WITH ORDER`)
+                // gets its rows in that order, as DataFusion's sink
+                // requires of its input; the cluster sorts them.
+                let input = match declared_order(&provider) {
+                    Some(order) => LogicalPlanBuilder::from(input.as_ref().clone())
+                        .sort(order)?
+                        .build()?,
+                    None => input.as_ref().clone(),
+                };
+                let input = Box::pin(self.create_physical_plan(&input, session)).await?;
                 provider.insert_into(session, input, *insert_op).await
             }
             // DELETE, UPDATE, TRUNCATE change the client's own tables.
@@ -151,6 +162,15 @@ fn with_volley_settings(plan: &LogicalPlan, session: &dyn Session) -> Result<Log
     let mut pinned_state = state.clone();
     *pinned_state.config_mut() = pinned;
     pinned_state.optimize(plan)
+}
+
+/// The order a table's files are declared to have, if any: the first of
+/// a listing table's `WITH ORDER` clauses.
+fn declared_order(provider: &Arc<dyn TableProvider>) -> Option<Vec<SortExpr>> {
+    provider
+        .downcast_ref::<ListingTable>()
+        .and_then(|table| table.options().file_sort_order.first().cloned())
+        .filter(|order| !order.is_empty())
 }
 
 /// Does the plan (or a subquery) hold a recursive query? Its operators share

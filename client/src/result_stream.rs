@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, UInt64Array};
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_plan::metrics::{Count, Gauge};
@@ -248,7 +249,7 @@ async fn read_partition(
                 e
             }
         })?;
-        let batch = conform(batch, &job.schema);
+        let batch = conform(batch, &job.schema)?;
         if tx.send(Ok(batch)).await.is_err() {
             return Err(RunError::Closed);
         }
@@ -263,12 +264,25 @@ async fn read_partition(
 }
 
 /// Gives a batch the schema the client planned (names and nullability as
-/// DataFusion's logical plan has them) when only metadata differs.
-fn conform(batch: RecordBatch, schema: &SchemaRef) -> RecordBatch {
+/// DataFusion's logical plan has them) when only metadata differs. A null
+/// in a column the plan declares non-nullable is the error single-node
+/// DataFusion raises building that batch (`INSERT` of a NULL into a NOT
+/// NULL column): a consumer that trusted the declaration would otherwise
+/// store the null as a default value.
+fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     if batch.schema() == *schema {
-        return batch;
+        return Ok(batch);
     }
-    RecordBatch::try_new(Arc::clone(schema), batch.columns().to_vec()).unwrap_or(batch)
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        if !field.is_nullable() && column.logical_null_count() > 0 {
+            return Err(ArrowError::InvalidArgumentError(format!(
+                "Column '{}' is declared as non-nullable but contains null values",
+                field.name()
+            ))
+            .into());
+        }
+    }
+    Ok(RecordBatch::try_new(Arc::clone(schema), batch.columns().to_vec()).unwrap_or(batch))
 }
 
 /// Cancels the job if the query is dropped before it ends; releases its
