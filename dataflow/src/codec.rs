@@ -4,7 +4,12 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::csv::WriterBuilder;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::file_options::csv_writer::CsvWriterOptions;
+use datafusion::datasource::file_format::csv::CsvSink;
+use datafusion::datasource::physical_plan::FileSink;
+use datafusion::datasource::sink::DataSinkExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{ScalarUDF, WindowUDF};
@@ -285,6 +290,20 @@ impl PhysicalProtoConverterExtension for VolleyProtoConverter {
             Some(protobuf::physical_plan_node::PhysicalPlanType::Aggregate(node)) => {
                 with_empty_grouping_sets(plan, &node.group_expr_name)
             }
+            Some(protobuf::physical_plan_node::PhysicalPlanType::CsvSink(node)) => {
+                match node.sink.as_ref().and_then(|s| s.writer_options.as_ref()) {
+                    Some(sent) => without_empty_csv_formats(
+                        plan,
+                        [
+                            sent.date_format.is_empty(),
+                            sent.datetime_format.is_empty(),
+                            sent.timestamp_format.is_empty(),
+                            sent.time_format.is_empty(),
+                        ],
+                    ),
+                    None => Ok(plan),
+                }
+            }
             _ => Ok(plan),
         }
     }
@@ -438,6 +457,68 @@ fn with_empty_grouping_sets(
         ));
     }
     Ok(Arc::new(rebuilt))
+}
+
+/// A decoded CSV sink whose writer writes dates and times as DataFusion
+/// does. datafusion-proto 55 writes an unset date or time format as an
+/// empty string and reads it back as the format "", with which every
+/// timestamp was written as an empty field (`COPY ... STORED AS CSV`).
+/// `unset` says which of the date, datetime, timestamp and time formats
+/// were sent empty.
+fn without_empty_csv_formats(
+    plan: Arc<dyn ExecutionPlan>,
+    unset: [bool; 4],
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let Some(exec) = plan.downcast_ref::<DataSinkExec>() else {
+        return Ok(plan);
+    };
+    let sink: &dyn std::any::Any = exec.sink();
+    let Some(sink) = sink.downcast_ref::<CsvSink>() else {
+        return Ok(plan);
+    };
+    let options = sink.writer_options();
+    let decoded = &options.writer_options;
+    let mut builder = WriterBuilder::new()
+        .with_header(decoded.header())
+        .with_delimiter(decoded.delimiter())
+        .with_quote(decoded.quote())
+        .with_escape(decoded.escape())
+        .with_double_quote(decoded.double_quote())
+        .with_null(decoded.null().to_string())
+        .with_quote_style(decoded.quote_style())
+        .with_ignore_leading_whitespace(decoded.ignore_leading_whitespace())
+        .with_ignore_trailing_whitespace(decoded.ignore_trailing_whitespace());
+    let formats = [
+        decoded.date_format(),
+        decoded.datetime_format(),
+        decoded.timestamp_format(),
+        decoded.time_format(),
+    ];
+    for (index, (format, unset)) in formats.into_iter().zip(unset).enumerate() {
+        let Some(format) = format.filter(|_| !unset) else {
+            continue;
+        };
+        let format = format.to_string();
+        builder = match index {
+            0 => builder.with_date_format(format),
+            1 => builder.with_datetime_format(format),
+            2 => builder.with_timestamp_format(format),
+            _ => builder.with_time_format(format),
+        };
+    }
+    let sink = CsvSink::new(
+        sink.config().clone(),
+        CsvWriterOptions {
+            writer_options: builder,
+            compression: options.compression,
+            compression_level: options.compression_level,
+        },
+    );
+    Ok(Arc::new(DataSinkExec::new(
+        Arc::clone(exec.input()),
+        Arc::new(sink),
+        exec.sort_order().clone(),
+    )))
 }
 
 /// Does this window aggregate have a `FILTER (WHERE ...)`? DataFusion

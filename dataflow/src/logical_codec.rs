@@ -7,22 +7,26 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Cursor;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
+use datafusion::common::config::CsvOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, TableReference, not_impl_err, plan_err};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::FileFormatFactory;
+use datafusion::datasource::file_format::csv::CsvFormatFactory;
+use datafusion::datasource::file_format::json::JsonFormatFactory;
+use datafusion::datasource::file_format::parquet::ParquetFormatFactory;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{
-    Expr, ExprSchemable, Extension, FetchType, LogicalPlan, ScalarUDF, Volatility,
+    Expr, ExprSchemable, Extension, FetchType, LogicalPlan, ScalarUDF, Volatility, dml::CopyTo,
 };
 use datafusion_proto::bytes::{
     logical_plan_from_bytes_with_extension_codec, logical_plan_to_bytes_with_extension_codec,
@@ -32,6 +36,7 @@ use prost::Message;
 use volley_proto::v1;
 
 use crate::codec::{decode_schema, encode_schema};
+use crate::error::volley_internal;
 use crate::functions::{PlannedCall, PlannedUdf};
 
 /// Names (and aliases) of the scalar functions every DataFusion session has.
@@ -54,14 +59,36 @@ fn is_builtin(name: &str) -> bool {
 pub fn encode_logical_plan(plan: &LogicalPlan) -> Result<Vec<u8>> {
     let codec = VolleyLogicalCodec {
         calls: user_function_calls(plan)?,
+        copy_options: match plan {
+            LogicalPlan::Copy(copy) => copy.options.clone(),
+            _ => HashMap::new(),
+        },
+        ..VolleyLogicalCodec::default()
     };
     Ok(logical_plan_to_bytes_with_extension_codec(plan, &codec)?.to_vec())
 }
 
 /// Decodes a client's logical plan on the scheduler.
 pub fn decode_logical_plan(bytes: &[u8], ctx: &TaskContext) -> Result<LogicalPlan> {
-    let plan =
-        logical_plan_from_bytes_with_extension_codec(bytes, ctx, &VolleyLogicalCodec::default())?;
+    let codec = VolleyLogicalCodec::default();
+    let plan = logical_plan_from_bytes_with_extension_codec(bytes, ctx, &codec)?;
+    let decoded_options = codec
+        .decoded_copy_options
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    let plan = match (plan, decoded_options) {
+        (LogicalPlan::Copy(copy), Some(options)) if !options.is_empty() => {
+            LogicalPlan::Copy(CopyTo::new(
+                copy.input,
+                copy.output_url,
+                copy.partition_by,
+                copy.file_type,
+                options,
+            ))
+        }
+        (plan, _) => plan,
+    };
     without_encoded_unlimited_fetch(plan)
 }
 
@@ -83,11 +110,16 @@ fn without_encoded_unlimited_fetch(plan: LogicalPlan) -> Result<LogicalPlan> {
         .data)
 }
 
-/// Carries in-memory tables and user-function calls in logical plans.
+/// Carries in-memory tables, user-function calls and what datafusion-proto
+/// loses of file formats in logical plans.
 #[derive(Debug, Default)]
 pub struct VolleyLogicalCodec {
     /// When encoding: each user function's calls in the plan.
     calls: HashMap<String, Vec<PlannedCall>>,
+    /// When encoding a COPY: its `OPTIONS`, sent with its format.
+    copy_options: HashMap<String, String>,
+    /// When decoding: the `OPTIONS` that came with a COPY's format.
+    decoded_copy_options: Mutex<Option<HashMap<String, String>>>,
 }
 
 /// Every call of a non-builtin scalar function in `plan`, with its resolved
@@ -210,7 +242,32 @@ impl LogicalExtensionCodec for VolleyLogicalCodec {
         buf: &[u8],
         ctx: &TaskContext,
     ) -> Result<Arc<dyn FileFormatFactory>> {
-        DefaultLogicalExtensionCodec {}.try_decode_file_format(buf, ctx)
+        let node = v1::FileFormatNode::decode(buf).map_err(|e| codec_error("file format", e))?;
+        *self
+            .decoded_copy_options
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(node.copy_options);
+        match node.kind {
+            // No options: the session's, as the client would have used.
+            Some(v1::file_format_node::Kind::CsvOptions(bytes)) if bytes.is_empty() => {
+                Ok(Arc::new(CsvFormatFactory::new()))
+            }
+            Some(v1::file_format_node::Kind::CsvOptions(bytes)) => {
+                let proto = datafusion_proto_common::CsvOptions::decode(bytes.as_slice())
+                    .map_err(|e| codec_error("CSV options", e))?;
+                let options = CsvOptions::try_from(&proto)?;
+                Ok(Arc::new(CsvFormatFactory::new_with_options(options)))
+            }
+            Some(v1::file_format_node::Kind::Datafusion(bytes)) => {
+                DefaultLogicalExtensionCodec {}.try_decode_file_format(&bytes, ctx)
+            }
+            Some(v1::file_format_node::Kind::SessionFormat(name)) => match name.as_str() {
+                "parquet" => Ok(Arc::new(ParquetFormatFactory::new())),
+                "json" => Ok(Arc::new(JsonFormatFactory::new())),
+                other => Err(codec_error("file format", other)),
+            },
+            None => Err(codec_error("file format", "empty")),
+        }
     }
 
     fn try_encode_file_format(
@@ -218,7 +275,37 @@ impl LogicalExtensionCodec for VolleyLogicalCodec {
         buf: &mut Vec<u8>,
         node: Arc<dyn FileFormatFactory>,
     ) -> Result<()> {
-        DefaultLogicalExtensionCodec {}.try_encode_file_format(buf, node)
+        let kind = match node.downcast_ref::<CsvFormatFactory>() {
+            Some(csv) => v1::file_format_node::Kind::CsvOptions(match &csv.options {
+                Some(options) => {
+                    datafusion_proto_common::CsvOptions::try_from(options)?.encode_to_vec()
+                }
+                None => Vec::new(),
+            }),
+            None if node
+                .downcast_ref::<ParquetFormatFactory>()
+                .is_some_and(|f| f.options.is_none()) =>
+            {
+                v1::file_format_node::Kind::SessionFormat("parquet".into())
+            }
+            None if node
+                .downcast_ref::<JsonFormatFactory>()
+                .is_some_and(|f| f.options.is_none()) =>
+            {
+                v1::file_format_node::Kind::SessionFormat("json".into())
+            }
+            None => {
+                let mut bytes = Vec::new();
+                DefaultLogicalExtensionCodec {}.try_encode_file_format(&mut bytes, node)?;
+                v1::file_format_node::Kind::Datafusion(bytes)
+            }
+        };
+        v1::FileFormatNode {
+            kind: Some(kind),
+            copy_options: self.copy_options.clone(),
+        }
+        .encode(buf)
+        .map_err(|e| volley_internal(format!("cannot encode file format: {e}")))
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
@@ -275,6 +362,7 @@ impl LogicalExtensionCodec for VolleyLogicalCodec {
 
 #[cfg(test)]
 mod tests {
+    use datafusion::datasource::file_format::DefaultFileType;
     use datafusion::prelude::SessionContext;
 
     use super::*;
@@ -303,6 +391,39 @@ mod tests {
         );
         let rows = ctx.execute_logical_plan(decoded).await?.collect().await?;
         assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_copy_keeps_its_options_and_its_format_keeps_the_session_defaults() -> Result<()> {
+        // COPY (VALUES (1)) TO '/tmp/x.csv' STORED AS CSV
+        //   OPTIONS ('format.quote_style' 'Always', 'format.has_header' 'false')
+        // datafusion-proto 55 drops a COPY's OPTIONS and gives the format
+        // options of its own, to which the OPTIONS no longer apply.
+        let ctx = SessionContext::new();
+        let plan = ctx
+            .state()
+            .create_logical_plan(
+                "COPY (VALUES (1)) TO '/tmp/volley-never-written.csv' STORED AS CSV \
+                 OPTIONS ('format.quote_style' 'Always', 'format.has_header' 'false')",
+            )
+            .await?;
+        let decoded = decode_logical_plan(&encode_logical_plan(&plan)?, &ctx.task_ctx())?;
+        let LogicalPlan::Copy(copy) = decoded else {
+            panic!("not a COPY: {decoded}");
+        };
+        assert_eq!(
+            copy.options.get("format.quote_style").map(String::as_str),
+            Some("Always")
+        );
+        let factory = copy
+            .file_type
+            .as_any()
+            .downcast_ref::<DefaultFileType>()
+            .expect("a file format")
+            .as_format_factory();
+        let csv = factory.downcast_ref::<CsvFormatFactory>().expect("CSV");
+        assert!(csv.options.is_none(), "{:?}", csv.options);
         Ok(())
     }
 }
