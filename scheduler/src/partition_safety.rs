@@ -62,12 +62,9 @@ impl PhysicalOptimizerRule for IndependentPartitions {
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
-        config: &ConfigOptions,
+        _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if config.execution.target_partitions <= 1 {
-            // One partition everywhere: nothing is split across tasks.
-            return Ok(plan);
-        }
+        // Even with one target partition, a union has one per input.
         Ok(plan.transform_up(rewrite_join)?.data)
     }
 
@@ -87,7 +84,10 @@ fn rewrite_join(node: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn Exec
         {
             return Ok(Transformed::no(node));
         }
-        if join.null_aware {
+        // A probe side of one partition is kept so, as DataFusion planned
+        // it (one task probes, and its rows keep their order), like the
+        // probe side of a null-aware anti join.
+        if join.null_aware || join.right().output_partitioning().partition_count() <= 1 {
             if join.right().is::<SinglePartitionExec>() {
                 return Ok(Transformed::no(node));
             }
@@ -127,6 +127,37 @@ fn rewrite_join(node: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn Exec
         )?));
     }
     Ok(Transformed::no(node))
+}
+
+/// Refuses a plan in which an operator would rely on sibling partitions:
+/// a join that emits build rows at the end (see the module doc) whose
+/// probe side has several partitions. After [`IndependentPartitions`] none
+/// should be left; this checks the plan that will run, so that a rule of
+/// DataFusion's that multiplied a probe side afterwards, or a new join
+/// kind, is refused instead of losing rows.
+pub(crate) fn check_independent_partitions(plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
+    let whole = plan;
+    plan.apply(|node| {
+        let shared = if let Some(join) = node.downcast_ref::<HashJoinExec>() {
+            *join.partition_mode() == PartitionMode::CollectLeft
+                && emits_build_rows_at_end(*join.join_type())
+                && join.right().output_partitioning().partition_count() > 1
+        } else if let Some(join) = node.downcast_ref::<NestedLoopJoinExec>() {
+            emits_build_rows_at_end(*join.join_type())
+                && join.right().output_partitioning().partition_count() > 1
+        } else {
+            false
+        };
+        if shared {
+            return Err(volley_internal(format!(
+                "{} would emit its unmatched build rows from several tasks in\n{}",
+                node.name(),
+                datafusion::physical_plan::displayable(whole.as_ref()).indent(true)
+            )));
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(())
 }
 
 /// The rule that drops the [`SinglePartitionExec`] markers once DataFusion

@@ -25,7 +25,7 @@ use volley_proto::v1;
 
 use crate::job::Job;
 use crate::output_target::OutputTarget;
-use crate::partition_safety::volley_physical_optimizer_rules;
+use crate::partition_safety::{check_independent_partitions, volley_physical_optimizer_rules};
 use crate::scan_balance::balance_file_groups;
 use crate::script::directory_copy;
 use crate::stage_planner::{StagePlan, cut_into_stages};
@@ -78,6 +78,7 @@ pub(crate) fn prepare_for_tasks(
     } else {
         physical
     };
+    check_independent_partitions(&physical)?;
     check_requirements(physical, config)
 }
 

@@ -293,6 +293,10 @@ mod tests {
         let plan = crate::test_support::physical(sql).await?;
         let text = displayable(plan.as_ref()).indent(false).to_string();
         assert!(!text.contains("mode=CollectLeft"), "{text}");
+        // And DataFusion's own plan is refused, should it ever get through.
+        let err = crate::partition_safety::check_independent_partitions(&raw)
+            .expect_err("a collected left join over several probe partitions");
+        assert!(err.to_string().contains("unmatched build rows"), "{err}");
         Ok(())
     }
 
