@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{DataFrame, SessionContext};
 use volley_dataflow::{
-    UdfRegistry, changed_settings, encode_logical_plan, object_store_runtime, session_config,
+    UdfRegistry, changed_settings, encode_logical_plan, install_volley_rules, object_store_runtime,
+    session_config,
 };
 use volley_proto::v1;
 
@@ -80,10 +81,12 @@ impl Context {
         if let Ok(runtime) = object_store_runtime() {
             builder = builder.with_runtime_env(runtime);
         }
-        let state = builder
+        let mut state = builder
             .with_default_features()
             .with_query_planner(Arc::new(VolleyQueryPlanner::new(link.clone())))
             .build();
+        // Cannot fail: registering a function only replaces a namesake.
+        let _ = install_volley_rules(&mut state);
         Self {
             session: SessionContext::new_with_state(state),
             link,

@@ -24,6 +24,7 @@ mod location;
 mod logging;
 mod logical_codec;
 mod object_stores;
+mod scalar_subquery;
 mod script_text;
 mod session;
 mod shuffle_reader;
@@ -50,6 +51,9 @@ pub use location::PartitionLocation;
 pub use logging::init_logging;
 pub use logical_codec::{VolleyLogicalCodec, decode_logical_plan, encode_logical_plan};
 pub use object_stores::{EnvObjectStoreRegistry, object_store_runtime, s3_store};
+pub use scalar_subquery::{
+    SCALAR_SUBQUERY_VALUE, SingleRowScalarSubqueries, install_volley_rules, scalar_subquery_value,
+};
 pub use script_text::{Statement, split_statements};
 pub use session::{
     BROADCAST_JOIN_BYTES, BROADCAST_JOIN_ROWS, VolleyOptions, apply_settings, changed_settings,

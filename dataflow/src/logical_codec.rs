@@ -50,9 +50,10 @@ static BUILTIN_FUNCTIONS: LazyLock<HashSet<String>> = LazyLock::new(|| {
         .collect()
 });
 
-/// Is `name` one of DataFusion's own scalar functions (known everywhere)?
+/// Is `name` one of DataFusion's own scalar functions, or Volley's (known
+/// everywhere)?
 fn is_builtin(name: &str) -> bool {
-    BUILTIN_FUNCTIONS.contains(name)
+    BUILTIN_FUNCTIONS.contains(name) || name == crate::scalar_subquery::SCALAR_SUBQUERY_VALUE
 }
 
 /// Encodes a client's logical plan for the scheduler.

@@ -63,6 +63,8 @@ pub const BROADCAST_JOIN_ROWS: usize = 4_000_000;
 /// Uncorrelated scalar subqueries are planned as joins, not run by a
 /// `ScalarSubqueryExec`: that operator hands its result to expressions
 /// deeper in its input through shared memory, which a stage boundary cuts.
+/// (A join cannot tell that the subquery returned two rows;
+/// `SingleRowScalarSubqueries` makes it fail then, as DataFusion does.)
 ///
 /// Join dynamic filters are off: a partitioned hash join waits for every
 /// build partition to report its bounds before probing, and here the other

@@ -14,7 +14,8 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::server::TcpIncoming;
 use tracing::{error, info};
 use volley_dataflow::{
-    EnvObjectStoreRegistry, ExecutorId, ShuffleSink, ShuffleSource, session_config,
+    EnvObjectStoreRegistry, ExecutorId, ShuffleSink, ShuffleSource, install_volley_rules,
+    session_config,
 };
 use volley_proto::v1;
 use volley_proto::v1::scheduler_service_client::SchedulerServiceClient;
@@ -66,6 +67,7 @@ impl Executor {
             .with_runtime_env(runtime)
             .with_default_features()
             .build();
+        install_volley_rules(&mut state)?;
         config.udfs.register_into(&mut state)?;
 
         let store = Arc::new(ShuffleStore::new(

@@ -18,8 +18,8 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::SessionConfig;
 use volley_dataflow::{
     JobId, apply_settings, classify_error, decode_logical_plan, describe_files, encode_plan,
-    encode_schema, object_store_runtime, query_error, session_config, volley_internal,
-    volley_options,
+    encode_schema, install_volley_rules, object_store_runtime, query_error, session_config,
+    volley_internal, volley_options,
 };
 use volley_proto::v1;
 
@@ -56,12 +56,14 @@ pub(crate) async fn plan_job(
 /// physical optimizer rules (`partition_safety`), so every plan it makes
 /// can run one partition per task.
 pub(crate) fn planning_context(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionContext {
-    let state = SessionStateBuilder::new()
+    let mut state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
         .with_physical_optimizer_rules(volley_physical_optimizer_rules())
         .build();
+    // Cannot fail: registering a function only replaces a namesake.
+    let _ = install_volley_rules(&mut state);
     SessionContext::new_with_state(state)
 }
 
