@@ -419,11 +419,15 @@ impl Job {
             }
             status.tasks_total += stage.tasks.len() as u32;
             status.tasks_done += done as u32;
-            status.tasks_running += stage
-                .tasks
-                .iter()
-                .filter(|t| matches!(t, TaskSlot::Running { .. }))
-                .count() as u32;
+            // An ended job runs nothing: its leftover tasks were told to
+            // stop, and their late statuses are ignored.
+            if !self.phase.is_terminal() {
+                status.tasks_running += stage
+                    .tasks
+                    .iter()
+                    .filter(|t| matches!(t, TaskSlot::Running { .. }))
+                    .count() as u32;
+            }
             let (rows, bytes) = stage.rows_and_bytes();
             if i != last {
                 status.rows_shuffled += rows;

@@ -1105,8 +1105,17 @@ mod tests {
         let watch = job.watch.subscribe();
         state.submit(job);
         drain(&mut inbox_a);
+        assert!(
+            watch.borrow().tasks_running > 0,
+            "precondition: tasks were launched"
+        );
         assert!(state.cancel(&JobId::from("test-job")));
         assert_eq!(watch.borrow().state, v1::JobState::Cancelled as i32);
+        assert_eq!(
+            watch.borrow().tasks_running,
+            0,
+            "a cancelled job's status shows no running task"
+        );
         let messages = drain(&mut inbox_a);
         assert!(
             messages
