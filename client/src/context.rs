@@ -19,6 +19,7 @@ use crate::embedded::{EmbeddedCluster, EmbeddedClusterConfig};
 use crate::error::Result;
 use crate::job_handle::JobHandle;
 use crate::scheduler_client::SchedulerClient;
+use crate::table_factories::NamingTableFactory;
 
 /// A session on a Volley cluster.
 #[derive(Clone)]
@@ -87,6 +88,9 @@ impl Context {
             .build();
         // Cannot fail: registering a function only replaces a namesake.
         let _ = install_volley_rules(&mut state);
+        for factory in state.table_factories_mut().values_mut() {
+            *factory = Arc::new(NamingTableFactory::new(Arc::clone(factory)));
+        }
         Self {
             session: SessionContext::new_with_state(state),
             link,

@@ -84,6 +84,7 @@ mod error;
 mod job_handle;
 mod result_stream;
 mod scheduler_client;
+mod table_factories;
 pub mod tpch;
 
 pub use context::Context;

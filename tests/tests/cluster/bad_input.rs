@@ -186,3 +186,34 @@ async fn an_unreachable_scheduler_is_a_clear_error_naming_its_url() {
     assert!(error.to_string().contains(url), "{error}");
     assert_eq!(error.exit_code(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_file_in_a_new_tables_directory_is_named_and_the_next_query_succeeds() {
+    // CREATE EXTERNAL TABLE b STORED AS PARQUET LOCATION 'dir/' over a good
+    // file and a truncated one: schema inference in the client failed
+    // with "Corrupt footer" naming no file.
+    let ctx = tpch_context().await;
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let nation = std::fs::read_dir(tpch_dir().join("nation"))
+        .expect("the nation table's directory")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .expect("a nation file");
+    let good = std::fs::read(nation).expect("read the nation file");
+    std::fs::write(dir.path().join("a.parquet"), &good).expect("write a good file");
+    std::fs::write(dir.path().join("b.parquet"), &good[..20]).expect("write a truncated file");
+    let error = error_of(
+        &ctx,
+        &format!(
+            "CREATE EXTERNAL TABLE b STORED AS PARQUET LOCATION '{}/'",
+            dir.path().display()
+        ),
+    )
+    .await;
+    assert!(
+        error.contains("b.parquet") && !error.contains("a.parquet"),
+        "{error}"
+    );
+    next_query_succeeds(&ctx).await;
+}
