@@ -17,11 +17,12 @@ use datafusion::catalog::TableProvider;
 use datafusion::common::config::CsvOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, TableReference, not_impl_err, plan_err};
-use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::FileFormatFactory;
 use datafusion::datasource::file_format::csv::CsvFormatFactory;
 use datafusion::datasource::file_format::json::JsonFormatFactory;
 use datafusion::datasource::file_format::parquet::ParquetFormatFactory;
+use datafusion::datasource::listing::{ListingTable, ListingTableConfig};
+use datafusion::datasource::{MemTable, provider_as_source, source_as_provider};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::execution::session_state::SessionStateBuilder;
@@ -66,13 +67,109 @@ pub fn encode_logical_plan(plan: &LogicalPlan) -> Result<Vec<u8>> {
         },
         ..VolleyLogicalCodec::default()
     };
-    Ok(logical_plan_to_bytes_with_extension_codec(plan, &codec)?.to_vec())
+    let datafusion_plan = logical_plan_to_bytes_with_extension_codec(plan, &codec)?.to_vec();
+    Ok(v1::ClientPlan {
+        datafusion_plan,
+        table_globs: table_globs(plan)?,
+    }
+    .encode_to_vec())
+}
+
+/// The globs of every listing table that has some (see
+/// [`v1::ClientPlan`]), by table name.
+fn table_globs(plan: &LogicalPlan) -> Result<HashMap<String, v1::TableGlobs>> {
+    let mut found = HashMap::new();
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Ok(provider) = source_as_provider(&scan.source)
+            && let Some(table) = provider.downcast_ref::<ListingTable>()
+            && table.table_paths().iter().any(|p| p.get_glob().is_some())
+        {
+            let globs = table
+                .table_paths()
+                .iter()
+                .map(|p| {
+                    p.get_glob()
+                        .as_ref()
+                        .map(|g| g.as_str().to_string())
+                        .unwrap_or_default()
+                })
+                .collect();
+            found.insert(scan.table_name.to_string(), v1::TableGlobs { globs });
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(found)
+}
+
+/// The plan with the globs of its listing tables put back.
+fn with_table_globs(
+    plan: LogicalPlan,
+    globs: &HashMap<String, v1::TableGlobs>,
+) -> Result<LogicalPlan> {
+    if globs.is_empty() {
+        return Ok(plan);
+    }
+    Ok(plan
+        .transform_up_with_subqueries(|node| {
+            let LogicalPlan::TableScan(mut scan) = node else {
+                return Ok(Transformed::no(node));
+            };
+            let Some(table_globs) = globs.get(&scan.table_name.to_string()) else {
+                return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
+            };
+            let provider = source_as_provider(&scan.source)?;
+            let Some(table) = provider.downcast_ref::<ListingTable>() else {
+                return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
+            };
+            if table_globs.globs.len() != table.table_paths().len() {
+                return Err(codec_error("table globs", "one per path expected"));
+            }
+            let paths = table
+                .table_paths()
+                .iter()
+                .zip(&table_globs.globs)
+                .map(|(path, glob)| {
+                    if glob.is_empty() {
+                        Ok(path.clone())
+                    } else {
+                        path.clone().with_glob(glob)
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?;
+            // The file schema: the table's, less its partition columns.
+            let options = table.options().clone();
+            let table_schema = table.schema();
+            let fields: Vec<_> = table_schema
+                .fields()
+                .iter()
+                .filter(|f| {
+                    !options
+                        .table_partition_cols
+                        .iter()
+                        .any(|(name, _)| name == f.name())
+                })
+                .cloned()
+                .collect();
+            let config = ListingTableConfig::new_with_multi_paths(paths)
+                .with_listing_options(options)
+                .with_schema(Arc::new(Schema::new_with_metadata(
+                    fields,
+                    table_schema.metadata().clone(),
+                )));
+            scan.source = provider_as_source(Arc::new(ListingTable::try_new(config)?));
+            Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+        })?
+        .data)
 }
 
 /// Decodes a client's logical plan on the scheduler.
 pub fn decode_logical_plan(bytes: &[u8], ctx: &TaskContext) -> Result<LogicalPlan> {
+    let client_plan = v1::ClientPlan::decode(bytes).map_err(|e| codec_error("client plan", e))?;
     let codec = VolleyLogicalCodec::default();
-    let plan = logical_plan_from_bytes_with_extension_codec(bytes, ctx, &codec)?;
+    let plan =
+        logical_plan_from_bytes_with_extension_codec(&client_plan.datafusion_plan, ctx, &codec)?;
+    let plan = with_table_globs(plan, &client_plan.table_globs)?;
     let decoded_options = codec
         .decoded_copy_options
         .lock()

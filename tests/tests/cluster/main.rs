@@ -7,6 +7,7 @@ mod distribution;
 mod functions;
 mod memory;
 mod streaming;
+mod tables;
 mod tpch;
 
 use volley_client::{Context, EmbeddedClusterConfig};
