@@ -286,8 +286,8 @@ impl ExecutionPlan for DistributedQueryExec {
         if children.is_empty() {
             Ok(self)
         } else {
-            Err(DataFusionError::Internal(
-                "DistributedQueryExec takes no children".into(),
+            Err(volley_dataflow::volley_internal(
+                "DistributedQueryExec takes no children",
             ))
         }
     }
@@ -298,7 +298,7 @@ impl ExecutionPlan for DistributedQueryExec {
         _context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         if partition != 0 {
-            return Err(DataFusionError::Internal(format!(
+            return Err(volley_dataflow::volley_internal(format!(
                 "DistributedQueryExec has one partition, not {partition}"
             )));
         }

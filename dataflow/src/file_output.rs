@@ -38,6 +38,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::StreamExt;
 
+use crate::error::volley_internal;
 use crate::exchange_io::PartitionStats;
 use crate::shuffle_writer::{STATS_SCHEMA, stats_batch, stats_properties};
 
@@ -323,9 +324,7 @@ impl ExecutionPlan for FileOutputExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         if children.len() != 1 {
-            return Err(DataFusionError::Internal(
-                "FileOutputExec takes one child".into(),
-            ));
+            return Err(volley_internal("FileOutputExec takes one child"));
         }
         Ok(Arc::new(Self::try_new(
             children.swap_remove(0),

@@ -67,12 +67,25 @@ pub fn encode_logical_plan(plan: &LogicalPlan) -> Result<Vec<u8>> {
         },
         ..VolleyLogicalCodec::default()
     };
-    let datafusion_plan = logical_plan_to_bytes_with_extension_codec(plan, &codec)?.to_vec();
+    let datafusion_plan = logical_plan_to_bytes_with_extension_codec(plan, &codec)
+        .map_err(cannot_carry)?
+        .to_vec();
     Ok(v1::ClientPlan {
         datafusion_plan,
         table_globs: table_globs(plan)?,
     }
     .encode_to_vec())
+}
+
+/// A plan datafusion-proto cannot encode is a limit of Volley's wire, not
+/// a bug in DataFusion, as its `Internal` error would tell the user.
+fn cannot_carry(error: DataFusionError) -> DataFusionError {
+    match error {
+        DataFusionError::Internal(message) => DataFusionError::NotImplemented(format!(
+            "Volley cannot send this plan to the cluster yet: {message}"
+        )),
+        other => other,
+    }
 }
 
 /// The globs of every listing table that has some (see
@@ -264,7 +277,7 @@ fn expression_schema(node: &LogicalPlan) -> Result<DFSchema> {
 }
 
 fn codec_error(what: &str, e: impl std::fmt::Display) -> DataFusionError {
-    DataFusionError::Internal(format!("cannot decode {what}: {e}"))
+    volley_internal(format!("cannot decode {what}: {e}"))
 }
 
 impl LogicalExtensionCodec for VolleyLogicalCodec {
@@ -332,7 +345,7 @@ impl LogicalExtensionCodec for VolleyLogicalCodec {
         }
         v1::MemoryTableNode { partitions }
             .encode(buf)
-            .map_err(|e| DataFusionError::Internal(format!("cannot encode memory table: {e}")))
+            .map_err(|e| volley_internal(format!("cannot encode memory table: {e}")))
     }
 
     fn try_decode_file_format(
@@ -454,7 +467,7 @@ impl LogicalExtensionCodec for VolleyLogicalCodec {
         };
         v1::UserFunctionNode { calls, volatility }
             .encode(buf)
-            .map_err(|e| DataFusionError::Internal(format!("cannot encode function: {e}")))
+            .map_err(|e| volley_internal(format!("cannot encode function: {e}")))
     }
 }
 

@@ -25,6 +25,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 use futures::{StreamExt, TryStreamExt};
 
 use crate::error::ExchangeError;
+use crate::error::volley_internal;
 use crate::exchange_io::ExchangeContext;
 use crate::ids::StageId;
 use crate::location::PartitionLocation;
@@ -168,8 +169,8 @@ impl ExecutionPlan for ShuffleReaderExec {
         if children.is_empty() {
             Ok(self)
         } else {
-            Err(DataFusionError::Internal(
-                "ShuffleReaderExec is a leaf and takes no children".into(),
+            Err(volley_internal(
+                "ShuffleReaderExec is a leaf and takes no children",
             ))
         }
     }
@@ -185,7 +186,7 @@ impl ExecutionPlan for ShuffleReaderExec {
             .as_ref()
             .ok_or(ExchangeError::Unresolved(self.input_stage.0))?;
         let pieces = locations.get(partition).cloned().ok_or_else(|| {
-            DataFusionError::Internal(format!(
+            volley_internal(format!(
                 "shuffle reader of stage {} has no partition {partition}",
                 self.input_stage
             ))

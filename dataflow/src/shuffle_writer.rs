@@ -18,7 +18,7 @@ use datafusion::arrow::compute::BatchCoalescer;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -30,6 +30,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
+use crate::error::volley_internal;
 use crate::exchange_io::{ExchangeContext, PartitionStats};
 use crate::ids::{JobId, MapOutputId, StageId};
 
@@ -62,8 +63,8 @@ impl ShuffleWriterExec {
         partitioning: Option<Partitioning>,
     ) -> Result<Self> {
         if let Some(Partitioning::UnknownPartitioning(_)) = partitioning {
-            return Err(DataFusionError::Internal(
-                "a shuffle writer needs a concrete partitioning".into(),
+            return Err(volley_internal(
+                "a shuffle writer needs a concrete partitioning",
             ));
         }
         let properties = stats_properties(&input);
@@ -112,9 +113,7 @@ impl ShuffleWriterExec {
                     .column(i)
                     .as_any()
                     .downcast_ref::<UInt64Array>()
-                    .ok_or_else(|| {
-                        DataFusionError::Internal("malformed shuffle writer statistics".into())
-                    })
+                    .ok_or_else(|| volley_internal("malformed shuffle writer statistics"))
             };
             let (rows, bytes) = (downcast(1)?, downcast(2)?);
             for i in 0..batch.num_rows() {
@@ -198,9 +197,7 @@ impl ExecutionPlan for ShuffleWriterExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         if children.len() != 1 {
-            return Err(DataFusionError::Internal(
-                "ShuffleWriterExec takes exactly one child".into(),
-            ));
+            return Err(volley_internal("ShuffleWriterExec takes exactly one child"));
         }
         Ok(Arc::new(Self::try_new(
             self.job_id.clone(),

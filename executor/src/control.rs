@@ -137,7 +137,7 @@ impl ControlLoop {
         let cache_key = (job_id.clone(), stage_id, key.stage_attempt);
         let plan = if launch.plan.is_empty() {
             self.plans.get(&cache_key).cloned().ok_or_else(|| {
-                datafusion::error::DataFusionError::Internal(format!(
+                volley_dataflow::volley_internal(format!(
                     "stage {stage_id} of job {job_id} was launched without its plan"
                 ))
             })

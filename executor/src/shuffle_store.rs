@@ -285,7 +285,7 @@ impl StoreWriter {
         }
         self.files[out]
             .as_mut()
-            .ok_or_else(|| DataFusionError::Internal("spill file vanished".into()))
+            .ok_or_else(|| volley_dataflow::volley_internal("spill file vanished"))
     }
 
     /// Takes room for `size` more bytes in memory: within one output's
@@ -351,7 +351,7 @@ impl MapOutputWriter for StoreWriter {
     fn write(&mut self, output_partition: usize, batch: RecordBatch) -> Result<()> {
         let size = batch.get_array_memory_size();
         let stats = self.stats.get_mut(output_partition).ok_or_else(|| {
-            DataFusionError::Internal(format!("no output partition {output_partition}"))
+            volley_dataflow::volley_internal(format!("no output partition {output_partition}"))
         })?;
         stats.rows += batch.num_rows() as u64;
         stats.bytes += data_size(&batch);
@@ -385,7 +385,7 @@ impl MapOutputWriter for StoreWriter {
         let reservation = self
             .reservation
             .take()
-            .ok_or_else(|| DataFusionError::Internal("shuffle writer finished twice".into()))?;
+            .ok_or_else(|| volley_dataflow::volley_internal("shuffle writer finished twice"))?;
         let output = StoredOutput {
             schema: Arc::clone(&self.schema),
             partitions,

@@ -107,7 +107,7 @@ impl StageCutter {
                 ));
             }
             let [child] = <[_; 1]>::try_from(children).map_err(|_| {
-                DataFusionError::Internal("RepartitionExec without exactly one child".into())
+                volley_dataflow::volley_internal("RepartitionExec without exactly one child")
             })?;
             let partitioning = repartition.partitioning().clone();
             let stage = self.add_stage(child, Some(partitioning))?;
