@@ -18,7 +18,6 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
 use datafusion::catalog::TableProvider;
-use datafusion::common::not_impl_err;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::listing::ListingTable;
 use datafusion::datasource::source_as_provider;
@@ -120,9 +119,6 @@ impl QueryPlanner for VolleyQueryPlanner {
                     .create_physical_plan(logical_plan, session)
                     .await
             }
-            plan if has_recursive_query(plan) => not_impl_err!(
-                "recursive queries (WITH RECURSIVE) cannot run on a Volley cluster yet"
-            ),
             _ => {
                 let logical_plan = with_volley_settings(logical_plan, session)?;
                 let logical_plan = materialize_client_tables(&logical_plan, session).await?;
@@ -171,21 +167,6 @@ fn declared_order(provider: &Arc<dyn TableProvider>) -> Option<Vec<SortExpr>> {
         .downcast_ref::<ListingTable>()
         .and_then(|table| table.options().file_sort_order.first().cloned())
         .filter(|order| !order.is_empty())
-}
-
-/// Does the plan (or a subquery) hold a recursive query? Its operators share
-/// the work table in memory, which no stage boundary or task can carry.
-fn has_recursive_query(plan: &LogicalPlan) -> bool {
-    let mut found = false;
-    let _ = plan.apply_with_subqueries(|node| {
-        found |= matches!(node, LogicalPlan::RecursiveQuery(_));
-        Ok(if found {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
-    });
-    found
 }
 
 /// Does the plan scan tables, all of them in `information_schema`?

@@ -2,7 +2,8 @@
 //! (`datafusion-proto`), extended by [`VolleyCodec`] with the two exchange
 //! operators. The scheduler encodes; executors decode.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::csv::WriterBuilder;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
@@ -17,9 +18,11 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::window::{PlainAggregateWindowExpr, SlidingAggregateWindowExpr};
 use datafusion::physical_plan::aggregates::{AggregateExec, PhysicalGroupBy};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
 use datafusion::physical_plan::windows::{
     BoundedWindowAggExec, StandardWindowExpr, WindowAggExec, WindowUDFExpr,
 };
+use datafusion::physical_plan::work_table::WorkTableExec;
 use datafusion::physical_plan::{ExecutionPlan, PlanProperties, WindowExpr};
 use datafusion_proto::physical_plan::from_proto::{
     parse_physical_expr_with_converter, parse_protobuf_partitioning,
@@ -44,9 +47,13 @@ use crate::shuffle_writer::ShuffleWriterExec;
 use crate::stage_properties::{decode_properties, encode_properties};
 use crate::window_functions::{ReversedWindowUdf, builtin_window_function};
 
-/// Encodes and decodes Volley's exchange operators inside DataFusion plans.
+/// Encodes and decodes Volley's exchange operators inside DataFusion plans,
+/// and the operators of a recursive query, which datafusion-proto cannot.
 #[derive(Debug, Default)]
-pub struct VolleyCodec;
+pub struct VolleyCodec {
+    /// While encoding a recursive query: its work table's schema, by name.
+    work_table_schemas: Mutex<HashMap<String, SchemaRef>>,
+}
 
 fn decode_error(what: &str, e: impl std::fmt::Display) -> DataFusionError {
     volley_internal(format!("cannot decode {what}: {e}"))
@@ -147,6 +154,28 @@ impl PhysicalExtensionCodec for VolleyCodec {
                     format,
                 )?))
             }
+            Some(v1::exchange_node::Kind::RecursiveQuery(query)) => {
+                let [static_term, recursive_term] = inputs else {
+                    return Err(decode_error("recursive query", "expected two inputs"));
+                };
+                Ok(Arc::new(RecursiveQueryExec::try_new(
+                    query.name,
+                    decode_schema(&query.schema)?,
+                    Arc::clone(static_term),
+                    Arc::clone(recursive_term),
+                    query.is_distinct,
+                )?))
+            }
+            Some(v1::exchange_node::Kind::WorkTable(table)) => {
+                let projection = table
+                    .projected
+                    .then(|| table.projection.iter().map(|i| *i as usize).collect());
+                Ok(Arc::new(WorkTableExec::new(
+                    table.name,
+                    decode_schema(&table.schema)?,
+                    projection,
+                )?))
+            }
             None => Err(decode_error("exchange node", "empty")),
         }
     }
@@ -227,6 +256,59 @@ impl PhysicalExtensionCodec for VolleyCodec {
                 dir: output.dir().to_string(),
                 format: output_format_to_proto(output.format()) as i32,
             })
+        } else if let Some(query) = node.downcast_ref::<RecursiveQueryExec>() {
+            v1::exchange_node::Kind::RecursiveQuery(v1::RecursiveQueryNode {
+                name: query.name().to_string(),
+                schema: encode_schema(query.schema().as_ref())?,
+                is_distinct: query.is_distinct(),
+            })
+        } else if let Some(table) = node.downcast_ref::<WorkTableExec>() {
+            let full = self
+                .work_table_schemas
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(table.name())
+                .cloned()
+                .ok_or_else(|| {
+                    volley_internal(format!(
+                        "the work table {} outside its recursive query",
+                        table.name()
+                    ))
+                })?;
+            let read = table.schema();
+            let projection = if read.as_ref() == full.as_ref() {
+                None
+            } else {
+                // The work table holds the query's rows; which of its
+                // columns this scan reads, by name (DataFusion keeps the
+                // projection private).
+                Some(
+                    read.fields()
+                        .iter()
+                        .map(|f| {
+                            let mut matches = full
+                                .fields()
+                                .iter()
+                                .enumerate()
+                                .filter(|(_, g)| g.name() == f.name());
+                            match (matches.next(), matches.next()) {
+                                (Some((i, _)), None) => Ok(i as u32),
+                                _ => Err(DataFusionError::NotImplemented(format!(
+                                    "Volley cannot send the work table {} reading column {}",
+                                    table.name(),
+                                    f.name()
+                                ))),
+                            }
+                        })
+                        .collect::<Result<Vec<_>>>()?,
+                )
+            };
+            v1::exchange_node::Kind::WorkTable(v1::WorkTableNode {
+                name: table.name().to_string(),
+                schema: encode_schema(full.as_ref())?,
+                projected: projection.is_some(),
+                projection: projection.unwrap_or_default(),
+            })
         } else {
             return Err(DataFusionError::NotImplemented(format!(
                 "Volley cannot send the operator {} to executors",
@@ -263,7 +345,7 @@ pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
     Ok(
         datafusion_proto::bytes::physical_plan_to_bytes_with_proto_converter(
             plan,
-            &VolleyCodec,
+            &VolleyCodec::default(),
             &VolleyProtoConverter,
         )?
         .to_vec(),
@@ -313,9 +395,20 @@ impl PhysicalProtoConverterExtension for VolleyProtoConverter {
         plan: &Arc<dyn ExecutionPlan>,
         codec: &dyn PhysicalExtensionCodec,
     ) -> Result<protobuf::PhysicalPlanNode> {
+        if let Some(query) = plan.downcast_ref::<RecursiveQueryExec>()
+            && let Some(volley) = (codec as &dyn std::any::Any).downcast_ref::<VolleyCodec>()
+        {
+            volley
+                .work_table_schemas
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(query.name().to_string(), query.schema());
+        }
         if plan.is::<ShuffleWriterExec>()
             || plan.is::<ShuffleReaderExec>()
             || plan.is::<FileOutputExec>()
+            || plan.is::<RecursiveQueryExec>()
+            || plan.is::<WorkTableExec>()
         {
             // datafusion-proto encodes an extension's inputs without the
             // converter, which would skip the fixes below for a stage's
@@ -554,7 +647,7 @@ pub fn decode_plan(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionP
     datafusion_proto::bytes::physical_plan_from_bytes_with_proto_converter(
         bytes,
         ctx,
-        &VolleyCodec,
+        &VolleyCodec::default(),
         &VolleyProtoConverter,
     )
 }
