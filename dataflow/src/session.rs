@@ -92,8 +92,15 @@ pub fn session_config() -> SessionConfig {
 }
 
 /// The settings without which partitions cannot run as separate tasks (see
-/// [`session_config`]); a client's `SET` cannot turn them back on.
+/// [`session_config`]), and those that would plan operators executors
+/// cannot receive; a client's `SET` cannot turn them back on.
 fn pin_distributed_settings(options: &mut ConfigOptions) {
+    // Operators datafusion-proto 55 cannot carry to executors
+    // (`PartitionedTopKExec`, `PiecewiseMergeJoinExec`); without them the
+    // same query is planned with a window and a filter, or a nested-loop
+    // join, which give the same answers.
+    options.optimizer.enable_window_topn = false;
+    options.optimizer.enable_piecewise_merge_join = false;
     options.execution.enable_file_stream_work_stealing = false;
     options.optimizer.enable_join_dynamic_filter_pushdown = false;
     options
