@@ -77,6 +77,7 @@ impl Context {
             scheduler,
             observer: Arc::new(Mutex::new(None)),
             last_job: Arc::new(Mutex::new(None)),
+            check_round_trip: Arc::default(),
         };
         let mut builder = SessionStateBuilder::new().with_config(session_config());
         if let Ok(runtime) = object_store_runtime() {
@@ -96,6 +97,16 @@ impl Context {
             link,
             cluster,
         }
+    }
+
+    /// With `on`, every plan this context sends is first decoded and
+    /// planned as the scheduler would, and a query whose plan would change
+    /// on the way fails with both plans (for tests; it plans each query
+    /// twice more).
+    pub fn check_plan_round_trip(&self, on: bool) {
+        self.link
+            .check_round_trip
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The underlying DataFusion session (its catalog, settings, UDFs).

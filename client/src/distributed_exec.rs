@@ -38,6 +38,7 @@ use volley_proto::v1;
 
 use crate::client_tables::materialize_client_tables;
 use crate::result_stream::{RESULT_BUFFER_BATCHES, ResultJob, ResultMetrics, stream_job_result};
+use crate::round_trip::check_round_trip;
 use crate::scheduler_client::SchedulerClient;
 
 /// Called with every status of every job a session runs.
@@ -49,6 +50,8 @@ pub(crate) struct ClusterLink {
     pub(crate) scheduler: SchedulerClient,
     pub(crate) observer: Arc<Mutex<Option<JobObserver>>>,
     pub(crate) last_job: Arc<Mutex<Option<v1::JobStatus>>>,
+    /// Check every plan's round trip to the scheduler (`round_trip`).
+    pub(crate) check_round_trip: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl fmt::Debug for ClusterLink {
@@ -123,6 +126,13 @@ impl QueryPlanner for VolleyQueryPlanner {
                 let logical_plan = with_volley_settings(logical_plan, session)?;
                 let logical_plan = materialize_client_tables(&logical_plan, session).await?;
                 let plan = encode_logical_plan(&logical_plan)?;
+                if self
+                    .link
+                    .check_round_trip
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    check_round_trip(&logical_plan, &plan, session).await?;
+                }
                 let settings = changed_settings(session.config_options());
                 let schema = Arc::clone(logical_plan.schema().inner());
                 let mut exec = DistributedQueryExec::new(self.link.clone(), plan, settings, schema);

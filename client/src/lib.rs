@@ -83,6 +83,7 @@ mod embedded;
 mod error;
 mod job_handle;
 mod result_stream;
+mod round_trip;
 mod scheduler_client;
 mod table_factories;
 pub mod tpch;

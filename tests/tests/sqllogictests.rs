@@ -16,7 +16,9 @@
 //!
 //! `VOLLEY_SLT=name` runs the files whose path contains `name`;
 //! `VOLLEY_SLT_ALL_PROBLEMS=1` ignores the expectations and shows every
-//! failing record with its error;
+//! failing record with its error; `VOLLEY_SLT_ROUND_TRIP=1` also fails
+//! every query whose physical plan reads differently once its logical plan
+//! went to the scheduler and back;
 //! `VOLLEY_SLT_BASELINE=1` runs them on single-node DataFusion instead (in
 //! this same harness, ignoring the expectations), to tell Volley's
 //! differences from the harness's.
@@ -210,6 +212,10 @@ async fn run_file(
                 return outcome;
             }
         };
+        // VOLLEY_SLT_ROUND_TRIP=1: every plan's trip to the scheduler is
+        // checked too, and must plan to the same text after decoding (see
+        // volley_client::Context::check_plan_round_trip).
+        context.check_plan_round_trip(std::env::var_os("VOLLEY_SLT_ROUND_TRIP").is_some());
         let session = context.session().clone();
         let _ = session
             .sql("SET datafusion.execution.target_partitions = 4")
