@@ -5,7 +5,9 @@
 //!
 //! Two kinds of exchange:
 //! - repartition: reader partition `j` reads output partition `j` of every
-//!   map task (a hash or round-robin shuffle);
+//!   map task (a hash or round-robin shuffle), one after the other, or, for
+//!   an order-preserving repartition (whose promised properties order each
+//!   partition), merged by that order;
 //! - passthrough: reader partition `i` reads map task `i`'s only output, so
 //!   the consumer (a coalesce or a sort-preserving merge) sees its input's
 //!   partitions unchanged.
@@ -16,10 +18,14 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::LexOrdering;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::coop::make_cooperative;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet};
+use datafusion::physical_plan::sorts::streaming_merge::StreamingMergeBuilder;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::{StreamExt, TryStreamExt};
@@ -125,6 +131,54 @@ impl ShuffleReaderExec {
     }
 }
 
+impl ShuffleReaderExec {
+    /// Reads each piece of `partition` as a stream of its own and merges
+    /// them by `ordering`.
+    fn merge_sorted_pieces(
+        &self,
+        pieces: Vec<PartitionLocation>,
+        ordering: &LexOrdering,
+        partition: usize,
+        context: &Arc<TaskContext>,
+        exchange: Arc<ExchangeContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let streams = pieces
+            .into_iter()
+            .map(|location| {
+                let exchange = Arc::clone(&exchange);
+                let schema = Arc::clone(&self.schema);
+                let stream = futures::stream::once(async move {
+                    let stream = exchange.source.fetch(&location, schema).await?;
+                    let traffic = Arc::clone(&exchange.traffic);
+                    traffic.record_fetch(&location.executor_id);
+                    let from = location.executor_id.clone();
+                    Ok::<_, DataFusionError>(stream.inspect_ok(move |batch| {
+                        traffic.record_bytes(&from, batch.get_array_memory_size() as u64)
+                    }))
+                })
+                .try_flatten();
+                Box::pin(RecordBatchStreamAdapter::new(
+                    Arc::clone(&self.schema),
+                    stream,
+                )) as SendableRecordBatchStream
+            })
+            .collect();
+        let reservation = MemoryConsumer::new(format!("ShuffleReaderMerge[{partition}]"))
+            .register(&context.runtime_env().memory_pool);
+        StreamingMergeBuilder::new()
+            .with_streams(streams)
+            .with_schema(Arc::clone(&self.schema))
+            .with_expressions(ordering)
+            .with_metrics(BaselineMetrics::new(
+                &ExecutionPlanMetricsSet::new(),
+                partition,
+            ))
+            .with_batch_size(context.session_config().batch_size())
+            .with_reservation(reservation)
+            .build()
+    }
+}
+
 impl DisplayAs for ShuffleReaderExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(
@@ -191,6 +245,14 @@ impl ExecutionPlan for ShuffleReaderExec {
                 self.input_stage
             ))
         })?;
+        // An order-preserving repartition: each map task's piece is sorted,
+        // and the reader merges them, as the repartition did in one process.
+        if self.kind == ExchangeKind::Repartition
+            && pieces.len() > 1
+            && let Some(ordering) = self.properties.output_ordering()
+        {
+            return self.merge_sorted_pieces(pieces, ordering, partition, &context, exchange);
+        }
         let schema = Arc::clone(&self.schema);
         let stream = futures::stream::iter(pieces)
             .then(move |location| {

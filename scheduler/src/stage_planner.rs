@@ -22,7 +22,7 @@
 
 use std::sync::Arc;
 
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
@@ -106,13 +106,8 @@ impl StageCutter {
             .collect::<Result<Vec<_>>>()?;
 
         if let Some(repartition) = plan.downcast_ref::<RepartitionExec>() {
-            if repartition.preserve_order() {
-                return Err(DataFusionError::NotImplemented(
-                    "Volley cannot yet distribute an order-preserving repartition; \
-                     set datafusion.optimizer.prefer_existing_sort = false"
-                        .into(),
-                ));
-            }
+            // An order-preserving repartition promises each partition
+            // sorted: its reader merges the sorted pieces of the map tasks.
             let [child] = <[_; 1]>::try_from(children).map_err(|_| {
                 volley_dataflow::volley_internal("RepartitionExec without exactly one child")
             })?;
