@@ -54,3 +54,26 @@ async fn a_recursive_query_over_a_cluster_table_matches_datafusion() {
     );
     volley_tests::assert_same_rows(&expected, &actual, true, "recursive chain");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counting_the_rows_of_a_table_function_reads_them_all() {
+    // SELECT count(*) FROM generate_series(1, 10) once failed with "number
+    // of columns(1) must match number of fields(0)": the client reads the
+    // function into a table, and the count projects none of its columns.
+    let ctx = Context::embedded_with(small_cluster())
+        .await
+        .expect("start embedded cluster");
+    for (sql, expected) in [
+        ("SELECT count(*) AS n FROM generate_series(1, 10)", "| 10 |"),
+        (
+            "SELECT count(*) AS n FROM generate_series(1, 10) WHERE value > 3",
+            "| 7 |",
+        ),
+    ] {
+        let batches = run_script(&ctx, sql).await.expect("the count runs");
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .expect("format")
+            .to_string();
+        assert!(text.contains(expected), "{sql}: {text}");
+    }
+}
