@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::LexOrdering;
@@ -131,6 +131,20 @@ impl ShuffleReaderExec {
     }
 }
 
+/// Opens one piece of a partition, recording the traffic it brings.
+async fn fetch_piece(
+    exchange: Arc<ExchangeContext>,
+    location: PartitionLocation,
+    schema: SchemaRef,
+) -> Result<impl futures::Stream<Item = Result<datafusion::arrow::record_batch::RecordBatch>>> {
+    let stream = exchange.source.fetch(&location, schema).await?;
+    let traffic = Arc::clone(&exchange.traffic);
+    traffic.record_fetch(&location.executor_id);
+    let from = location.executor_id.clone();
+    Ok(stream
+        .inspect_ok(move |batch| traffic.record_bytes(&from, batch.get_array_memory_size() as u64)))
+}
+
 impl ShuffleReaderExec {
     /// Reads each piece of `partition` as a stream of its own and merges
     /// them by `ordering`.
@@ -145,17 +159,11 @@ impl ShuffleReaderExec {
         let streams = pieces
             .into_iter()
             .map(|location| {
-                let exchange = Arc::clone(&exchange);
-                let schema = Arc::clone(&self.schema);
-                let stream = futures::stream::once(async move {
-                    let stream = exchange.source.fetch(&location, schema).await?;
-                    let traffic = Arc::clone(&exchange.traffic);
-                    traffic.record_fetch(&location.executor_id);
-                    let from = location.executor_id.clone();
-                    Ok::<_, DataFusionError>(stream.inspect_ok(move |batch| {
-                        traffic.record_bytes(&from, batch.get_array_memory_size() as u64)
-                    }))
-                })
+                let stream = futures::stream::once(fetch_piece(
+                    Arc::clone(&exchange),
+                    location,
+                    Arc::clone(&self.schema),
+                ))
                 .try_flatten();
                 Box::pin(RecordBatchStreamAdapter::new(
                     Arc::clone(&self.schema),
@@ -255,19 +263,7 @@ impl ExecutionPlan for ShuffleReaderExec {
         }
         let schema = Arc::clone(&self.schema);
         let stream = futures::stream::iter(pieces)
-            .then(move |location| {
-                let exchange = Arc::clone(&exchange);
-                let schema = Arc::clone(&schema);
-                async move {
-                    let stream = exchange.source.fetch(&location, schema).await?;
-                    let traffic = Arc::clone(&exchange.traffic);
-                    traffic.record_fetch(&location.executor_id);
-                    let from = location.executor_id.clone();
-                    Ok::<_, DataFusionError>(stream.inspect_ok(move |batch| {
-                        traffic.record_bytes(&from, batch.get_array_memory_size() as u64)
-                    }))
-                }
-            })
+            .then(move |location| fetch_piece(Arc::clone(&exchange), location, Arc::clone(&schema)))
             .try_flatten();
         // Local pieces are always ready; a cooperative stream still gives
         // the runtime a turn now and then.
