@@ -16,7 +16,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use datafusion::common::config::CsvOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{DFSchema, TableReference, not_impl_err, plan_err};
+use datafusion::common::{DFSchema, ScalarValue, TableReference, not_impl_err, plan_err};
 use datafusion::datasource::file_format::FileFormatFactory;
 use datafusion::datasource::file_format::csv::CsvFormatFactory;
 use datafusion::datasource::file_format::json::JsonFormatFactory;
@@ -27,7 +27,8 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{
-    Expr, ExprSchemable, Extension, FetchType, LogicalPlan, ScalarUDF, Volatility, dml::CopyTo,
+    Cast, Expr, ExprSchemable, Extension, FetchType, LogicalPlan, ScalarUDF, Volatility,
+    dml::CopyTo,
 };
 use datafusion_proto::bytes::{
     logical_plan_from_bytes_with_extension_codec, logical_plan_to_bytes_with_extension_codec,
@@ -67,7 +68,8 @@ pub fn encode_logical_plan(plan: &LogicalPlan) -> Result<Vec<u8>> {
         },
         ..VolleyLogicalCodec::default()
     };
-    let datafusion_plan = logical_plan_to_bytes_with_extension_codec(plan, &codec)
+    let carried = with_float16_literals_as_casts(plan.clone())?;
+    let datafusion_plan = logical_plan_to_bytes_with_extension_codec(&carried, &codec)
         .map_err(cannot_carry)?
         .to_vec();
     Ok(v1::ClientPlan {
@@ -75,6 +77,31 @@ pub fn encode_logical_plan(plan: &LogicalPlan) -> Result<Vec<u8>> {
         table_globs: table_globs(plan)?,
     }
     .encode_to_vec())
+}
+
+/// datafusion-proto 55 writes a Float16 literal as a Float32 one, and the
+/// scheduler then planned Float16 columns against Float32 values ("Invalid
+/// arithmetic operation: Float16 + Float32"). Each becomes a cast of the
+/// Float32 value to Float16, which travels whole and gives the same value.
+fn with_float16_literals_as_casts(plan: LogicalPlan) -> Result<LogicalPlan> {
+    Ok(plan
+        .transform_up_with_subqueries(|node| {
+            node.map_expressions(|expr| {
+                expr.transform_up(|e| match e {
+                    Expr::Literal(ScalarValue::Float16(value), _) => {
+                        Ok(Transformed::yes(Expr::Cast(Cast::new(
+                            Box::new(Expr::Literal(
+                                ScalarValue::Float32(value.map(f32::from)),
+                                None,
+                            )),
+                            DataType::Float16,
+                        ))))
+                    }
+                    other => Ok(Transformed::no(other)),
+                })
+            })
+        })?
+        .data)
 }
 
 /// A plan datafusion-proto cannot encode is a limit of Volley's wire, not
@@ -535,6 +562,25 @@ mod tests {
             .as_format_factory();
         let csv = factory.downcast_ref::<CsvFormatFactory>().expect("CSV");
         assert!(csv.options.is_none(), "{:?}", csv.options);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_float16_literal_stays_float16_on_the_wire() -> Result<()> {
+        // SELECT arrow_cast(1.5, 'Float16') + arrow_cast(1, 'Float16')
+        // datafusion-proto 55 writes Float16 literals as Float32 ones.
+        let ctx = SessionContext::new();
+        let plan = ctx
+            .sql("SELECT arrow_cast(1.5, 'Float16') + arrow_cast(1, 'Float16') AS f")
+            .await?
+            .into_optimized_plan()?;
+        let decoded = decode_logical_plan(&encode_logical_plan(&plan)?, &ctx.task_ctx())?;
+        let batches = ctx.execute_logical_plan(decoded).await?.collect().await?;
+        assert_eq!(batches[0].schema().field(0).data_type(), &DataType::Float16);
+        assert_eq!(
+            datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string(),
+            "+-----+\n| f   |\n+-----+\n| 2.5 |\n+-----+"
+        );
         Ok(())
     }
 }
