@@ -31,6 +31,7 @@ mod shuffle_reader;
 mod shuffle_writer;
 mod stage_properties;
 mod window_functions;
+mod wire_types;
 
 pub use codec::{
     VolleyCodec, decode_plan, decode_schema, encode_plan, encode_schema, output_format_from_proto,
@@ -62,3 +63,4 @@ pub use session::{
 pub use shuffle_reader::{ExchangeKind, ShuffleReaderExec};
 pub use shuffle_writer::ShuffleWriterExec;
 pub use stage_properties::{decode_properties, encode_properties};
+pub use wire_types::{from_wire, to_wire, wire_schema, wire_type};

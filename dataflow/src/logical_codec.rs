@@ -40,6 +40,7 @@ use volley_proto::v1;
 use crate::codec::{decode_schema, encode_schema};
 use crate::error::volley_internal;
 use crate::functions::{PlannedCall, PlannedUdf};
+use crate::wire_types::{from_wire, to_wire, wire_schema};
 
 /// Names (and aliases) of the scalar functions every DataFusion session has.
 static BUILTIN_FUNCTIONS: LazyLock<HashSet<String>> = LazyLock::new(|| {
@@ -335,7 +336,10 @@ impl LogicalExtensionCodec for VolleyLogicalCodec {
         let mut partitions = Vec::with_capacity(node.partitions.len());
         for bytes in node.partitions {
             let reader = StreamReader::try_new(Cursor::new(bytes), None)?;
-            partitions.push(reader.collect::<std::result::Result<Vec<RecordBatch>, _>>()?);
+            let batches = reader
+                .map(|batch| batch.and_then(|b| from_wire(b, &schema)))
+                .collect::<std::result::Result<Vec<RecordBatch>, _>>()?;
+            partitions.push(batches);
         }
         if partitions.is_empty() {
             partitions.push(Vec::new());
@@ -358,14 +362,15 @@ impl LogicalExtensionCodec for VolleyLogicalCodec {
             );
         };
         let schema = table.schema();
+        let wire = wire_schema(&schema);
         let mut partitions = Vec::with_capacity(table.batches.len());
         for partition in &table.batches {
             let Ok(batches) = partition.try_read() else {
                 return plan_err!("the in-memory table `{table_ref}` is being written to");
             };
-            let mut writer = StreamWriter::try_new(Vec::new(), &schema)?;
+            let mut writer = StreamWriter::try_new(Vec::new(), &wire)?;
             for batch in batches.iter() {
-                writer.write(batch)?;
+                writer.write(&to_wire(batch.clone(), &wire)?)?;
             }
             writer.finish()?;
             partitions.push(writer.into_inner()?);

@@ -15,6 +15,7 @@ use datafusion::arrow::ipc::writer::{
 };
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::{Stream, StreamExt};
+use volley_dataflow::{to_wire, wire_schema};
 
 /// Batches larger than this are sent in row slices, to stay well below
 /// gRPC's message size limit.
@@ -30,10 +31,11 @@ where
     E: From<ArrowError> + Send + 'static,
 {
     let generator = IpcDataGenerator::default();
+    let wire = wire_schema(&schema);
     // Encoding the schema assigns the dictionary ids the batches then use.
     let mut dictionaries = DictionaryTracker::new(false);
     let schema_message: FlightData = generator
-        .schema_to_bytes_with_dictionary_tracker(&schema, &mut dictionaries, &options)
+        .schema_to_bytes_with_dictionary_tracker(&wire, &mut dictionaries, &options)
         .into();
     let mut encoder = Encoder {
         options,
@@ -42,7 +44,11 @@ where
         context: IpcWriteContext::default(),
     };
     let messages = batches.flat_map(move |batch| {
-        let encoded = batch.and_then(|batch| encoder.encode(&batch).map_err(E::from));
+        let encoded = batch.and_then(|batch| {
+            to_wire(batch, &wire)
+                .and_then(|batch| encoder.encode(&batch))
+                .map_err(E::from)
+        });
         futures::stream::iter(match encoded {
             Ok(messages) => messages.into_iter().map(Ok).collect::<Vec<_>>(),
             Err(e) => vec![Err(e)],

@@ -3,6 +3,7 @@
 //! results); every failure is a typed [`ExchangeError::FetchFailed`] naming
 //! the piece.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_flight::Ticket;
@@ -16,7 +17,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::TryStreamExt;
 use prost::Message;
 use tonic::transport::{Channel, Endpoint};
-use volley_dataflow::{ExchangeError, PartitionLocation};
+use volley_dataflow::{ExchangeError, PartitionLocation, from_wire};
 
 /// Largest Flight message accepted; the encoder splits batches well below.
 const MAX_FLIGHT_MESSAGE: usize = 64 * 1024 * 1024;
@@ -78,6 +79,11 @@ pub async fn fetch_location(
             location: piece.clone(),
             reason: e.to_string(),
         })
+    });
+    let expected = Arc::clone(&schema);
+    let stream = stream.and_then(move |batch| {
+        let expected = Arc::clone(&expected);
+        async move { Ok(from_wire(batch, &expected)?) }
     });
     Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
 }

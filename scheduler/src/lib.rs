@@ -28,6 +28,7 @@ mod stage_planner;
 mod state;
 #[cfg(test)]
 mod test_support;
+mod wire_memory;
 
 pub use config::SchedulerConfig;
 pub use error::SchedulerError;

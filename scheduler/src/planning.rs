@@ -29,6 +29,7 @@ use crate::partition_safety::{check_independent_partitions, volley_physical_opti
 use crate::scan_balance::balance_file_groups;
 use crate::script::directory_copy;
 use crate::stage_planner::{StagePlan, cut_into_stages};
+use crate::wire_memory::memory_scans_for_the_wire;
 
 /// Plans a submitted job; a plan that cannot be planned becomes a job that
 /// failed at submission, with a typed error the client can show.
@@ -69,7 +70,8 @@ pub(crate) fn planning_context(config: SessionConfig, runtime: Arc<RuntimeEnv>) 
 
 /// Makes a physical plan from [`planning_context`] ready to run as tasks:
 /// scans spread by whole files (unless `volley.balance_file_groups` is
-/// off), and the result checked again: every operator's required input
+/// off), in-memory scans made sendable (`wire_memory`), and the result
+/// checked again: every operator's required input
 /// partitioning and ordering still holds.
 pub(crate) fn prepare_for_tasks(
     physical: Arc<dyn ExecutionPlan>,
@@ -80,6 +82,7 @@ pub(crate) fn prepare_for_tasks(
     } else {
         physical
     };
+    let physical = memory_scans_for_the_wire(physical)?;
     check_independent_partitions(&physical)?;
     check_requirements(physical, config)
 }
