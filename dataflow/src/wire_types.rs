@@ -100,7 +100,12 @@ mod tests {
             )),
         );
         let strings: ArrayRef = Arc::new(StringArray::from(vec!["a", "b", "a"]));
-        let column = cast(&strings, &nested)?;
+        // As arrow_cast(arrow_cast(s, 'Dictionary(UInt32, Utf8)'), ...) does.
+        let inner = cast(
+            &strings,
+            &DataType::Dictionary(Box::new(DataType::UInt32), Box::new(DataType::Utf8)),
+        )?;
+        let column = cast(&inner, &nested)?;
         let batch = RecordBatch::try_from_iter([("c", column)])?;
         let wire = wire_schema(&batch.schema());
         assert_eq!(
