@@ -33,6 +33,7 @@ use datafusion::execution::memory_pool::{
 use futures::stream::BoxStream;
 use volley_dataflow::{
     ExchangeError, JobId, MapOutputId, MapOutputWriter, PartitionStats, ShuffleSink, StageId,
+    from_wire, to_wire, wire_schema,
 };
 
 #[derive(Debug)]
@@ -163,7 +164,8 @@ impl ShuffleStore {
                     // Keep the output (and so its file) alive while reading.
                     reader.map(move |b| {
                         let _keep = &output;
-                        b.map_err(DataFusionError::from)
+                        b.and_then(|b| from_wire(b, &output.schema))
+                            .map_err(DataFusionError::from)
                     }),
                 )),
                 Err(e) => Box::pin(futures::stream::once(async move { Err(e) })),
@@ -237,6 +239,17 @@ impl ShuffleSink for StoreSink {
 struct SpillFile {
     path: PathBuf,
     writer: FileWriter<BufWriter<File>>,
+    /// The schema the file is written in (see `file_for`).
+    wire: SchemaRef,
+}
+
+impl SpillFile {
+    fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        let batch = to_wire(batch, &self.wire).map_err(|e| spill_error(&self.path, e))?;
+        self.writer
+            .write(&batch)
+            .map_err(|e| spill_error(&self.path, e))
+    }
 }
 
 struct StoreWriter {
@@ -278,10 +291,12 @@ impl StoreWriter {
             let file = File::create(&path).map_err(|e| spill_error(&path, e))?;
             let options =
                 IpcWriteOptions::default().try_with_compression(self.store.spill_compression)?;
-            let writer =
-                FileWriter::try_new_with_options(BufWriter::new(file), &self.schema, options)
-                    .map_err(|e| spill_error(&path, e))?;
-            self.files[out] = Some(SpillFile { path, writer });
+            // Spill files are Arrow IPC: columns it cannot write travel as
+            // their wire type, and are cast back when read.
+            let wire = wire_schema(&self.schema);
+            let writer = FileWriter::try_new_with_options(BufWriter::new(file), &wire, options)
+                .map_err(|e| spill_error(&path, e))?;
+            self.files[out] = Some(SpillFile { path, writer, wire });
         }
         self.files[out]
             .as_mut()
@@ -311,11 +326,7 @@ impl StoreWriter {
         for out in 0..self.memory.len() {
             let batches = std::mem::take(&mut self.memory[out]);
             for batch in batches {
-                let file = self.file_for(out)?;
-                let path = file.path.clone();
-                file.writer
-                    .write(&batch)
-                    .map_err(|e| spill_error(&path, e))?;
+                self.file_for(out)?.write(batch)?;
             }
         }
         if let Some(reservation) = &self.reservation {
@@ -362,9 +373,7 @@ impl MapOutputWriter for StoreWriter {
             }
             self.spill_all()?;
         }
-        let file = self.file_for(output_partition)?;
-        let path = file.path.clone();
-        file.writer.write(&batch).map_err(|e| spill_error(&path, e))
+        self.file_for(output_partition)?.write(batch)
     }
 
     fn finish(mut self: Box<Self>) -> Result<Vec<PartitionStats>> {
@@ -465,6 +474,29 @@ mod tests {
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 30_000);
         assert_eq!(store.remove_job(&JobId::from("job"), &[]), 1);
         assert!(store.read(&id(0), 1).is_none());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_spilled_dictionary_of_dictionaries_reads_back_with_its_type() -> Result<()> {
+        // Arrow IPC cannot write it as it is; it is spilled unpacked.
+        use datafusion::arrow::array::{ArrayRef, StringArray};
+        use datafusion::arrow::compute::cast;
+        let inner = DataType::Dictionary(Box::new(DataType::UInt32), Box::new(DataType::Utf8));
+        let nested = DataType::Dictionary(Box::new(DataType::Int32), Box::new(inner.clone()));
+        let strings: ArrayRef = Arc::new(StringArray::from(vec!["a", "b", "a"]));
+        let column = cast(&cast(&strings, &inner)?, &nested)?;
+        let batch = RecordBatch::try_from_iter([("d", column)])?;
+        let dir = tempfile::tempdir()?;
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1 << 20));
+        // No shuffle memory: everything spills.
+        let store = store(&pool, dir.path(), 0);
+        let mut writer = StoreSink(Arc::clone(&store)).open(id(0), batch.schema(), 1)?;
+        writer.write(0, batch.clone())?;
+        writer.finish()?;
+        let (_, stream) = store.read(&id(0), 0).expect("stored");
+        let back: Vec<RecordBatch> = stream.try_collect().await?;
+        assert_eq!(back, vec![batch]);
         Ok(())
     }
 
