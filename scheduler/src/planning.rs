@@ -17,9 +17,9 @@ use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::SessionConfig;
 use volley_dataflow::{
-    JobId, apply_settings, classify_error, decode_logical_plan, describe_files, encode_plan,
-    encode_schema, install_volley_rules, object_store_runtime, query_error, session_config,
-    volley_internal, volley_options,
+    JobId, OutputFormat, apply_settings, classify_error, decode_logical_plan, describe_files,
+    encode_plan, encode_schema, install_volley_rules, object_store_runtime, query_error,
+    session_config, volley_internal, volley_options,
 };
 use volley_proto::v1;
 
@@ -85,6 +85,23 @@ pub(crate) fn prepare_for_tasks(
     let physical = memory_scans_for_the_wire(physical)?;
     check_independent_partitions(&physical)?;
     check_requirements(physical, config)
+}
+
+/// A physical plan from [`planning_context`] as the stages that run it:
+/// made ready for tasks ([`prepare_for_tasks`]), cut, and each stage
+/// checked ([`check_stages`]); with the encoded schema of its result. The
+/// one path from a physical plan to stages, for plan and script jobs.
+pub(crate) fn plan_stages(
+    job_id: &JobId,
+    physical: Arc<dyn ExecutionPlan>,
+    output: Option<(String, OutputFormat)>,
+    config: &SessionConfig,
+) -> datafusion::error::Result<(Vec<u8>, Vec<StagePlan>)> {
+    let physical = prepare_for_tasks(physical, config)?;
+    let schema = encode_schema(physical.schema().as_ref())?;
+    let stages = cut_into_stages(job_id, physical, output)?;
+    check_stages(&stages, config)?;
+    Ok((schema, stages))
 }
 
 /// [`check_requirements`] for each stage of a cut plan, and that each
@@ -190,14 +207,12 @@ async fn try_plan(
         .create_physical_plan(&logical, &state)
         .await
         .map_err(|e| with_table_paths(e, &logical))?;
-    let physical = prepare_for_tasks(physical, state.config())?;
-    let schema = encode_schema(physical.schema().as_ref())?;
-    let stages = cut_into_stages(
+    let (schema, stages) = plan_stages(
         job_id,
-        Arc::clone(&physical),
+        physical,
         output.as_ref().map(OutputTarget::staging_target),
+        state.config(),
     )?;
-    check_stages(&stages, state.config())?;
     if let (Some(target), Some(last)) = (&output, stages.last()) {
         target.planned(last.partitions);
     }

@@ -19,16 +19,15 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use tracing::{info, warn};
 use volley_dataflow::{
-    JobId, Statement, apply_settings, classify_error, encode_schema, object_store_runtime,
-    query_error, session_config, split_statements,
+    JobId, Statement, apply_settings, classify_error, object_store_runtime, query_error,
+    session_config, split_statements,
 };
 use volley_proto::v1;
 
 use crate::job::Job;
 use crate::output_target::OutputTarget;
-use crate::planning::{check_stages, planning_context, prepare_for_tasks};
+use crate::planning::{plan_stages, planning_context};
 use crate::service::Shared;
-use crate::stage_planner::cut_into_stages;
 
 /// Does this plan run on the scheduler alone?
 fn is_local(plan: &LogicalPlan) -> bool {
@@ -165,25 +164,20 @@ async fn run(
             None => (plan, None),
         };
         let state = ctx.state();
-        let physical = async {
-            let optimized = state.optimize(&plan)?;
-            let physical = DefaultPhysicalPlanner::default()
-                .create_physical_plan(&optimized, &state)
-                .await?;
-            prepare_for_tasks(physical, state.config())
-        }
-        .await
-        .map_err(|e| fail_at(number, statement, &e))?;
         let writes_output = output.is_some() && Some(number) == last_query;
         let target = copy_target
             .as_ref()
             .or(output.filter(|_| writes_output))
             .map(OutputTarget::staging_target);
-        let schema = encode_schema(physical.schema().as_ref())
-            .map_err(|e| fail_at(number, statement, &e))?;
-        let stages = cut_into_stages(job_id, physical, target)
-            .and_then(|stages| check_stages(&stages, state.config()).map(|()| stages))
-            .map_err(|e| fail_at(number, statement, &e))?;
+        let (schema, stages) = async {
+            let optimized = state.optimize(&plan)?;
+            let physical = DefaultPhysicalPlanner::default()
+                .create_physical_plan(&optimized, &state)
+                .await?;
+            plan_stages(job_id, physical, target, state.config())
+        }
+        .await
+        .map_err(|e| fail_at(number, statement, &e))?;
         if let Some(last) = stages.last() {
             for written in copy_target.iter().chain(output.filter(|_| writes_output)) {
                 written.planned(last.partitions);
