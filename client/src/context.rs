@@ -70,6 +70,12 @@ impl Context {
         for udf in udfs.udfs() {
             self.session.register_udf(udf.as_ref().clone());
         }
+        for udaf in udfs.udafs() {
+            self.session.register_udaf(udaf.as_ref().clone());
+        }
+        for udwf in udfs.udwfs() {
+            self.session.register_udwf(udwf.as_ref().clone());
+        }
     }
 
     fn with_scheduler(scheduler: SchedulerClient, cluster: Option<Arc<EmbeddedCluster>>) -> Self {

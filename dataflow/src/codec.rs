@@ -13,7 +13,7 @@ use datafusion::datasource::physical_plan::FileSink;
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::{ScalarUDF, WindowUDF};
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF, WindowUDF};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::window::{PlainAggregateWindowExpr, SlidingAggregateWindowExpr};
 use datafusion::physical_plan::aggregates::{AggregateExec, PhysicalGroupBy};
@@ -181,6 +181,13 @@ impl PhysicalExtensionCodec for VolleyCodec {
     }
 
     fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
+        if buf.is_empty() && builtin_window_function(name).is_none() {
+            // A user window function the task's registry lacks.
+            return Err(ExchangeError::UnknownFunction {
+                name: name.to_string(),
+            }
+            .into());
+        }
         let node =
             v1::WindowFunctionNode::decode(buf).map_err(|e| decode_error("window function", e))?;
         let function = builtin_window_function(name).ok_or_else(|| {
@@ -196,6 +203,14 @@ impl PhysicalExtensionCodec for VolleyCodec {
         } else {
             Ok(function)
         }
+    }
+
+    fn try_decode_udaf(&self, name: &str, _buf: &[u8]) -> Result<Arc<AggregateUDF>> {
+        // Reached only when the task's registry lacks the function.
+        Err(ExchangeError::UnknownFunction {
+            name: name.to_string(),
+        }
+        .into())
     }
 
     fn try_decode_udf(&self, name: &str, _buf: &[u8]) -> Result<Arc<ScalarUDF>> {

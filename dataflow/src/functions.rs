@@ -1,8 +1,9 @@
-//! User-defined scalar functions across the cluster. Their code must be on
-//! the executors that run them: a program compiles one [`UdfRegistry`] into
-//! its client and into a custom executor binary. The scheduler never needs
-//! the code: it plans each call with the argument and result types the
-//! client resolved, carried by a [`PlannedUdf`] stand-in.
+//! User-defined functions across the cluster: scalar, aggregate and window.
+//! Their code must be on the executors that run them: a program compiles
+//! one [`UdfRegistry`] into its client and into a custom executor binary.
+//! The scheduler never needs the code: it plans each call with the types
+//! the client resolved, carried by a stand-in ([`PlannedUdf`] here,
+//! `PlannedUdaf` and `PlannedUdwf` beside it).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,14 +13,16 @@ use datafusion::common::{exec_err, plan_err};
 use datafusion::error::Result;
 use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::{
-    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    Volatility,
+    AggregateUDF, ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, Volatility, WindowUDF,
 };
 
-/// Scalar UDFs by name, shared by a client and its executors.
+/// User functions by name, shared by a client and its executors.
 #[derive(Clone, Debug, Default)]
 pub struct UdfRegistry {
     scalar: BTreeMap<String, Arc<ScalarUDF>>,
+    aggregate: BTreeMap<String, Arc<AggregateUDF>>,
+    window: BTreeMap<String, Arc<WindowUDF>>,
 }
 
 impl UdfRegistry {
@@ -40,14 +43,38 @@ impl UdfRegistry {
         self.scalar.insert(udf.name().to_string(), udf);
     }
 
-    /// The registered functions, by name.
+    /// Adds the aggregate `udaf` (replacing one of the same name).
+    pub fn with_udaf(mut self, udaf: impl Into<Arc<AggregateUDF>>) -> Self {
+        let udaf = udaf.into();
+        self.aggregate.insert(udaf.name().to_string(), udaf);
+        self
+    }
+
+    /// Adds the window function `udwf` (replacing one of the same name).
+    pub fn with_udwf(mut self, udwf: impl Into<Arc<WindowUDF>>) -> Self {
+        let udwf = udwf.into();
+        self.window.insert(udwf.name().to_string(), udwf);
+        self
+    }
+
+    /// The registered scalar functions, by name.
     pub fn udfs(&self) -> impl Iterator<Item = &Arc<ScalarUDF>> {
         self.scalar.values()
     }
 
+    /// The registered aggregate functions, by name.
+    pub fn udafs(&self) -> impl Iterator<Item = &Arc<AggregateUDF>> {
+        self.aggregate.values()
+    }
+
+    /// The registered window functions, by name.
+    pub fn udwfs(&self) -> impl Iterator<Item = &Arc<WindowUDF>> {
+        self.window.values()
+    }
+
     /// Whether no function is registered.
     pub fn is_empty(&self) -> bool {
-        self.scalar.is_empty()
+        self.scalar.is_empty() && self.aggregate.is_empty() && self.window.is_empty()
     }
 
     /// Registers every function in a DataFusion registry (a session state or
@@ -55,6 +82,12 @@ impl UdfRegistry {
     pub fn register_into(&self, registry: &mut dyn FunctionRegistry) -> Result<()> {
         for udf in self.scalar.values() {
             registry.register_udf(Arc::clone(udf))?;
+        }
+        for udaf in self.aggregate.values() {
+            registry.register_udaf(Arc::clone(udaf))?;
+        }
+        for udwf in self.window.values() {
+            registry.register_udwf(Arc::clone(udwf))?;
         }
         Ok(())
     }

@@ -17,6 +17,7 @@ mod codec;
 mod error;
 mod exchange_io;
 mod file_output;
+mod function_calls;
 mod functions;
 mod ids;
 mod input_files;
@@ -24,6 +25,8 @@ mod location;
 mod logging;
 mod logical_codec;
 mod object_stores;
+mod planned_aggregate;
+mod planned_window;
 mod scalar_subquery;
 mod script_text;
 mod session;
@@ -52,6 +55,8 @@ pub use location::PartitionLocation;
 pub use logging::init_logging;
 pub use logical_codec::{VolleyLogicalCodec, decode_logical_plan, encode_logical_plan};
 pub use object_stores::{EnvObjectStoreRegistry, object_store_runtime, s3_store};
+pub use planned_aggregate::{AggregateCall, PlannedUdaf};
+pub use planned_window::{PlannedUdwf, WindowCall};
 pub use scalar_subquery::{
     SCALAR_SUBQUERY_VALUE, SingleRowScalarSubqueries, install_volley_rules, scalar_subquery_value,
 };

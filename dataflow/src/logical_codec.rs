@@ -3,11 +3,12 @@
 //! In-memory tables (`MemTable`: `read_batch`, `CREATE TABLE AS`, `VALUES`
 //! tables) travel with their batches. Calls of user-defined functions travel
 //! with the types the client resolved for them, so the scheduler can plan
-//! them with a [`PlannedUdf`] stand-in; the executors run the real code.
+//! them with a stand-in ([`PlannedUdf`], [`PlannedUdaf`], [`PlannedUdwf`]);
+//! the executors run the real code.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Cursor;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::ipc::reader::StreamReader;
@@ -16,7 +17,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use datafusion::common::config::CsvOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{DFSchema, ScalarValue, TableReference, not_impl_err, plan_err};
+use datafusion::common::{ScalarValue, TableReference, not_impl_err, plan_err};
 use datafusion::datasource::file_format::FileFormatFactory;
 use datafusion::datasource::file_format::csv::CsvFormatFactory;
 use datafusion::datasource::file_format::json::JsonFormatFactory;
@@ -25,9 +26,8 @@ use datafusion::datasource::listing::{ListingTable, ListingTableConfig};
 use datafusion::datasource::{MemTable, provider_as_source, source_as_provider};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
-use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{
-    Cast, Expr, ExprSchemable, Extension, FetchType, LogicalPlan, ScalarUDF, Volatility,
+    AggregateUDF, Cast, Expr, Extension, FetchType, LogicalPlan, ScalarUDF, Volatility, WindowUDF,
     dml::CopyTo,
 };
 use datafusion_proto::bytes::{
@@ -39,30 +39,18 @@ use volley_proto::v1;
 
 use crate::codec::{decode_schema, encode_schema};
 use crate::error::volley_internal;
+use crate::function_calls::{
+    FunctionCalls, is_builtin_aggregate, is_builtin_scalar, is_builtin_window,
+};
 use crate::functions::{PlannedCall, PlannedUdf};
+use crate::planned_aggregate::PlannedUdaf;
+use crate::planned_window::PlannedUdwf;
 use crate::wire_types::{from_wire, to_wire, wire_schema};
-
-/// Names (and aliases) of the scalar functions every DataFusion session has.
-static BUILTIN_FUNCTIONS: LazyLock<HashSet<String>> = LazyLock::new(|| {
-    SessionStateBuilder::new()
-        .with_default_features()
-        .build()
-        .scalar_functions()
-        .keys()
-        .cloned()
-        .collect()
-});
-
-/// Is `name` one of DataFusion's own scalar functions, or Volley's (known
-/// everywhere)?
-fn is_builtin(name: &str) -> bool {
-    BUILTIN_FUNCTIONS.contains(name) || name == crate::scalar_subquery::SCALAR_SUBQUERY_VALUE
-}
 
 /// Encodes a client's logical plan for the scheduler.
 pub fn encode_logical_plan(plan: &LogicalPlan) -> Result<Vec<u8>> {
     let codec = VolleyLogicalCodec {
-        calls: user_function_calls(plan)?,
+        calls: FunctionCalls::of(plan)?,
         copy_options: match plan {
             LogicalPlan::Copy(copy) => copy.options.clone(),
             _ => HashMap::new(),
@@ -254,54 +242,11 @@ fn without_encoded_unlimited_fetch(plan: LogicalPlan) -> Result<LogicalPlan> {
 #[derive(Debug, Default)]
 pub struct VolleyLogicalCodec {
     /// When encoding: each user function's calls in the plan.
-    calls: HashMap<String, Vec<PlannedCall>>,
+    calls: FunctionCalls,
     /// When encoding a COPY: its `OPTIONS`, sent with its format.
     copy_options: HashMap<String, String>,
     /// When decoding: the `OPTIONS` that came with a COPY's format.
     decoded_copy_options: Mutex<Option<HashMap<String, String>>>,
-}
-
-/// Every call of a non-builtin scalar function in `plan`, with its resolved
-/// argument and result types.
-fn user_function_calls(plan: &LogicalPlan) -> Result<HashMap<String, Vec<PlannedCall>>> {
-    let mut calls: HashMap<String, Vec<PlannedCall>> = HashMap::new();
-    plan.apply_with_subqueries(|node| {
-        let schema = expression_schema(node)?;
-        node.apply_expressions(|expr| {
-            expr.apply(|e| {
-                if let Expr::ScalarFunction(f) = e
-                    && !is_builtin(f.func.name())
-                {
-                    let args: Result<Vec<DataType>> =
-                        f.args.iter().map(|a| a.get_type(&schema)).collect();
-                    // A call whose types cannot be resolved here fails on the
-                    // scheduler with a message naming the function.
-                    if let (Ok(args), Ok((_, result))) = (args, e.to_field(&schema)) {
-                        let call = PlannedCall { args, result };
-                        let known = calls.entry(f.func.name().to_string()).or_default();
-                        if !known.contains(&call) {
-                            known.push(call);
-                        }
-                    }
-                }
-                Ok(TreeNodeRecursion::Continue)
-            })
-        })?;
-        Ok(TreeNodeRecursion::Continue)
-    })?;
-    Ok(calls)
-}
-
-/// The schema a node's expressions are evaluated against.
-fn expression_schema(node: &LogicalPlan) -> Result<DFSchema> {
-    if let LogicalPlan::TableScan(scan) = node {
-        return DFSchema::try_from_qualified_schema(scan.table_name.clone(), &scan.source.schema());
-    }
-    let mut schema = DFSchema::empty();
-    for input in node.inputs() {
-        schema.merge(input.schema());
-    }
-    Ok(schema)
 }
 
 fn codec_error(what: &str, e: impl std::fmt::Display) -> DataFusionError {
@@ -478,11 +423,11 @@ impl LogicalExtensionCodec for VolleyLogicalCodec {
     }
 
     fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
-        if is_builtin(node.name()) {
+        if is_builtin_scalar(node.name()) {
             return Ok(());
         }
         let mut calls = Vec::new();
-        for call in self.calls.get(node.name()).into_iter().flatten() {
+        for call in self.calls.scalar.get(node.name()).into_iter().flatten() {
             let mut fields: Vec<Field> = call
                 .args
                 .iter()
@@ -500,6 +445,38 @@ impl LogicalExtensionCodec for VolleyLogicalCodec {
         v1::UserFunctionNode { calls, volatility }
             .encode(buf)
             .map_err(|e| volley_internal(format!("cannot encode function: {e}")))
+    }
+
+    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
+        if buf.is_empty() {
+            return plan_err!("unknown aggregate function `{name}`");
+        }
+        Ok(Arc::new(PlannedUdaf::decode(name, buf)?))
+    }
+
+    fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
+        if is_builtin_aggregate(node.name()) {
+            return Ok(());
+        }
+        let calls = self.calls.aggregate.get(node.name());
+        buf.extend(PlannedUdaf::encode(node, calls.map_or(&[], Vec::as_slice))?);
+        Ok(())
+    }
+
+    fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
+        if buf.is_empty() {
+            return plan_err!("unknown window function `{name}`");
+        }
+        Ok(Arc::new(PlannedUdwf::decode(name, buf)?))
+    }
+
+    fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
+        if is_builtin_window(node.name()) {
+            return Ok(());
+        }
+        let calls = self.calls.window.get(node.name());
+        buf.extend(PlannedUdwf::encode(calls.map_or(&[], Vec::as_slice))?);
+        Ok(())
     }
 }
 

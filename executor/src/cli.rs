@@ -5,7 +5,7 @@
 //! use volley_dataflow::UdfRegistry;
 //!
 //! fn main() -> std::process::ExitCode {
-//!     let udfs = UdfRegistry::new(); // .with_udf(my_function())
+//!     let udfs = UdfRegistry::new(); // .with_udf(f).with_udaf(g).with_udwf(h)
 //!     volley_executor::run_main(udfs)
 //! }
 //! ```

@@ -42,6 +42,59 @@ async fn a_user_function_runs_on_executors_built_with_it() {
     assert!(actual.iter().map(RecordBatch::num_rows).sum::<usize>() > 0);
 }
 
+const SPREAD_BY_STATUS: &str = "SELECT o_orderstatus, volley_spread(o_totalprice) AS spread, \
+     volley_spread(DISTINCT o_totalprice) AS distinct_spread, count(*) AS n \
+     FROM orders GROUP BY o_orderstatus";
+
+const RUNNING_COUNTS: &str = "SELECT o_custkey, o_orderkey, \
+     volley_running_count(CASE WHEN o_orderpriority = '1-URGENT' THEN o_comment END) \
+     OVER (PARTITION BY o_custkey ORDER BY o_orderkey) AS urgent_so_far \
+     FROM orders WHERE o_custkey < 300";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_aggregate_and_window_functions_run_on_executors_built_with_them() {
+    let ctx = cluster_with(udfs::registry()).await;
+    let local = local_tpch_context().await.unwrap();
+    local.register_udaf(udfs::spread());
+    local.register_udwf(udfs::running_count());
+    for (name, sql) in [
+        ("spread by status", SPREAD_BY_STATUS),
+        ("running counts", RUNNING_COUNTS),
+    ] {
+        let actual = run_script(&ctx, sql).await.unwrap();
+        let job = ctx.last_job().expect("ran as a job");
+        assert!(
+            job.stages_total >= 2,
+            "{name} planned across stages: {job:?}"
+        );
+        let expected = run_script(&local, sql).await.unwrap();
+        assert_same_rows(&expected, &actual, false, name);
+        assert!(actual.iter().map(RecordBatch::num_rows).sum::<usize>() > 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregate_or_window_function_the_executors_lack_is_a_clear_user_error() {
+    let ctx = cluster_with(volley_client::UdfRegistry::new()).await;
+    ctx.register_udaf(udfs::spread());
+    ctx.register_udwf(udfs::running_count());
+    for (name, sql) in [
+        ("volley_spread", SPREAD_BY_STATUS),
+        ("volley_running_count", RUNNING_COUNTS),
+    ] {
+        let err = run_script(&ctx, sql).await.unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains(name) && message.contains("not registered on this executor"),
+            "{message}"
+        );
+        match find_client_error(&err) {
+            Some(ClientError::JobFailed { kind, .. }) => assert_eq!(*kind, v1::ErrorKind::User),
+            other => panic!("expected a failed job, got {other:?}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_function_the_executors_lack_is_a_clear_user_error_and_the_next_query_runs() {
     // The client knows the function; the cluster's executors do not.
