@@ -7,7 +7,34 @@
 
 /// The protocol version executors announce when they register. Bump it on
 /// any change to `volley.proto` that old peers cannot read.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// Size limits of what every node decodes or accepts, the same everywhere,
+/// so that no peer can make another allocate without bound.
+pub mod limits {
+    /// A gRPC message carrying a plan: `SubmitJob` (a client's plan with its
+    /// in-memory tables, or a script) and the task launches that carry
+    /// stage plans to executors.
+    pub const MAX_PLAN_MESSAGE_BYTES: usize = 256 << 20;
+    /// Any other gRPC message: job statuses, executor reports, listings.
+    pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+    /// One Arrow Flight message of shuffle or result data (one batch).
+    pub const MAX_FLIGHT_MESSAGE_BYTES: usize = 64 << 20;
+    /// A job's name.
+    pub const MAX_JOB_NAME_BYTES: usize = 1024;
+    /// A script job's SQL text.
+    pub const MAX_SCRIPT_BYTES: usize = 16 << 20;
+    /// Session settings sent with one job.
+    pub const MAX_SETTINGS: usize = 512;
+    /// One setting's key plus value.
+    pub const MAX_SETTING_BYTES: usize = 8192;
+    /// Slots one executor may register with.
+    pub const MAX_SLOTS: u32 = 1024;
+    /// Partitions of one stage.
+    pub const MAX_PARTITIONS: usize = 8192;
+    /// Jobs one `ListJobs` answer holds at most.
+    pub const MAX_LISTED_JOBS: u32 = 500;
+}
 
 /// Generated code of the `volley.v1` package.
 // Generated code is not ours to lint; which lints fire depends on the
