@@ -102,6 +102,11 @@ pub async fn run_tpch(data: &Path, run: &TpchRun) -> Result<Vec<QueryResult>> {
             slots_per_executor: run.slots,
             target_partitions: Some(partitions),
             shuffle_memory_per_executor: run.shuffle_memory,
+            allowed_paths: {
+                let mut paths = volley_client::default_allowed_paths();
+                paths.push(data.to_path_buf());
+                paths
+            },
             ..EmbeddedClusterConfig::with_executors(run.executors)
         })
         .await

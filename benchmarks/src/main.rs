@@ -146,7 +146,18 @@ async fn main() -> ExitCode {
                 };
                 let ctx = match &scheduler {
                     Some(url) => volley_client::Context::remote(url).await.map_err(to_df)?,
-                    None => volley_client::Context::embedded(2).await.map_err(to_df)?,
+                    None => volley_client::Context::embedded_with(
+                        volley_client::EmbeddedClusterConfig {
+                            allowed_paths: {
+                                let mut paths = volley_client::default_allowed_paths();
+                                paths.push(data.clone());
+                                paths
+                            },
+                            ..volley_client::EmbeddedClusterConfig::with_executors(2)
+                        },
+                    )
+                    .await
+                    .map_err(to_df)?,
                 };
                 volley_client::tpch::register_tpch(&ctx, &data).await?;
                 let mut lines = Vec::new();

@@ -13,6 +13,7 @@ use volley_dataflow::{
     session_config,
 };
 use volley_proto::v1;
+use volley_security::{Link, PathPolicy};
 
 use crate::distributed_exec::{ClusterLink, JobObserver, VolleyQueryPlanner};
 use crate::embedded::{EmbeddedCluster, EmbeddedClusterConfig};
@@ -39,9 +40,17 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    /// Connects to a running scheduler, e.g. `http://127.0.0.1:50050`.
+    /// Connects to a running scheduler, e.g. `https://scheduler:50050`,
+    /// with the credentials of the environment (`VOLLEY_TOKEN` or
+    /// `VOLLEY_TOKEN_FILE`, and `VOLLEY_TLS_CA`).
     pub async fn remote(url: &str) -> Result<Self> {
         let scheduler = SchedulerClient::connect(url).await?;
+        Ok(Self::with_scheduler(scheduler, None))
+    }
+
+    /// Connects to a running scheduler with `link`'s credential and TLS.
+    pub async fn remote_with(url: &str, link: Link) -> Result<Self> {
+        let scheduler = SchedulerClient::connect_with(url, link).await?;
         Ok(Self::with_scheduler(scheduler, None))
     }
 
@@ -56,7 +65,8 @@ impl Context {
     pub async fn embedded_with(config: EmbeddedClusterConfig) -> Result<Self> {
         let udfs = config.udfs.clone();
         let cluster = EmbeddedCluster::start(config).await?;
-        let scheduler = SchedulerClient::connect(&cluster.scheduler_url()).await?;
+        let scheduler =
+            SchedulerClient::connect_with(&cluster.scheduler_url(), cluster.link()).await?;
         let context = Self::with_scheduler(scheduler, Some(Arc::new(cluster)));
         context.register_udfs(&udfs);
         Ok(context)
@@ -86,7 +96,9 @@ impl Context {
             check_round_trip: Arc::default(),
         };
         let mut builder = SessionStateBuilder::new().with_config(session_config());
-        if let Ok(runtime) = object_store_runtime() {
+        // The client reads its own files (schema inference) with its own
+        // rights: the cluster's path rules apply on the cluster.
+        if let Ok(runtime) = object_store_runtime(PathPolicy::unrestricted()) {
             builder = builder.with_runtime_env(runtime);
         }
         let mut state = builder

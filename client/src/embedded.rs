@@ -3,12 +3,16 @@
 //! without `--scheduler`, `Context::embedded` and the tests all use it:
 //! there is no separate local mode.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tempfile::TempDir;
 use volley_dataflow::{ExecutorId, UdfRegistry};
-use volley_executor::{Executor, ExecutorConfig, default_memory_limit};
-use volley_scheduler::{SchedulerConfig, SchedulerServer};
+use volley_executor::{Executor, ExecutorConfig, ExecutorSecurity, default_memory_limit};
+use volley_scheduler::{SchedulerConfig, SchedulerSecurity, SchedulerServer};
+use volley_security::{
+    Authenticator, ClusterSecret, Link, PathPolicy, Role, Secret, UserName, Users,
+};
 
 use crate::error::{ClientError, Result};
 
@@ -34,6 +38,9 @@ pub struct EmbeddedClusterConfig {
     /// User functions the executors can run (the client context registers
     /// them too).
     pub udfs: UdfRegistry,
+    /// Local directories jobs may read and write (default: the working
+    /// directory and the TPC-H data cache).
+    pub allowed_paths: Vec<PathBuf>,
 }
 
 impl Default for EmbeddedClusterConfig {
@@ -55,8 +62,23 @@ impl EmbeddedClusterConfig {
             executor_timeout: SchedulerConfig::default().executor_timeout,
             no_executor_grace: SchedulerConfig::default().no_executor_grace,
             udfs: UdfRegistry::default(),
+            allowed_paths: default_allowed_paths(),
         }
     }
+}
+
+/// The directories an embedded cluster allows by default: the working
+/// directory and the TPC-H data cache (those that exist).
+pub fn default_allowed_paths() -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        paths.push(cwd);
+    }
+    let cache = crate::tpch::data_dir();
+    if std::fs::create_dir_all(&cache).is_ok() {
+        paths.push(cache);
+    }
+    paths
 }
 
 /// A scheduler and executors running in this process. Dropping it stops
@@ -66,6 +88,8 @@ pub struct EmbeddedCluster {
     // Field order is drop order: executors stop before the scheduler.
     executors: Vec<Option<Executor>>,
     scheduler: SchedulerServer,
+    /// The admin token generated for this cluster.
+    token: Secret,
     _work_dir: TempDir,
 }
 
@@ -76,11 +100,26 @@ impl EmbeddedCluster {
         let work_dir = tempfile::Builder::new()
             .prefix("volley-embedded-")
             .tempdir()?;
+        // Its own random cluster secret and one admin token, so nobody else
+        // on this machine can use its ports.
+        let embedded = |e: volley_security::SecurityError| ClientError::Embedded(e.to_string());
+        let secret = ClusterSecret::random().map_err(embedded)?;
+        let name: UserName = "embedded".parse().map_err(embedded)?;
+        let (user, token) = Users::create(name, Role::Admin).map_err(embedded)?;
+        let mut paths = PathPolicy::deny_all();
+        for root in &config.allowed_paths {
+            paths = paths.allow_path(root).map_err(ClientError::Embedded)?;
+        }
         let scheduler = SchedulerServer::start(SchedulerConfig {
             bind: ([127, 0, 0, 1], 0).into(),
             target_partitions: config.target_partitions,
             executor_timeout: config.executor_timeout,
             no_executor_grace: config.no_executor_grace,
+            security: SchedulerSecurity {
+                authenticator: Authenticator::new(Users::new(vec![user]), secret.clone()),
+                paths: paths.clone(),
+                ..SchedulerSecurity::insecure_unrestricted()
+            },
             ..SchedulerConfig::default()
         })
         .await
@@ -92,6 +131,12 @@ impl EmbeddedCluster {
             executor_config.memory_limit = config.memory_per_executor;
             executor_config.shuffle_memory = config.shuffle_memory_per_executor;
             executor_config.udfs = config.udfs.clone();
+            executor_config.security = ExecutorSecurity {
+                cluster_secret: Some(secret.clone()),
+                server_tls: None,
+                client_tls: None,
+                paths: paths.clone(),
+            };
             let executor = Executor::start(executor_config)
                 .await
                 .map_err(|e| ClientError::Embedded(e.to_string()))?;
@@ -100,8 +145,21 @@ impl EmbeddedCluster {
         Ok(Self {
             executors,
             scheduler,
+            token,
             _work_dir: work_dir,
         })
+    }
+
+    /// The admin token of this cluster, which its own context presents.
+    pub fn token(&self) -> &Secret {
+        &self.token
+    }
+
+    /// How a client in this process connects to this cluster: its admin
+    /// token, no TLS (loopback).
+    pub fn link(&self) -> Link {
+        // A random hex token is always a valid header value.
+        Link::new(Some(&self.token), None).unwrap_or_default()
     }
 
     /// `http://127.0.0.1:port` of the scheduler.

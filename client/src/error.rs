@@ -28,6 +28,13 @@ pub enum ClientError {
     /// The command line was wrong (an unknown parameter, a bad duration).
     #[error("{0}")]
     Usage(String),
+    /// The cluster does not know the credential (none, or a wrong token).
+    #[error("not authenticated: {0}")]
+    Unauthenticated(String),
+    /// The credential is good but may not do this (a `read` user
+    /// submitting, another user's job).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// A job did not finish in time; it was cancelled on the cluster.
     #[error("job {job_id} did not finish within {after:?}; it was cancelled")]
     Timeout {
@@ -77,10 +84,11 @@ impl ClientError {
 
     /// The process exit code for this error: 1 a query or job failed, 2
     /// bad usage, 3 the scheduler is unreachable, 4 timed out, 5 the job was
-    /// cancelled.
+    /// cancelled, 6 not authenticated or not allowed.
     pub fn exit_code(&self) -> u8 {
         match self {
             ClientError::Usage(_) => 2,
+            ClientError::Unauthenticated(_) | ClientError::PermissionDenied(_) => 6,
             ClientError::SchedulerUnreachable { .. } => 3,
             ClientError::Timeout { .. } => 4,
             ClientError::JobFailed {

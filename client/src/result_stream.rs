@@ -228,15 +228,20 @@ async fn read_partition(
     let channel = match channels.get(&location.endpoint) {
         Some(channel) => channel.clone(),
         None => {
-            let channel = flight_channel(&location.endpoint)
-                .map_err(|e| RunError::Failed(DataFusionError::External(Box::new(e))))?;
+            let channel = flight_channel(&location.endpoint, job.link.scheduler.link())
+                .map_err(|e| RunError::Failed(DataFusionError::Execution(e)))?;
             channels.insert(location.endpoint.clone(), channel.clone());
             channel
         }
     };
-    let mut stream = fetch_location(channel, location, Arc::clone(&job.schema))
-        .await
-        .map_err(|e| RunError::Failed(e.into()))?;
+    let mut stream = fetch_location(
+        channel,
+        location,
+        Arc::clone(&job.schema),
+        job.link.scheduler.link(),
+    )
+    .await
+    .map_err(|e| RunError::Failed(e.into()))?;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| {
             if *emitted {

@@ -5,10 +5,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 use volley_dataflow::JobId;
-use volley_proto::v1;
 use volley_proto::v1::scheduler_service_client::SchedulerServiceClient;
+use volley_proto::{limits, v1};
+use volley_security::bearer::BearerInterceptor;
+use volley_security::tls::ClientTls;
+use volley_security::{Link, Secret};
 
 use crate::error::{ClientError, Result};
 
@@ -16,7 +20,85 @@ use crate::error::{ClientError, Result};
 #[derive(Clone, Debug)]
 pub struct SchedulerClient {
     url: String,
-    inner: SchedulerServiceClient<Channel>,
+    inner: SchedulerServiceClient<InterceptedService<Channel, BearerInterceptor>>,
+    link: Link,
+}
+
+/// Refuses a plan the scheduler would refuse for its size, saying why.
+fn check_plan_size(bytes: usize) -> Result<()> {
+    // Room for the rest of the request (settings, name).
+    let limit = limits::MAX_PLAN_MESSAGE_BYTES - (1 << 20);
+    if bytes > limit {
+        return Err(ClientError::Usage(format!(
+            "the query's plan is {} MiB, over the cluster's limit of {} MiB; in-memory \
+             tables (register_batch, VALUES, CREATE TABLE AS) travel inside the plan, so \
+             write large data to files and read those instead",
+            bytes >> 20,
+            limit >> 20
+        )));
+    }
+    Ok(())
+}
+
+/// The client's error for a status the scheduler answered with.
+fn map_status(url: &str, status: tonic::Status) -> ClientError {
+    match status.code() {
+        tonic::Code::Unavailable => ClientError::SchedulerUnreachable {
+            url: url.to_string(),
+            message: status.message().to_string(),
+        },
+        tonic::Code::Unauthenticated => ClientError::Unauthenticated(status.message().to_string()),
+        tonic::Code::PermissionDenied => {
+            ClientError::PermissionDenied(status.message().to_string())
+        }
+        _ => ClientError::Scheduler(status),
+    }
+}
+
+/// A failed connection's message, with the likely cause when the URL's
+/// scheme may not match the server's TLS.
+fn with_tls_hint(url: &str, message: String) -> String {
+    if url.starts_with("http://") {
+        format!(
+            "{message} (if the scheduler uses TLS, connect to https:// with --tls-ca or \
+             VOLLEY_TLS_CA)"
+        )
+    } else {
+        format!("{message} (check that the scheduler uses TLS with a certificate --tls-ca trusts)")
+    }
+}
+
+/// The credentials of the environment: the token in `VOLLEY_TOKEN`, or in
+/// the file `VOLLEY_TOKEN_FILE` names, and the CA certificate in the file
+/// `VOLLEY_TLS_CA` names (which makes every connection TLS).
+pub fn link_from_env() -> Result<Link> {
+    let token = match (
+        std::env::var("VOLLEY_TOKEN").ok().filter(|t| !t.is_empty()),
+        std::env::var_os("VOLLEY_TOKEN_FILE"),
+    ) {
+        (Some(token), _) => Some(Secret::new(token)),
+        (None, Some(path)) => Some(read_token_file(std::path::Path::new(&path))?),
+        (None, None) => None,
+    };
+    let tls = match std::env::var_os("VOLLEY_TLS_CA") {
+        Some(ca) if !ca.is_empty() => Some(
+            ClientTls::load(std::path::Path::new(&ca))
+                .map_err(|e| ClientError::Usage(e.to_string()))?,
+        ),
+        _ => None,
+    };
+    Link::new(token.as_ref(), tls).map_err(|s| ClientError::Usage(s.message().to_string()))
+}
+
+/// The token in a file (`--token-file`), trimmed.
+pub fn read_token_file(path: &std::path::Path) -> Result<Secret> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ClientError::Usage(format!(
+            "cannot read the token file {}: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(Secret::new(text.trim()))
 }
 
 /// Is this job state terminal?
@@ -28,15 +110,24 @@ pub fn is_terminal(state: i32) -> bool {
 }
 
 impl SchedulerClient {
-    /// Connects to the scheduler at `url`; an unreachable scheduler is a
+    /// Connects to the scheduler at `url` with the credentials of the
+    /// environment ([`link_from_env`]: `VOLLEY_TOKEN`, `VOLLEY_TOKEN_FILE`,
+    /// `VOLLEY_TLS_CA`); an unreachable scheduler is a
     /// [`ClientError::SchedulerUnreachable`] naming it.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, link_from_env()?).await
+    }
+
+    /// Connects to the scheduler at `url`, presenting `link`'s credential
+    /// and speaking its TLS.
+    pub async fn connect_with(url: &str, link: Link) -> Result<Self> {
         let unreachable = |message: String| ClientError::SchedulerUnreachable {
             url: url.to_string(),
             message,
         };
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| unreachable(format!("invalid URL: {e}")))?
+        let endpoint = link
+            .endpoint(url)
+            .map_err(ClientError::Usage)?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
         let channel = endpoint.connect().await.map_err(|e| {
@@ -46,21 +137,28 @@ impl SchedulerClient {
                 message = format!("{message}: {inner}");
                 source = inner.source();
             }
-            unreachable(message)
+            unreachable(with_tls_hint(url, message))
         })?;
-        let inner = SchedulerServiceClient::new(channel)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
+        let inner = SchedulerServiceClient::with_interceptor(channel, link.interceptor())
+            .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(limits::MAX_PLAN_MESSAGE_BYTES);
         let mut client = Self {
             url: url.to_string(),
             inner,
+            link,
         };
-        // A handshake: fails fast when something else listens there.
+        // A handshake: fails fast when something else listens there, or the
+        // credential is refused.
         client
             .inner
             .cluster_info(v1::ClusterInfoRequest {})
             .await
-            .map_err(|status| unreachable(status.message().to_string()))?;
+            .map_err(|status| match status.code() {
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                    map_status(url, status)
+                }
+                _ => unreachable(with_tls_hint(url, status.message().to_string())),
+            })?;
         Ok(client)
     }
 
@@ -70,13 +168,13 @@ impl SchedulerClient {
     }
 
     fn map_status(&self, status: tonic::Status) -> ClientError {
-        match status.code() {
-            tonic::Code::Unavailable => ClientError::SchedulerUnreachable {
-                url: self.url.clone(),
-                message: status.message().to_string(),
-            },
-            _ => ClientError::Scheduler(status),
-        }
+        map_status(&self.url, status)
+    }
+
+    /// How this client connects: its credential and TLS, which result
+    /// fetches from executors use too.
+    pub fn link(&self) -> &Link {
+        &self.link
     }
 
     /// Submits an encoded logical plan; returns the new job's id.
@@ -86,6 +184,7 @@ impl SchedulerClient {
         settings: HashMap<String, String>,
         name: String,
     ) -> Result<JobId> {
+        check_plan_size(logical_plan.len())?;
         let response = self
             .inner
             .clone()
@@ -135,16 +234,27 @@ impl SchedulerClient {
         }
     }
 
-    /// Recent jobs, newest first.
+    /// Recent jobs this client's user may see, newest first (every page).
     pub async fn list_jobs(&self) -> Result<Vec<v1::JobStatus>> {
-        Ok(self
-            .inner
-            .clone()
-            .list_jobs(v1::ListJobsRequest {})
-            .await
-            .map_err(|s| self.map_status(s))?
-            .into_inner()
-            .jobs)
+        let mut jobs = Vec::new();
+        let mut before = String::new();
+        loop {
+            let page = self
+                .inner
+                .clone()
+                .list_jobs(v1::ListJobsRequest {
+                    limit: 0,
+                    before_job_id: before,
+                })
+                .await
+                .map_err(|s| self.map_status(s))?
+                .into_inner();
+            jobs.extend(page.jobs);
+            if page.next_before_job_id.is_empty() {
+                return Ok(jobs);
+            }
+            before = page.next_before_job_id;
+        }
     }
 
     /// The job's status changes, ending after a terminal state.

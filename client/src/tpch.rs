@@ -29,15 +29,19 @@ pub const TPCH_TABLES: [&str; 8] = [
 
 /// Where `volley` caches generated data: `$VOLLEY_DATA_DIR`, else
 /// `$XDG_CACHE_HOME/volley`, else `~/.cache/volley`, else the temp dir.
-pub fn default_tpch_dir(scale_factor: f64) -> PathBuf {
-    let base = std::env::var_os("VOLLEY_DATA_DIR")
+pub fn data_dir() -> PathBuf {
+    std::env::var_os("VOLLEY_DATA_DIR")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("volley")))
         .or_else(|| {
             std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache").join("volley"))
         })
-        .unwrap_or_else(|| std::env::temp_dir().join("volley"));
-    base.join("tpch").join(format!("sf{scale_factor}"))
+        .unwrap_or_else(|| std::env::temp_dir().join("volley"))
+}
+
+/// Where TPC-H data of `scale_factor` is cached, under [`data_dir`].
+pub fn default_tpch_dir(scale_factor: f64) -> PathBuf {
+    data_dir().join("tpch").join(format!("sf{scale_factor}"))
 }
 
 fn iterator(table: &str, sf: f64, part: i32, parts: i32) -> Box<dyn RecordBatchIterator> {

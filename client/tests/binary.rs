@@ -17,6 +17,7 @@ fn volley_help_documents_every_exit_code() {
         "3  scheduler unreachable",
         "4  timed out",
         "5  cancelled",
+        "6  not authenticated, or not allowed",
     ] {
         assert!(help.contains(code), "missing `{code}` in:\n{help}");
     }

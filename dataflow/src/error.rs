@@ -18,7 +18,7 @@ pub enum ExchangeError {
     #[error("could not fetch {location}: {reason}")]
     FetchFailed {
         /// The map output that could not be read.
-        location: PartitionLocation,
+        location: Box<PartitionLocation>,
         /// What the transport said.
         reason: String,
     },
@@ -294,9 +294,10 @@ mod tests {
             output_partition: 1,
             executor_id: ExecutorId::from("e1"),
             endpoint: "http://127.0.0.1:1".into(),
+            grant: Vec::new(),
         };
         let error: DataFusionError = ExchangeError::FetchFailed {
-            location: location.clone(),
+            location: Box::new(location.clone()),
             reason: "connection refused".into(),
         }
         .into();
@@ -305,7 +306,7 @@ mod tests {
             Some(ExchangeError::FetchFailed {
                 location: found, ..
             }) => {
-                assert_eq!(found, &location)
+                assert_eq!(found.as_ref(), &location)
             }
             other => panic!("expected a fetch failure, got {other:?}"),
         }

@@ -12,8 +12,7 @@
 //! [`ShuffleWriterExec`]: crate::ShuffleWriterExec
 
 use std::fmt;
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -230,33 +229,6 @@ impl<W: Write + Send> Writer<W> {
     }
 }
 
-/// Writes `input` as one local file; returns (rows, bytes).
-async fn write_local(
-    mut input: SendableRecordBatchStream,
-    dir: PathBuf,
-    name: String,
-    format: OutputFormat,
-) -> Result<(u64, u64)> {
-    let path = dir.join(name);
-    let io = |e: std::io::Error| {
-        DataFusionError::Execution(format!("cannot write {}: {e}", path.display()))
-    };
-    std::fs::create_dir_all(&dir).map_err(io)?;
-    let file = File::create(&path).map_err(io)?;
-    let mut writer = Writer::new(format, BufWriter::new(file), input.schema())?;
-    let mut rows = 0u64;
-    while let Some(batch) = input.next().await {
-        let batch = batch?;
-        // See ShuffleWriterExec: keep the executor responsive.
-        tokio::task::consume_budget().await;
-        rows += batch.num_rows() as u64;
-        writer.write(&batch)?;
-    }
-    writer.finish()?;
-    let bytes = std::fs::metadata(&path).map_err(io)?.len();
-    Ok((rows, bytes))
-}
-
 /// Writes `input` as one object; returns (rows, bytes). A failed write
 /// aborts the upload, so no partial object is left.
 async fn write_object(
@@ -343,13 +315,23 @@ impl ExecutionPlan for FileOutputExec {
         let destination = Destination::parse(&self.dir)?;
         let format = self.format;
         let write = async move {
-            let (rows, bytes) = match destination {
-                Destination::Local(dir) => write_local(input, dir, name, format).await?,
+            // Local files go through the runtime's `file://` store too, so
+            // the executor's path policy sees every write.
+            let (store, path) = match destination {
+                Destination::Local(dir) => {
+                    let file = std::path::absolute(dir.join(&name)).map_err(|e| {
+                        DataFusionError::Execution(format!("cannot write {name}: {e}"))
+                    })?;
+                    let path = ObjectPath::from_absolute_path(&file).map_err(|e| {
+                        DataFusionError::Execution(format!("cannot write {}: {e}", file.display()))
+                    })?;
+                    (ObjectStoreUrl::local_filesystem(), path)
+                }
                 Destination::Object { store, prefix } => {
-                    let path = prefix.clone().join(name.as_str());
-                    write_object(input, context, store, path, format).await?
+                    (store, prefix.clone().join(name.as_str()))
                 }
             };
+            let (rows, bytes) = write_object(input, context, store, path, format).await?;
             stats_batch(&[PartitionStats { rows, bytes }])
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(

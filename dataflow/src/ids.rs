@@ -3,6 +3,31 @@
 
 use std::fmt;
 
+/// Text that is not an id of its kind: ids name files and directories on
+/// executors, so every id that arrives from the network is checked first.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{text}` is not a valid {kind} id (1 to 64 letters, digits, `-` or `_`)")]
+pub struct InvalidId {
+    kind: &'static str,
+    text: String,
+}
+
+/// Checks `text` is 1 to 64 of `A-Z a-z 0-9 - _`: nothing a path could
+/// climb out of a directory with.
+fn well_formed(kind: &'static str, text: &str) -> Result<(), InvalidId> {
+    let ok = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        let shown: String = text.chars().take(80).collect();
+        Err(InvalidId { kind, text: shown })
+    }
+}
+
 /// A job: one query or script submitted to the scheduler.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JobId(String);
@@ -13,6 +38,17 @@ impl JobId {
         let uuid = uuid::Uuid::new_v4().simple().to_string();
         // Twelve hex digits tell jobs apart in logs and shells, and stay short.
         Self(uuid[..12].to_string())
+    }
+
+    /// A job id received from the network, checked.
+    pub fn parse(text: &str) -> Result<Self, InvalidId> {
+        well_formed("job", text)?;
+        Ok(Self(text.to_string()))
+    }
+
+    /// Is this id well formed (safe to name a directory by)?
+    pub fn is_well_formed(&self) -> bool {
+        well_formed("job", &self.0).is_ok()
     }
 
     /// The job id as the wire and people see it.
@@ -71,6 +107,12 @@ impl ExecutorId {
         Self(format!("exec-{}", &uuid[..8]))
     }
 
+    /// An executor id received from the network, checked.
+    pub fn parse(text: &str) -> Result<Self, InvalidId> {
+        well_formed("executor", text)?;
+        Ok(Self(text.to_string()))
+    }
+
     /// The executor id as the wire and people see it.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -114,5 +156,21 @@ impl fmt::Display for MapOutputId {
             "job {} stage {} map {}",
             self.job_id, self.stage_id, self.map_partition
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_from_the_network_cannot_name_a_path() {
+        assert!(JobId::parse(JobId::new_random().as_str()).is_ok());
+        assert!(ExecutorId::parse(ExecutorId::new_random().as_str()).is_ok());
+        for bad in ["", "/some/dir", "..", "a/b", "a b", &"x".repeat(65)] {
+            assert!(JobId::parse(bad).is_err(), "{bad:?}");
+            assert!(ExecutorId::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(!JobId::from("../x").is_well_formed());
     }
 }

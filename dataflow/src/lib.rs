@@ -19,6 +19,7 @@ mod exchange_io;
 mod file_output;
 mod function_calls;
 mod functions;
+mod guarded_store;
 mod ids;
 mod input_files;
 mod location;
@@ -49,7 +50,8 @@ pub use exchange_io::{
 };
 pub use file_output::{Destination, FileOutputExec, OutputFormat};
 pub use functions::{PlannedCall, PlannedUdf, UdfRegistry};
-pub use ids::{ExecutorId, JobId, MapOutputId, StageId, TaskId};
+pub use guarded_store::GuardedStore;
+pub use ids::{ExecutorId, InvalidId, JobId, MapOutputId, StageId, TaskId};
 pub use input_files::{describe_files, input_files};
 pub use location::PartitionLocation;
 pub use logging::init_logging;

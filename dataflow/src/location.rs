@@ -16,8 +16,11 @@ pub struct PartitionLocation {
     pub output_partition: u32,
     /// The executor holding it.
     pub executor_id: ExecutorId,
-    /// `http://host:port` of that executor's Flight service.
+    /// `http://host:port` (or `https://`) of that executor's Flight service.
     pub endpoint: String,
+    /// The scheduler's signed ticket for this piece, issued to the one
+    /// reader it was handed to; empty on an insecure cluster.
+    pub grant: Vec<u8>,
 }
 
 impl fmt::Display for PartitionLocation {
@@ -39,6 +42,7 @@ impl From<&PartitionLocation> for v1::PartitionLocation {
             map_partition: value.map_output.map_partition,
             output_partition: value.output_partition,
             job_id: value.map_output.job_id.to_string(),
+            grant: value.grant.clone(),
         }
     }
 }
@@ -54,18 +58,30 @@ impl From<&v1::PartitionLocation> for PartitionLocation {
             output_partition: value.output_partition,
             executor_id: ExecutorId::from(value.executor_id.as_str()),
             endpoint: value.endpoint.clone(),
+            grant: value.grant.clone(),
         }
     }
 }
 
 impl PartitionLocation {
-    /// The Flight ticket that fetches this piece.
+    /// What this piece is, as a ticket names it.
     pub fn ticket(&self) -> v1::ShuffleTicket {
         v1::ShuffleTicket {
             job_id: self.map_output.job_id.to_string(),
             stage_id: self.map_output.stage_id.0,
             map_partition: self.map_output.map_partition,
             output_partition: self.output_partition,
+        }
+    }
+
+    /// The bytes of the Flight ticket that fetches this piece: the
+    /// scheduler's signed grant, or on an insecure cluster the plain ticket.
+    pub fn ticket_bytes(&self) -> Vec<u8> {
+        use prost::Message;
+        if self.grant.is_empty() {
+            self.ticket().encode_to_vec()
+        } else {
+            self.grant.clone()
         }
     }
 }

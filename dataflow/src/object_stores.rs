@@ -6,6 +6,8 @@
 //! `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL` for an
 //! S3-compatible server, `AWS_ALLOW_HTTP=true` for a plain-HTTP one), so a
 //! cluster reads and writes buckets with no Volley-specific configuration.
+//! Every store is wrapped in a [`GuardedStore`] that enforces the node's
+//! [`PathPolicy`] (`--allow-path`, `--allow-url`).
 
 use std::sync::Arc;
 
@@ -17,22 +19,34 @@ use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::{BackoffConfig, RetryConfig};
 use url::Url;
+use volley_security::PathPolicy;
 
-/// Local files, plus S3 buckets configured from the environment on first use.
-#[derive(Debug, Default)]
+use crate::guarded_store::GuardedStore;
+
+/// Local files, plus S3 buckets configured from the environment on first
+/// use, all as far as a [`PathPolicy`] allows.
+#[derive(Debug)]
 pub struct EnvObjectStoreRegistry {
     inner: DefaultObjectStoreRegistry,
+    policy: Arc<PathPolicy>,
 }
 
 impl EnvObjectStoreRegistry {
-    /// A registry with the local filesystem registered.
-    pub fn new() -> Self {
-        Self::default()
+    /// A registry with the local filesystem registered, guarded by `policy`.
+    pub fn new(policy: PathPolicy) -> Self {
+        let policy = Arc::new(policy);
+        let inner = DefaultObjectStoreRegistry::new();
+        let local: Arc<dyn ObjectStore> = Arc::new(GuardedStore::local(Arc::clone(&policy)));
+        // The default registry's `file://` store is replaced by a guarded one.
+        if let Ok(url) = Url::parse("file://") {
+            inner.register_store(&url, local);
+        }
+        Self { inner, policy }
     }
 
     /// The registry as DataFusion's runtime takes it.
-    pub fn shared() -> Arc<dyn ObjectStoreRegistry> {
-        Arc::new(Self::new())
+    pub fn shared(policy: PathPolicy) -> Arc<dyn ObjectStoreRegistry> {
+        Arc::new(Self::new(policy))
     }
 }
 
@@ -61,17 +75,22 @@ impl ObjectStoreRegistry for EnvObjectStoreRegistry {
         let Some(bucket) = url.host_str().filter(|b| !b.is_empty()) else {
             return Err(DataFusionError::Plan(format!("no bucket in {url}")));
         };
-        let store = s3_store(bucket)?;
+        let store: Arc<dyn ObjectStore> = Arc::new(GuardedStore::url(
+            s3_store(bucket)?,
+            format!("{}://{bucket}", url.scheme()),
+            Arc::clone(&self.policy),
+        ));
         self.inner.register_store(url, Arc::clone(&store));
         Ok(store)
     }
 }
 
 /// A DataFusion runtime that resolves stores through
-/// [`EnvObjectStoreRegistry`] (for sessions that need no memory limit).
-pub fn object_store_runtime() -> Result<Arc<RuntimeEnv>> {
+/// [`EnvObjectStoreRegistry`] guarded by `policy` (for sessions that need
+/// no memory limit).
+pub fn object_store_runtime(policy: PathPolicy) -> Result<Arc<RuntimeEnv>> {
     RuntimeEnvBuilder::new()
-        .with_object_store_registry(EnvObjectStoreRegistry::shared())
+        .with_object_store_registry(EnvObjectStoreRegistry::shared(policy))
         .build_arc()
 }
 

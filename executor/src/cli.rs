@@ -17,7 +17,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use volley_dataflow::UdfRegistry;
 
-use crate::config::{ExecutorConfig, WireCompression, default_memory_limit, parse_size};
+use volley_security::tls::{ClientTls, ServerTls};
+use volley_security::{ClusterSecret, PathPolicy};
+
+use crate::config::{
+    ExecutorConfig, ExecutorSecurity, WireCompression, default_memory_limit, parse_size,
+};
 use crate::executor::Executor;
 
 /// Volley's executor: runs stage tasks with DataFusion and serves shuffle output over Arrow Flight.
@@ -58,6 +63,90 @@ struct Args {
     /// none, lz4 or zstd.
     #[arg(long, env = "VOLLEY_SHUFFLE_COMPRESSION", default_value = "auto")]
     shuffle_compression: WireCompression,
+    /// The file holding the secret shared with the scheduler.
+    #[arg(long, env = "VOLLEY_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    /// Run without the cluster secret, against a scheduler started with
+    /// --insecure: anyone who reaches the Flight port may fetch data.
+    #[arg(long)]
+    insecure: bool,
+    /// PEM certificate chain the Flight server presents (enables TLS).
+    #[arg(long, env = "VOLLEY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "VOLLEY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificate the scheduler and other executors are checked
+    /// against (https:// URLs); with it, executors that present a client
+    /// certificate signed by it are checked too.
+    #[arg(long, env = "VOLLEY_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// PEM client certificate to present to the scheduler and other
+    /// executors (mutual TLS).
+    #[arg(long, env = "VOLLEY_TLS_CLIENT_CERT", requires_all = ["tls_client_key", "tls_ca"])]
+    tls_client_cert: Option<PathBuf>,
+    /// PEM private key of --tls-client-cert.
+    #[arg(long, env = "VOLLEY_TLS_CLIENT_KEY", requires = "tls_client_cert")]
+    tls_client_key: Option<PathBuf>,
+    /// Local directory tasks may read tables from and write output to
+    /// (repeatable). Without any, no local path is allowed.
+    #[arg(long = "allow-path", env = "VOLLEY_ALLOW_PATHS", value_delimiter = ',')]
+    allow_paths: Vec<PathBuf>,
+    /// Object-store bucket or prefix tasks may use (repeatable).
+    #[arg(long = "allow-url", env = "VOLLEY_ALLOW_URLS", value_delimiter = ',')]
+    allow_urls: Vec<String>,
+}
+
+fn security(args: &Args) -> Result<ExecutorSecurity, String> {
+    let cluster_secret = match (&args.cluster_secret_file, args.insecure) {
+        (Some(path), _) => Some(ClusterSecret::load(path).map_err(|e| e.to_string())?),
+        (None, true) => None,
+        (None, false) => {
+            return Err(
+                "refusing to start without the cluster secret: pass --cluster-secret-file \
+                 FILE (the scheduler's), or --insecure against an insecure scheduler"
+                    .into(),
+            );
+        }
+    };
+    let server_tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(ServerTls::load(cert, key, args.tls_ca.as_deref()).map_err(|e| e.to_string())?)
+        }
+        _ => None,
+    };
+    let client_tls = match &args.tls_ca {
+        Some(ca) => {
+            let tls = ClientTls::load(ca).map_err(|e| e.to_string())?;
+            Some(match (&args.tls_client_cert, &args.tls_client_key) {
+                (Some(cert), Some(key)) => {
+                    tls.with_identity(cert, key).map_err(|e| e.to_string())?
+                }
+                _ => tls,
+            })
+        }
+        None => None,
+    };
+    if server_tls.is_none() && !args.bind.ip().is_loopback() && !args.insecure {
+        return Err(format!(
+            "refusing to serve data on {} without TLS; pass --tls-cert and --tls-key, or \
+             --insecure",
+            args.bind
+        ));
+    }
+    let mut paths = PathPolicy::deny_all();
+    for root in &args.allow_paths {
+        paths = paths.allow_path(root)?;
+    }
+    for url in &args.allow_urls {
+        paths = paths.allow_url(url)?;
+    }
+    Ok(ExecutorSecurity {
+        cluster_secret,
+        server_tls,
+        client_tls,
+        paths,
+    })
 }
 
 /// Runs an executor with the command-line flags of `volley-executor`, able
@@ -77,6 +166,19 @@ pub fn run_main(udfs: UdfRegistry) -> ExitCode {
 async fn run(udfs: UdfRegistry) -> ExitCode {
     volley_dataflow::init_logging("info");
     let args = Args::parse();
+    let security = match security(&args) {
+        Ok(security) => security,
+        Err(e) => {
+            eprintln!("volley-executor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if security.cluster_secret.is_none() {
+        eprintln!(
+            "volley-executor: WARNING: --insecure: anyone who reaches {} can fetch the data it holds.",
+            args.bind
+        );
+    }
     let mut config = ExecutorConfig::new(args.scheduler, args.work_dir);
     config.bind = args.bind;
     config.advertise_host = args.advertise_host;
@@ -87,6 +189,7 @@ async fn run(udfs: UdfRegistry) -> ExitCode {
     config.compression = args.shuffle_compression;
     config.shuffle_memory = args.shuffle_memory;
     config.udfs = udfs;
+    config.security = security;
     let executor = match Executor::start(config).await {
         Ok(executor) => executor,
         Err(e) => {

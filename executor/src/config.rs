@@ -8,6 +8,36 @@ use std::time::Duration;
 
 use datafusion::arrow::ipc::CompressionType;
 use volley_dataflow::UdfRegistry;
+use volley_security::tls::{ClientTls, ServerTls};
+use volley_security::{ClusterSecret, PathPolicy};
+
+/// How an executor proves itself, whom it trusts, and what it may touch.
+#[derive(Clone, Debug)]
+pub struct ExecutorSecurity {
+    /// The secret shared with the scheduler; `None` only on an insecure
+    /// cluster.
+    pub cluster_secret: Option<ClusterSecret>,
+    /// TLS this executor's Flight server presents.
+    pub server_tls: Option<ServerTls>,
+    /// TLS this executor expects of the scheduler and other executors (and
+    /// the client certificate it may present).
+    pub client_tls: Option<ClientTls>,
+    /// Local roots and URLs tasks may read and write.
+    pub paths: PathPolicy,
+}
+
+impl ExecutorSecurity {
+    /// No secret, no TLS, every path allowed: for tests of other features
+    /// against an insecure scheduler.
+    pub fn insecure_unrestricted() -> Self {
+        Self {
+            cluster_secret: None,
+            server_tls: None,
+            client_tls: None,
+            paths: PathPolicy::unrestricted(),
+        }
+    }
+}
 
 /// How shuffle and result data is compressed on the wire (`--shuffle-compression`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -98,6 +128,8 @@ pub struct ExecutorConfig {
     pub compression: WireCompression,
     /// User functions this executor can run, by name.
     pub udfs: UdfRegistry,
+    /// Credentials, TLS and path rules.
+    pub security: ExecutorSecurity,
 }
 
 impl ExecutorConfig {
@@ -114,6 +146,7 @@ impl ExecutorConfig {
             heartbeat_interval: Duration::from_secs(1),
             compression: WireCompression::Auto,
             udfs: UdfRegistry::default(),
+            security: ExecutorSecurity::insecure_unrestricted(),
         }
     }
 }

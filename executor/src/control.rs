@@ -112,7 +112,13 @@ impl ControlLoop {
                 self.plans.retain(|(job, _, _), _| *job != job_id);
             }
             Some(v1::scheduler_message::Kind::RemoveJobData(remove)) => {
-                let job_id = JobId::from(remove.job_id);
+                let job_id = match JobId::parse(&remove.job_id) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        warn!(error = %e, "RemoveJobData refused");
+                        return;
+                    }
+                };
                 let stages: Vec<StageId> = remove.stage_ids.into_iter().map(StageId).collect();
                 let removed = self.store.remove_job(&job_id, &stages);
                 debug!(job_id = %job_id, removed, "removed shuffle data");

@@ -11,6 +11,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use tonic::transport::Channel;
 use volley_dataflow::{ExchangeError, ExecutorId, PartitionLocation, ShuffleSource};
+use volley_security::Link;
 
 use crate::flight_fetch::{fetch_location, flight_channel};
 use crate::shuffle_store::ShuffleStore;
@@ -19,14 +20,17 @@ use crate::shuffle_store::ShuffleStore;
 pub(crate) struct ExchangeClient {
     executor_id: ExecutorId,
     store: Arc<ShuffleStore>,
+    /// The executor's credential and TLS, for other executors' Flight.
+    link: Link,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
 impl ExchangeClient {
-    pub(crate) fn new(executor_id: ExecutorId, store: Arc<ShuffleStore>) -> Self {
+    pub(crate) fn new(executor_id: ExecutorId, store: Arc<ShuffleStore>, link: Link) -> Self {
         Self {
             executor_id,
             store,
+            link,
             channels: Mutex::new(HashMap::new()),
         }
     }
@@ -36,11 +40,12 @@ impl ExchangeClient {
         if let Some(channel) = channels.get(&location.endpoint) {
             return Ok(channel.clone());
         }
-        let channel =
-            flight_channel(&location.endpoint).map_err(|e| ExchangeError::FetchFailed {
-                location: location.clone(),
+        let channel = flight_channel(&location.endpoint, &self.link).map_err(|e| {
+            ExchangeError::FetchFailed {
+                location: Box::new(location.clone()),
                 reason: format!("bad endpoint: {e}"),
-            })?;
+            }
+        })?;
         channels.insert(location.endpoint.clone(), channel.clone());
         Ok(channel)
     }
@@ -60,14 +65,14 @@ impl ShuffleSource for ExchangeClient {
             {
                 Some((_, stream)) => Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream))),
                 None => Err(ExchangeError::FetchFailed {
-                    location: location.clone(),
+                    location: Box::new(location.clone()),
                     reason: "the map output is no longer held by this executor".into(),
                 }),
             };
         }
         let channel = self.channel(location)?;
         tracing::debug!(map_output = %location.map_output, output = location.output_partition, from = %location.executor_id, "fetching shuffle piece");
-        let fetched = fetch_location(channel, location, schema).await;
+        let fetched = fetch_location(channel, location, schema, &self.link).await;
         tracing::debug!(map_output = %location.map_output, output = location.output_partition, from = %location.executor_id, ok = fetched.is_ok(), "shuffle piece opened");
         fetched
     }

@@ -3,6 +3,7 @@
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool, TrackConsumersPool};
@@ -17,8 +18,9 @@ use volley_dataflow::{
     EnvObjectStoreRegistry, ExecutorId, ShuffleSink, ShuffleSource, install_volley_rules,
     session_config,
 };
-use volley_proto::v1;
 use volley_proto::v1::scheduler_service_client::SchedulerServiceClient;
+use volley_proto::{limits, v1};
+use volley_security::{ClusterSecret, Link, TicketSigner};
 
 use crate::config::ExecutorConfig;
 use crate::control::ControlLoop;
@@ -27,9 +29,6 @@ use crate::exchange_client::ExchangeClient;
 use crate::flight_service::ShuffleFlightService;
 use crate::shuffle_store::{ShuffleStore, StoreSink};
 use crate::task_runner::TaskEnv;
-
-/// Largest Flight message an executor accepts or sends.
-const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// A running executor. Dropping it stops it at once, like a killed process:
 /// its Flight server, its control stream and its running tasks.
@@ -60,7 +59,9 @@ impl Executor {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::clone(&pool))
             .with_temp_file_path(work_dir.join("spill"))
-            .with_object_store_registry(EnvObjectStoreRegistry::shared())
+            .with_object_store_registry(EnvObjectStoreRegistry::shared(
+                config.security.paths.clone(),
+            ))
             .build_arc()?;
         let mut state = SessionStateBuilder::new()
             .with_config(session_config())
@@ -77,8 +78,21 @@ impl Executor {
             config.compression.for_local_files(),
         ));
         let sink: Arc<dyn ShuffleSink> = Arc::new(StoreSink(Arc::clone(&store)));
-        let source: Arc<dyn ShuffleSource> =
-            Arc::new(ExchangeClient::new(id.clone(), Arc::clone(&store)));
+        let security = &config.security;
+        let link = Link::new(
+            security
+                .cluster_secret
+                .as_ref()
+                .map(|s| s.credential())
+                .as_ref(),
+            security.client_tls.clone(),
+        )
+        .map_err(|status| ExecutorError::Config(status.message().to_string()))?;
+        let source: Arc<dyn ShuffleSource> = Arc::new(ExchangeClient::new(
+            id.clone(),
+            Arc::clone(&store),
+            link.clone(),
+        ));
         let env = Arc::new(TaskEnv {
             executor_id: id.clone(),
             memory_limit: config.memory_limit,
@@ -94,18 +108,23 @@ impl Executor {
             .advertise_host
             .clone()
             .unwrap_or_else(|| addr.ip().to_string());
-        let endpoint = format!("http://{host}:{}", addr.port());
+        let scheme = volley_security::tls::scheme(security.server_tls.is_some());
+        let endpoint = format!("{scheme}://{host}:{}", addr.port());
         let flight = FlightServiceServer::new(ShuffleFlightService {
             store: Arc::clone(&store),
             compression: config.compression,
+            tickets: security
+                .cluster_secret
+                .as_ref()
+                .map(|secret| TicketSigner::new(secret, Duration::ZERO)),
         })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let flight = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(flight)
-                .serve_with_incoming(incoming),
-        );
+        .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(limits::MAX_FLIGHT_MESSAGE_BYTES);
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = &security.server_tls {
+            server = server.tls_config(tls.config())?;
+        }
+        let flight = tokio::spawn(server.add_service(flight).serve_with_incoming(incoming));
         let tasks_runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.slots)
             .thread_name("volley-task")
@@ -124,18 +143,24 @@ impl Executor {
             url: config.scheduler_url.clone(),
             message,
         };
-        let mut client = SchedulerServiceClient::connect(config.scheduler_url.clone())
+        let channel = link
+            .endpoint(&config.scheduler_url)
+            .map_err(ExecutorError::Config)?
+            .connect()
             .await
-            .map_err(|e| unreachable(e.to_string()))?
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
+            .map_err(|e| unreachable(error_chain(&e)))?;
+        let mut client = SchedulerServiceClient::with_interceptor(channel, link.interceptor())
+            .max_decoding_message_size(limits::MAX_PLAN_MESSAGE_BYTES)
+            .max_encoding_message_size(limits::MAX_MESSAGE_BYTES);
         let (outbound, outbound_rx) = mpsc::unbounded_channel();
+        let nonce = ClusterSecret::nonce().map_err(|e| ExecutorError::Config(e.to_string()))?;
         let register = v1::ExecutorMessage {
             kind: Some(v1::executor_message::Kind::Register(v1::RegisterExecutor {
                 executor_id: id.to_string(),
                 endpoint: endpoint.clone(),
                 slots: config.slots as u32,
                 protocol_version: volley_proto::PROTOCOL_VERSION,
+                nonce: nonce.clone(),
             })),
         };
         let _ = outbound.send(register);
@@ -152,8 +177,22 @@ impl Executor {
             .into_inner();
         match inbound.message().await {
             Ok(Some(v1::SchedulerMessage {
-                kind: Some(v1::scheduler_message::Kind::Registered(_)),
-            })) => {}
+                kind: Some(v1::scheduler_message::Kind::Registered(registered)),
+            })) => {
+                // A scheduler without the cluster secret could send this
+                // executor anything (RemoveJobData, plans): it must prove it
+                // holds the secret before anything else is believed.
+                if let Some(secret) = &security.cluster_secret
+                    && !secret.verify_proof(&nonce, &registered.proof)
+                {
+                    return Err(ExecutorError::Refused {
+                        url: config.scheduler_url.clone(),
+                        message: "the scheduler did not prove it holds the cluster secret; \
+                                  this executor talks only to its own cluster's scheduler"
+                            .into(),
+                    });
+                }
+            }
             Ok(_) => {
                 return Err(ExecutorError::Refused {
                     url: config.scheduler_url.clone(),
@@ -224,4 +263,15 @@ impl Drop for Executor {
             runtime.shutdown_background();
         }
     }
+}
+
+/// A transport error with its causes, which tonic keeps in `source()`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        message = format!("{message}: {inner}");
+        source = inner.source();
+    }
+    message
 }

@@ -15,12 +15,10 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::TryStreamExt;
-use prost::Message;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use volley_dataflow::{ExchangeError, PartitionLocation, from_wire};
-
-/// Largest Flight message accepted; the encoder splits batches well below.
-const MAX_FLIGHT_MESSAGE: usize = 64 * 1024 * 1024;
+use volley_proto::limits::MAX_FLIGHT_MESSAGE_BYTES;
+use volley_security::Link;
 
 /// How much unread data one fetch may have in flight (its HTTP/2 stream
 /// window).
@@ -39,9 +37,11 @@ const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 /// hung (seen in `volley-bench chaos` on q9).
 const CONNECTION_WINDOW: u32 = 512 * STREAM_WINDOW;
 
-/// A lazily connecting channel to an executor's Flight endpoint.
-pub fn flight_channel(endpoint: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(endpoint.to_string())?
+/// A lazily connecting channel to an executor's Flight endpoint, with the
+/// TLS `link` expects.
+pub fn flight_channel(endpoint: &str, link: &Link) -> Result<Channel, String> {
+    Ok(link
+        .endpoint(endpoint)?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW)
@@ -49,19 +49,22 @@ pub fn flight_channel(endpoint: &str) -> Result<Channel, tonic::transport::Error
         .connect_lazy())
 }
 
-/// Streams the piece of data at `location` over `channel`.
+/// Streams the piece of data at `location` over `channel`, presenting
+/// `link`'s credential with the location's ticket.
 pub async fn fetch_location(
     channel: Channel,
     location: &PartitionLocation,
     schema: SchemaRef,
+    link: &Link,
 ) -> Result<SendableRecordBatchStream, ExchangeError> {
     let mut client =
-        FlightServiceClient::new(channel).max_decoding_message_size(MAX_FLIGHT_MESSAGE);
-    let ticket = Ticket {
-        ticket: location.ticket().encode_to_vec().into(),
-    };
+        FlightServiceClient::new(channel).max_decoding_message_size(MAX_FLIGHT_MESSAGE_BYTES);
+    let mut ticket = tonic::Request::new(Ticket {
+        ticket: location.ticket_bytes().into(),
+    });
+    link.attach(&mut ticket);
     let failed = |reason: String| ExchangeError::FetchFailed {
-        location: location.clone(),
+        location: Box::new(location.clone()),
         reason,
     };
     let response = client
@@ -76,7 +79,7 @@ pub async fn fetch_location(
     )
     .map_err(move |e| {
         DataFusionError::from(ExchangeError::FetchFailed {
-            location: piece.clone(),
+            location: Box::new(piece.clone()),
             reason: e.to_string(),
         })
     });

@@ -1,7 +1,9 @@
-//! The executor's Arrow Flight service: `DoGet` with a `ShuffleTicket`
-//! streams one output partition of one map output from the shuffle store,
-//! compressed as [`WireCompression`] says for that reader. Every other
-//! Flight method is unimplemented.
+//! The executor's Arrow Flight service: `DoGet` with a ticket streams one
+//! output partition of one map output from the shuffle store, compressed as
+//! [`WireCompression`] says for that reader. On a secure cluster the ticket
+//! must be the scheduler's signed grant, unexpired, for the credential the
+//! reader presents (another executor's, or the job owner's token). Every
+//! other Flight method is unimplemented.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,10 +17,14 @@ use arrow_flight::{
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use futures::{Stream, TryStreamExt};
 use prost::Message;
+use std::time::SystemTime;
+
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 use volley_dataflow::{JobId, MapOutputId, StageId};
 use volley_proto::v1;
+use volley_security::{TicketSigner, TokenHash, bearer};
 
 use crate::config::WireCompression;
 use crate::flight_encode::encode_flight;
@@ -30,6 +36,32 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 pub(crate) struct ShuffleFlightService {
     pub(crate) store: Arc<ShuffleStore>,
     pub(crate) compression: WireCompression,
+    /// Verifies signed tickets; `None` on an insecure cluster, which takes
+    /// plain ones.
+    pub(crate) tickets: Option<TicketSigner>,
+}
+
+impl ShuffleFlightService {
+    /// The piece a `DoGet` asks for, if its ticket may have it.
+    fn piece(&self, metadata: &MetadataMap, ticket: &[u8]) -> Result<v1::ShuffleTicket, Status> {
+        let Some(signer) = &self.tickets else {
+            return v1::ShuffleTicket::decode(ticket).map_err(|e| {
+                Status::invalid_argument(format!("not a Volley shuffle ticket: {e}"))
+            });
+        };
+        let Some(credential) = bearer::presented(metadata) else {
+            return Err(Status::unauthenticated(
+                "no credentials: this executor serves data only with a token or the cluster's credential",
+            ));
+        };
+        signer
+            .verify(
+                ticket,
+                &TokenHash::of(credential.as_bytes()),
+                SystemTime::now(),
+            )
+            .map_err(|e| Status::permission_denied(format!("ticket refused: {e}")))
+    }
 }
 
 fn unimplemented<T>(what: &str) -> Result<T, Status> {
@@ -91,10 +123,11 @@ impl FlightService for ShuffleFlightService {
             request.remote_addr().map(|a| a.ip()),
             request.local_addr().map(|a| a.ip()),
         );
-        let ticket = v1::ShuffleTicket::decode(request.into_inner().ticket)
-            .map_err(|e| Status::invalid_argument(format!("not a Volley shuffle ticket: {e}")))?;
+        let ticket = self.piece(request.metadata(), &request.get_ref().ticket)?;
+        let job_id =
+            JobId::parse(&ticket.job_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let id = MapOutputId {
-            job_id: JobId::from(ticket.job_id),
+            job_id,
             stage_id: StageId(ticket.stage_id),
             map_partition: ticket.map_partition,
         };
@@ -159,6 +192,7 @@ mod tests {
     use futures::StreamExt;
     use tonic::transport::server::TcpIncoming;
     use volley_dataflow::{ExecutorId, PartitionLocation, ShuffleSink};
+    use volley_security::Link;
 
     use super::*;
     use crate::flight_fetch::{fetch_location, flight_channel};
@@ -178,6 +212,7 @@ mod tests {
             output_partition: 0,
             executor_id: ExecutorId::from("exec-test"),
             endpoint: endpoint.to_string(),
+            grant: Vec::new(),
         }
     }
 
@@ -209,21 +244,33 @@ mod tests {
                 .add_service(FlightServiceServer::new(ShuffleFlightService {
                     store,
                     compression: WireCompression::None,
+                    tickets: None,
                 }))
                 .serve_with_incoming(incoming),
         );
-        let channel = flight_channel(&endpoint)?;
+        let channel = flight_channel(&endpoint, &Link::insecure())?;
 
         // Three fetches over the one connection read a batch and then wait,
         // as a join's later build sides wait while an earlier one is read.
         let mut parked = Vec::new();
         for map in 1..4 {
-            let mut stream =
-                fetch_location(channel.clone(), &location(map, &endpoint), schema()).await?;
+            let mut stream = fetch_location(
+                channel.clone(),
+                &location(map, &endpoint),
+                schema(),
+                &Link::insecure(),
+            )
+            .await?;
             stream.next().await.transpose()?;
             parked.push(stream);
         }
-        let first = fetch_location(channel, &location(0, &endpoint), schema()).await?;
+        let first = fetch_location(
+            channel,
+            &location(0, &endpoint),
+            schema(),
+            &Link::insecure(),
+        )
+        .await?;
         let rows = tokio::time::timeout(
             Duration::from_secs(30),
             first.fold(Ok(0), |rows: Result<usize, String>, batch| async move {

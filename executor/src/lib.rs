@@ -29,7 +29,8 @@ mod task_runner;
 
 pub use cli::run_main;
 pub use config::{
-    ExecutorConfig, SHUFFLE_MEMORY_SHARE, WireCompression, default_memory_limit, parse_size,
+    ExecutorConfig, ExecutorSecurity, SHUFFLE_MEMORY_SHARE, WireCompression, default_memory_limit,
+    parse_size,
 };
 pub use error::ExecutorError;
 pub use executor::Executor;

@@ -183,7 +183,9 @@ impl ShuffleStore {
         });
         let removed = before - outputs.len();
         drop(outputs);
-        if stages.is_empty() {
+        // Only a well-formed id names a directory: `join` with an absolute
+        // path or `..` would reach outside the work dir.
+        if stages.is_empty() && job_id.is_well_formed() {
             let _ = std::fs::remove_dir_all(self.dir.join(job_id.as_str()));
         }
         removed
@@ -454,6 +456,20 @@ mod tests {
             stage_id: StageId(1),
             map_partition: map,
         }
+    }
+
+    #[test]
+    fn removing_a_job_whose_id_is_a_path_deletes_nothing_outside_the_work_dir() -> Result<()> {
+        let work = tempfile::tempdir()?;
+        let victim = tempfile::tempdir()?;
+        std::fs::write(victim.path().join("precious"), "x")?;
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1 << 20));
+        let store = store(&pool, work.path(), usize::MAX);
+        store.remove_job(&JobId::from(victim.path().to_string_lossy().as_ref()), &[]);
+        store.remove_job(&JobId::from("../.."), &[]);
+        assert!(victim.path().join("precious").exists());
+        assert!(work.path().exists());
+        Ok(())
     }
 
     #[tokio::test]

@@ -5,6 +5,43 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use volley_security::{Authenticator, PathPolicy, tls::ServerTls};
+
+/// How a scheduler authenticates callers, encrypts connections and
+/// confines the files jobs touch.
+#[derive(Clone, Debug)]
+pub struct SchedulerSecurity {
+    /// Who is calling; insecure (everyone anonymous) only with `--insecure`.
+    pub authenticator: Authenticator,
+    /// TLS the scheduler's gRPC server presents.
+    pub tls: Option<ServerTls>,
+    /// Local roots and URLs jobs may read and write on the scheduler
+    /// (planning lists files; scripts read schemas; outputs are moved
+    /// into place here).
+    pub paths: PathPolicy,
+    /// How long the tickets the scheduler signs stay valid: shuffle tickets
+    /// from the moment their stage is ready, result tickets from each
+    /// status. Longer than any task should wait to start.
+    pub ticket_ttl: Duration,
+    /// Unreleased results one user may leave on the executors; past it,
+    /// the oldest is released.
+    pub max_unread_results_per_user: usize,
+}
+
+impl SchedulerSecurity {
+    /// No authentication, no TLS, every path allowed: for tests of other
+    /// features, and `--insecure` with `--allow-path /`.
+    pub fn insecure_unrestricted() -> Self {
+        Self {
+            authenticator: Authenticator::insecure(),
+            tls: None,
+            paths: PathPolicy::unrestricted(),
+            ticket_ttl: Duration::from_secs(6 * 3600),
+            max_unread_results_per_user: 64,
+        }
+    }
+}
+
 /// How the scheduler runs.
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
@@ -26,6 +63,8 @@ pub struct SchedulerConfig {
     pub max_stage_attempts: u32,
     /// How long running jobs wait for executors when none are left.
     pub no_executor_grace: Duration,
+    /// Authentication, TLS and path rules.
+    pub security: SchedulerSecurity,
 }
 
 impl Default for SchedulerConfig {
@@ -39,6 +78,7 @@ impl Default for SchedulerConfig {
             max_task_attempts: 4,
             max_stage_attempts: 4,
             no_executor_grace: Duration::from_secs(30),
+            security: SchedulerSecurity::insecure_unrestricted(),
         }
     }
 }

@@ -19,6 +19,7 @@ use volley_dataflow::{
 };
 use volley_proto::v1;
 
+use crate::access::JobAccess;
 use crate::stage_planner::StagePlan;
 
 /// Where a job is in its life.
@@ -118,7 +119,11 @@ impl Stage {
 
     /// Where each piece of this finished stage's output lives, by output
     /// partition then map partition; empty pieces are left out.
-    fn output_locations(&self, job_id: &JobId) -> Vec<Vec<PartitionLocation>> {
+    fn output_locations(
+        &self,
+        job_id: &JobId,
+        grant: impl Fn(&v1::ShuffleTicket) -> Vec<u8>,
+    ) -> Vec<Vec<PartitionLocation>> {
         let mut by_output = vec![Vec::new(); self.output_partitions];
         for (map_partition, slot) in self.tasks.iter().enumerate() {
             if let TaskSlot::Done {
@@ -129,7 +134,7 @@ impl Stage {
             {
                 for (out, pieces) in by_output.iter_mut().enumerate() {
                     if stats.get(out).is_some_and(|s| s.rows > 0) {
-                        pieces.push(PartitionLocation {
+                        let mut location = PartitionLocation {
                             map_output: MapOutputId {
                                 job_id: job_id.clone(),
                                 stage_id: self.id,
@@ -138,7 +143,10 @@ impl Stage {
                             output_partition: out as u32,
                             executor_id: executor.clone(),
                             endpoint: endpoint.clone(),
-                        });
+                            grant: Vec::new(),
+                        };
+                        location.grant = grant(&location.ticket());
+                        pieces.push(location);
                     }
                 }
             }
@@ -207,6 +215,8 @@ pub(crate) struct Job {
     pub(crate) recovery: v1::JobRecovery,
     /// Executors that ran any task of the job.
     pub(crate) executors_used: HashSet<ExecutorId>,
+    /// Who owns the job, and how its tickets are signed.
+    pub(crate) access: JobAccess,
 }
 
 impl Job {
@@ -236,9 +246,21 @@ impl Job {
             output_target: None,
             recovery: v1::JobRecovery::default(),
             executors_used: HashSet::new(),
+            access: JobAccess::default(),
         };
         job.publish();
         job
+    }
+
+    /// Orders jobs by when they started (ties by id).
+    pub(crate) fn started_key(&self) -> (SystemTime, &JobId) {
+        (self.started_at, &self.id)
+    }
+
+    /// Gives the job its owner and ticket signing (before it is submitted).
+    pub(crate) fn with_access(mut self, access: JobAccess) -> Self {
+        self.access = access;
+        self
     }
 
     /// A job that runs a script of `statements` statements; its stages come
@@ -338,7 +360,8 @@ impl Job {
                         return Ok(Transformed::no(node));
                     };
                     let input = &self.stages[reader.input_stage().0 as usize];
-                    let by_output = input.output_locations(&self.id);
+                    let by_output =
+                        input.output_locations(&self.id, |t| self.access.cluster_grant(t));
                     let locations = match reader.kind() {
                         ExchangeKind::Repartition => by_output,
                         ExchangeKind::Passthrough => {
@@ -477,7 +500,7 @@ impl Job {
                 || (self.phase == JobPhase::Running && self.script.is_none()));
         if publishes_result && let Some(stage) = self.final_stage() {
             status.result = stage
-                .output_locations(&self.id)
+                .output_locations(&self.id, |t| self.access.owner_grant(t))
                 .into_iter()
                 .flatten()
                 .map(|l| v1::PartitionLocation::from(&l))

@@ -12,6 +12,7 @@
 //! (wire), `volley-executor` (the other end of the control stream).
 #![warn(missing_docs)]
 
+mod access;
 mod config;
 mod error;
 mod job;
@@ -30,7 +31,7 @@ mod state;
 mod test_support;
 mod wire_memory;
 
-pub use config::SchedulerConfig;
+pub use config::{SchedulerConfig, SchedulerSecurity};
 pub use error::SchedulerError;
 pub use server::SchedulerServer;
 pub use simulation::simulate_placement;

@@ -2,11 +2,14 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use volley_scheduler::{SchedulerConfig, SchedulerServer};
+use volley_scheduler::{SchedulerConfig, SchedulerSecurity, SchedulerServer};
+use volley_security::tls::ServerTls;
+use volley_security::{Authenticator, ClusterSecret, PathPolicy, Users};
 
 /// Volley's scheduler: plans jobs into stages and places their tasks on executors.
 #[derive(Debug, Parser)]
@@ -26,17 +29,110 @@ struct Args {
     /// it fails.
     #[arg(long, env = "VOLLEY_NO_EXECUTOR_GRACE_SECS", default_value_t = 30.0)]
     no_executor_grace_secs: f64,
+    /// The users file: `name role sha256:HEX` per line (make one with
+    /// `volley users add`).
+    #[arg(long, env = "VOLLEY_USERS")]
+    users: Option<PathBuf>,
+    /// The file holding the secret executors share with the scheduler (make
+    /// one with `volley secret generate`).
+    #[arg(long, env = "VOLLEY_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    /// Run without authentication: anyone who reaches the port may submit
+    /// jobs and register executors. For a trusted single-user machine only.
+    #[arg(long)]
+    insecure: bool,
+    /// PEM certificate chain the scheduler presents (enables TLS).
+    #[arg(long, env = "VOLLEY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "VOLLEY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Local directory jobs may read tables from and write output to
+    /// (repeatable). Without any, no local path is allowed.
+    #[arg(long = "allow-path", env = "VOLLEY_ALLOW_PATHS", value_delimiter = ',')]
+    allow_paths: Vec<PathBuf>,
+    /// Object-store bucket or prefix jobs may use, e.g. s3://bucket/prefix
+    /// (repeatable).
+    #[arg(long = "allow-url", env = "VOLLEY_ALLOW_URLS", value_delimiter = ',')]
+    allow_urls: Vec<String>,
+    /// Seconds a signed shuffle or result ticket stays valid.
+    #[arg(long, env = "VOLLEY_TICKET_TTL_SECS", default_value_t = 6 * 3600)]
+    ticket_ttl_secs: u64,
+}
+
+fn security(args: &Args) -> Result<SchedulerSecurity, String> {
+    let authenticator = match (&args.users, &args.cluster_secret_file, args.insecure) {
+        (Some(users), Some(secret), _) => Authenticator::new(
+            Users::load(users).map_err(|e| e.to_string())?,
+            ClusterSecret::load(secret).map_err(|e| e.to_string())?,
+        ),
+        (None, None, true) => Authenticator::insecure(),
+        (Some(_), None, _) | (None, Some(_), _) => {
+            return Err("--users and --cluster-secret-file go together".into());
+        }
+        (None, None, false) => {
+            return Err(
+                "refusing to start without authentication: pass --users FILE and \
+                 --cluster-secret-file FILE (see `volley users add` and `volley secret \
+                 generate`), or --insecure on a trusted single-user machine"
+                    .into(),
+            );
+        }
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(ServerTls::load(cert, key, None).map_err(|e| e.to_string())?)
+        }
+        _ => None,
+    };
+    if tls.is_none() && !args.bind.ip().is_loopback() && !args.insecure {
+        return Err(format!(
+            "refusing to listen on {} without TLS: credentials would cross the network in \
+             clear text; pass --tls-cert and --tls-key (see `volley certs generate`), or \
+             --insecure",
+            args.bind
+        ));
+    }
+    let mut paths = PathPolicy::deny_all();
+    for root in &args.allow_paths {
+        paths = paths.allow_path(root)?;
+    }
+    for url in &args.allow_urls {
+        paths = paths.allow_url(url)?;
+    }
+    Ok(SchedulerSecurity {
+        authenticator,
+        tls,
+        paths,
+        ticket_ttl: Duration::from_secs(args.ticket_ttl_secs.max(1)),
+        ..SchedulerSecurity::insecure_unrestricted()
+    })
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     volley_dataflow::init_logging("info");
     let args = Args::parse();
+    let security = match security(&args) {
+        Ok(security) => security,
+        Err(e) => {
+            eprintln!("volley-scheduler: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !security.authenticator.is_secure() {
+        eprintln!(
+            "volley-scheduler: WARNING: --insecure: no authentication. Anyone who reaches \
+             {} can submit jobs, read their results and register executors.",
+            args.bind
+        );
+    }
     let config = SchedulerConfig {
         bind: args.bind,
         target_partitions: args.target_partitions,
         executor_timeout: Duration::from_secs_f64(args.executor_timeout_secs.max(0.1)),
         no_executor_grace: Duration::from_secs_f64(args.no_executor_grace_secs.max(0.0)),
+        security,
         ..SchedulerConfig::default()
     };
     let server = match SchedulerServer::start(config).await {
@@ -46,7 +142,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    println!("volley-scheduler listening on {}", server.addr());
+    println!("volley-scheduler listening on {}", server.url());
     let _ = std::io::stdout().flush();
     tokio::select! {
         result = server.wait() => match result {

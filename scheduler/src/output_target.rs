@@ -12,13 +12,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::error::DataFusionError;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::object_store::path::Path as ObjectPath;
 use datafusion::object_store::{ObjectStore, ObjectStoreExt};
 use futures::StreamExt;
 use tracing::warn;
 use volley_dataflow::{JobId, OutputFormat, output_format_from_proto, s3_store};
 use volley_proto::v1;
+use volley_security::PathPolicy;
 
 /// Where the result goes.
 #[derive(Debug, Clone)]
@@ -46,7 +50,11 @@ enum Location {
 impl OutputTarget {
     /// Checks the output spec; a local path must not hold anything yet (see
     /// [`OutputTarget::ensure_empty`] for object stores).
-    pub(crate) fn try_new(job_id: &JobId, spec: &v1::OutputSpec) -> Result<Self, DataFusionError> {
+    pub(crate) fn try_new(
+        job_id: &JobId,
+        spec: &v1::OutputSpec,
+        policy: &PathPolicy,
+    ) -> Result<Self, DataFusionError> {
         let format = output_format_from_proto(spec.format)?;
         let raw = spec
             .path
@@ -61,6 +69,7 @@ impl OutputTarget {
                 if bucket.is_empty() {
                     return Err(DataFusionError::Plan(format!("no bucket in {raw}")));
                 }
+                policy.check_url(raw).map_err(DataFusionError::Plan)?;
                 Location::Object {
                     url: raw.to_string(),
                     store: s3_store(bucket)?,
@@ -76,6 +85,7 @@ impl OutputTarget {
             }
             None => {
                 let path = PathBuf::from(raw);
+                policy.check_local(&path).map_err(DataFusionError::Plan)?;
                 if path.exists()
                     && std::fs::read_dir(&path).map_or(true, |mut d| d.next().is_some())
                 {
@@ -198,6 +208,56 @@ impl OutputTarget {
     }
 }
 
+/// Refuses a `COPY` whose target lies outside the node's path policy, or
+/// already exists (a file, or a directory or prefix that holds anything):
+/// a job never replaces or adds to what was there before it, whatever the
+/// target's name, format or partitioning. Checked before anything runs.
+pub(crate) async fn check_copy_target(
+    plan: &LogicalPlan,
+    runtime: &RuntimeEnv,
+    policy: &PathPolicy,
+) -> Result<(), DataFusionError> {
+    let LogicalPlan::Copy(copy) = plan else {
+        return Ok(());
+    };
+    let raw = copy.output_url.trim_start_matches("file://");
+    let exists = |what: &str| {
+        Err(DataFusionError::Plan(format!(
+            "COPY target {} {what}; Volley never replaces or adds to existing output: \
+             remove it first or write to a new path",
+            copy.output_url
+        )))
+    };
+    if raw.contains("://") {
+        policy.check_url(raw).map_err(DataFusionError::Plan)?;
+        let url = ListingTableUrl::parse(raw)?;
+        let store = runtime.object_store(&url)?;
+        let prefix = url.prefix();
+        if store.head(prefix).await.is_ok() {
+            return exists("exists");
+        }
+        if let Some(found) = store.list(Some(prefix)).next().await {
+            found?;
+            return exists("already holds objects");
+        }
+        return Ok(());
+    }
+    let path = policy
+        .check_local(std::path::Path::new(raw))
+        .map_err(DataFusionError::Plan)?;
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.is_dir() => {
+            let holds_anything = std::fs::read_dir(&path).map_or(true, |mut d| d.next().is_some());
+            if holds_anything {
+                return exists("is a directory that holds files");
+            }
+            Ok(())
+        }
+        Ok(_) => exists("is an existing file"),
+        Err(_) => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -213,10 +273,13 @@ mod tests {
             format: v1::OutputFormat::Parquet as i32,
         };
         let job = JobId::from("j");
-        assert!(OutputTarget::try_new(&job, &spec(dir.path())).is_err());
+        assert!(
+            OutputTarget::try_new(&job, &spec(dir.path()), &PathPolicy::unrestricted()).is_err()
+        );
         let empty = dir.path().join("empty");
         std::fs::create_dir(&empty).unwrap();
-        let target = OutputTarget::try_new(&job, &spec(&empty)).unwrap();
+        let target =
+            OutputTarget::try_new(&job, &spec(&empty), &PathPolicy::unrestricted()).unwrap();
         assert_eq!(
             target.staging_dir().and_then(Path::parent),
             Some(dir.path())
@@ -229,7 +292,8 @@ mod tests {
             path: "gs://bucket/out".into(),
             format: v1::OutputFormat::Parquet as i32,
         };
-        let err = OutputTarget::try_new(&JobId::from("j"), &spec).unwrap_err();
+        let err = OutputTarget::try_new(&JobId::from("j"), &spec, &PathPolicy::unrestricted())
+            .unwrap_err();
         assert!(err.to_string().contains("gs://"), "{err}");
     }
 }

@@ -22,9 +22,10 @@ use volley_dataflow::{
     session_config, volley_internal, volley_options,
 };
 use volley_proto::v1;
+use volley_security::PathPolicy;
 
 use crate::job::Job;
-use crate::output_target::OutputTarget;
+use crate::output_target::{OutputTarget, check_copy_target};
 use crate::partition_safety::{check_independent_partitions, volley_physical_optimizer_rules};
 use crate::scan_balance::balance_file_groups;
 use crate::script::directory_copy;
@@ -37,9 +38,10 @@ pub(crate) async fn plan_job(
     job_id: JobId,
     request: v1::SubmitJobRequest,
     target_partitions: usize,
+    policy: &PathPolicy,
 ) -> Job {
     let name = request.name.clone();
-    match try_plan(&job_id, request, target_partitions).await {
+    match try_plan(&job_id, request, target_partitions, policy).await {
         Ok(job) => job,
         Err(e) => Job::failed_at_submit(
             job_id,
@@ -185,16 +187,19 @@ async fn try_plan(
     job_id: &JobId,
     request: v1::SubmitJobRequest,
     target_partitions: usize,
+    policy: &PathPolicy,
 ) -> datafusion::error::Result<Job> {
     let config = apply_settings(
         session_config().with_target_partitions(target_partitions.max(1)),
         &request.settings,
     )?;
-    let ctx = planning_context(config, object_store_runtime()?);
+    let runtime = object_store_runtime(policy.clone())?;
+    let ctx = planning_context(config, Arc::clone(&runtime));
     let logical = decode_logical_plan(&request.logical_plan, &ctx.task_ctx())?;
+    check_copy_target(&logical, &runtime, policy).await?;
     // COPY TO a directory (DataFrame::write_parquet and friends): the
     // executors write their partitions in parallel, staged until success.
-    let (logical, output) = match directory_copy(job_id, &logical) {
+    let (logical, output) = match directory_copy(job_id, &logical, policy) {
         Some(Ok((input, target))) => {
             target.ensure_empty().await?;
             (input, Some(target))

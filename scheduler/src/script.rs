@@ -23,9 +23,10 @@ use volley_dataflow::{
     session_config, split_statements,
 };
 use volley_proto::v1;
+use volley_security::PathPolicy;
 
 use crate::job::Job;
-use crate::output_target::OutputTarget;
+use crate::output_target::{OutputTarget, check_copy_target};
 use crate::planning::{plan_stages, planning_context};
 use crate::service::Shared;
 
@@ -117,8 +118,9 @@ async fn run(
         settings,
     )
     .map_err(|e| user_error(&e))?;
-    let runtime = object_store_runtime().map_err(|e| user_error(&e))?;
-    let ctx = planning_context(config, runtime);
+    let policy = &shared.config.security.paths;
+    let runtime = object_store_runtime(policy.clone()).map_err(|e| user_error(&e))?;
+    let ctx = planning_context(config, Arc::clone(&runtime));
     if let Some(output) = output {
         output.ensure_empty().await.map_err(|e| user_error(&e))?;
     }
@@ -152,7 +154,10 @@ async fn run(
         }
         // COPY (query) TO 'dir/' is written like --output: in parallel by
         // the executors, staged, and moved into place with the job's success.
-        let (plan, copy_target) = match directory_copy(job_id, &plan) {
+        check_copy_target(&plan, &runtime, policy)
+            .await
+            .map_err(|e| fail_at(number, statement, &e))?;
+        let (plan, copy_target) = match directory_copy(job_id, &plan, policy) {
             Some(Ok((input, target))) => {
                 target
                     .ensure_empty()
@@ -220,6 +225,7 @@ async fn run(
 pub(crate) fn directory_copy(
     job_id: &JobId,
     plan: &LogicalPlan,
+    policy: &PathPolicy,
 ) -> Option<Result<(LogicalPlan, OutputTarget), DataFusionError>> {
     let LogicalPlan::Copy(copy) = plan else {
         return None;
@@ -244,13 +250,17 @@ pub(crate) fn directory_copy(
         path: copy.output_url.clone(),
         format: format as i32,
     };
-    Some(OutputTarget::try_new(job_id, &spec).map(|target| (copy.input.as_ref().clone(), target)))
+    Some(
+        OutputTarget::try_new(job_id, &spec, policy)
+            .map(|target| (copy.input.as_ref().clone(), target)),
+    )
 }
 
 /// Plans a script submission: the job record, or the error that fails it.
 pub(crate) fn prepare(
     job_id: &JobId,
     request: &v1::SubmitJobRequest,
+    policy: &PathPolicy,
 ) -> Result<(Job, Vec<Statement>, Option<OutputTarget>), v1::JobError> {
     let statements = split_statements(&request.script).map_err(|e| user_error(&e))?;
     if statements.is_empty() {
@@ -264,7 +274,7 @@ pub(crate) fn prepare(
         .output
         .as_ref()
         .filter(|o| !o.path.is_empty())
-        .map(|spec| OutputTarget::try_new(job_id, spec))
+        .map(|spec| OutputTarget::try_new(job_id, spec, policy))
         .transpose()
         .map_err(|e| user_error(&e))?;
     let job = Job::new_script(

@@ -10,15 +10,13 @@ use tokio::task::JoinHandle;
 use tokio::task::JoinSet;
 use tonic::transport::server::TcpIncoming;
 use tracing::info;
+use volley_proto::limits;
 use volley_proto::v1::scheduler_service_server::SchedulerServiceServer;
 
 use crate::config::SchedulerConfig;
 use crate::error::SchedulerError;
 use crate::service::{SchedulerGrpc, Shared};
 use crate::state::SchedulerState;
-
-/// Largest gRPC message the scheduler accepts (plans of wide queries).
-const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
 /// A running scheduler. Dropping it stops it.
 #[derive(Debug)]
@@ -44,16 +42,19 @@ impl SchedulerServer {
         let service = SchedulerServiceServer::new(SchedulerGrpc {
             shared: Arc::clone(&shared),
         })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(limits::MAX_PLAN_MESSAGE_BYTES)
+        .max_encoding_message_size(limits::MAX_PLAN_MESSAGE_BYTES);
         let (shutdown, signal) = oneshot::channel::<()>();
-        let server = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = signal.await;
-                }),
-        );
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &config.security.tls {
+            builder = builder.tls_config(tls.config())?;
+        }
+        let server = tokio::spawn(builder.add_service(service).serve_with_incoming_shutdown(
+            incoming,
+            async {
+                let _ = signal.await;
+            },
+        ));
         let reaper = {
             let shared = Arc::clone(&shared);
             tokio::spawn(async move {
@@ -84,9 +85,11 @@ impl SchedulerServer {
         self.addr
     }
 
-    /// `http://host:port`, what clients and executors connect to.
+    /// `http://host:port` (`https://` with TLS), what clients and executors
+    /// connect to.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = volley_security::tls::scheme(self.shared.config.security.tls.is_some());
+        format!("{scheme}://{}", self.addr)
     }
 
     /// How many executors are registered now.

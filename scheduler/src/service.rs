@@ -11,9 +11,11 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 use volley_dataflow::{ExecutorId, JobId};
-use volley_proto::v1;
 use volley_proto::v1::scheduler_service_server::SchedulerService;
+use volley_proto::{limits, v1};
+use volley_security::Caller;
 
+use crate::access::JobAccess;
 use crate::config::SchedulerConfig;
 use crate::error::SchedulerError;
 use crate::planning::plan_job;
@@ -54,23 +56,85 @@ fn is_terminal(status: &v1::JobStatus) -> bool {
     )
 }
 
+impl SchedulerGrpc {
+    /// Who sent `request`: `Unauthenticated` unless their credential is good.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        self.shared
+            .config
+            .security
+            .authenticator
+            .identify(request.metadata())
+    }
+
+    /// The job `id` names, if `caller` may see and act on it.
+    fn visible_job(&self, caller: &Caller, id: &str) -> Result<JobId, Status> {
+        let id = JobId::parse(id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        match self.shared.state().job_access(&id) {
+            Some(access) => access.check(caller, &id)?,
+            None => return Err(SchedulerError::JobNotFound(id).into()),
+        }
+        Ok(id)
+    }
+}
+
+/// Refuses a submission over the size limits of `volley_proto::limits`.
+fn check_submission_limits(request: &v1::SubmitJobRequest) -> Result<(), Status> {
+    let too_big = |what: &str, size: usize, limit: usize| {
+        Err(Status::invalid_argument(format!(
+            "the job's {what} is {size} bytes, over the limit of {limit}"
+        )))
+    };
+    if request.name.len() > limits::MAX_JOB_NAME_BYTES {
+        return too_big("name", request.name.len(), limits::MAX_JOB_NAME_BYTES);
+    }
+    if request.script.len() > limits::MAX_SCRIPT_BYTES {
+        return too_big("script", request.script.len(), limits::MAX_SCRIPT_BYTES);
+    }
+    if request.settings.len() > limits::MAX_SETTINGS {
+        return Err(Status::invalid_argument(format!(
+            "the job has {} settings, over the limit of {}",
+            request.settings.len(),
+            limits::MAX_SETTINGS
+        )));
+    }
+    if let Some((key, value)) = request
+        .settings
+        .iter()
+        .find(|(k, v)| k.len() + v.len() > limits::MAX_SETTING_BYTES)
+    {
+        let shown: String = key.chars().take(64).collect();
+        return too_big(
+            &format!("setting `{shown}`"),
+            key.len() + value.len(),
+            limits::MAX_SETTING_BYTES,
+        );
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl SchedulerService for SchedulerGrpc {
     async fn submit_job(
         &self,
         request: Request<v1::SubmitJobRequest>,
     ) -> Result<Response<v1::SubmitJobResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let access = JobAccess::for_submitter(&caller, &self.shared.config.security)?;
         let request = request.into_inner();
+        check_submission_limits(&request)?;
         let job_id = JobId::new_random();
+        info!(job_id = %job_id, owner = access.owner().map_or("anonymous", |o| o.as_str()), "job submitted");
         let target = self
             .shared
             .config
             .target_partitions
-            .unwrap_or_else(|| self.shared.state().total_slots());
+            .unwrap_or_else(|| self.shared.state().total_slots())
+            .min(limits::MAX_PARTITIONS);
+        let security = &self.shared.config.security;
         if !request.script.is_empty() {
-            match script::prepare(&job_id, &request) {
+            match script::prepare(&job_id, &request, &security.paths) {
                 Ok((job, statements, output)) => {
-                    self.shared.state().submit_script(job);
+                    self.shared.state().submit_script(job.with_access(access));
                     let driver = script::drive(
                         Arc::clone(&self.shared),
                         job_id.clone(),
@@ -87,14 +151,10 @@ impl SchedulerService for SchedulerGrpc {
                     while scripts.try_join_next().is_some() {}
                     scripts.spawn(driver);
                 }
-                Err(error) => self
-                    .shared
-                    .state()
-                    .submit(crate::job::Job::failed_at_submit(
-                        job_id.clone(),
-                        request.name,
-                        error,
-                    )),
+                Err(error) => self.shared.state().submit(
+                    crate::job::Job::failed_at_submit(job_id.clone(), request.name, error)
+                        .with_access(access),
+                ),
             }
             return Ok(Response::new(v1::SubmitJobResponse {
                 job_id: job_id.to_string(),
@@ -103,8 +163,8 @@ impl SchedulerService for SchedulerGrpc {
         if request.logical_plan.is_empty() {
             return Err(SchedulerError::InvalidRequest("the job has no plan".into()).into());
         }
-        let job = plan_job(job_id.clone(), request, target).await;
-        self.shared.state().submit(job);
+        let job = plan_job(job_id.clone(), request, target, &security.paths).await;
+        self.shared.state().submit(job.with_access(access));
         Ok(Response::new(v1::SubmitJobResponse {
             job_id: job_id.to_string(),
         }))
@@ -116,7 +176,8 @@ impl SchedulerService for SchedulerGrpc {
         &self,
         request: Request<v1::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        let id = JobId::from(request.into_inner().job_id);
+        let caller = self.caller(&request)?;
+        let id = self.visible_job(&caller, &request.into_inner().job_id)?;
         let receiver = self
             .shared
             .state()
@@ -143,12 +204,9 @@ impl SchedulerService for SchedulerGrpc {
         &self,
         request: Request<v1::CancelJobRequest>,
     ) -> Result<Response<v1::CancelJobResponse>, Status> {
-        let id = JobId::from(request.into_inner().job_id);
-        let mut state = self.shared.state();
-        if state.status(&id).is_none() {
-            return Err(SchedulerError::JobNotFound(id).into());
-        }
-        let cancelled = state.cancel(&id);
+        let caller = self.caller(&request)?;
+        let id = self.visible_job(&caller, &request.into_inner().job_id)?;
+        let cancelled = self.shared.state().cancel(&id);
         Ok(Response::new(v1::CancelJobResponse { cancelled }))
     }
 
@@ -156,15 +214,17 @@ impl SchedulerService for SchedulerGrpc {
         &self,
         request: Request<v1::ReleaseJobRequest>,
     ) -> Result<Response<v1::ReleaseJobResponse>, Status> {
-        let id = JobId::from(request.into_inner().job_id);
+        let caller = self.caller(&request)?;
+        let id = self.visible_job(&caller, &request.into_inner().job_id)?;
         self.shared.state().release(&id);
         Ok(Response::new(v1::ReleaseJobResponse {}))
     }
 
     async fn cluster_info(
         &self,
-        _request: Request<v1::ClusterInfoRequest>,
+        request: Request<v1::ClusterInfoRequest>,
     ) -> Result<Response<v1::ClusterInfoResponse>, Status> {
+        self.caller(&request)?;
         Ok(Response::new(v1::ClusterInfoResponse {
             executors: self.shared.state().executors_info(),
         }))
@@ -172,10 +232,25 @@ impl SchedulerService for SchedulerGrpc {
 
     async fn list_jobs(
         &self,
-        _request: Request<v1::ListJobsRequest>,
+        request: Request<v1::ListJobsRequest>,
     ) -> Result<Response<v1::ListJobsResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let request = request.into_inner();
+        let before = match request.before_job_id.as_str() {
+            "" => None,
+            id => Some(JobId::parse(id).map_err(|e| Status::invalid_argument(e.to_string()))?),
+        };
+        let limit = match request.limit {
+            0 => limits::MAX_LISTED_JOBS,
+            n => n.min(limits::MAX_LISTED_JOBS),
+        } as usize;
+        let (jobs, next) = self
+            .shared
+            .state()
+            .list_jobs(&caller, before.as_ref(), limit);
         Ok(Response::new(v1::ListJobsResponse {
-            jobs: self.shared.state().list_jobs(),
+            jobs,
+            next_before_job_id: next.unwrap_or_default(),
         }))
     }
 
@@ -185,6 +260,16 @@ impl SchedulerService for SchedulerGrpc {
         &self,
         request: Request<Streaming<v1::ExecutorMessage>>,
     ) -> Result<Response<Self::ExecutorControlStream>, Status> {
+        match self.caller(&request)? {
+            Caller::Executor | Caller::Anonymous => {}
+            Caller::User(user) => {
+                return Err(Status::permission_denied(format!(
+                    "user `{}` is not an executor: executors register with the cluster secret",
+                    user.name()
+                )));
+            }
+        }
+        let peer = request.remote_addr();
         let mut inbound = request.into_inner();
         let register = match inbound.message().await? {
             Some(v1::ExecutorMessage {
@@ -205,14 +290,33 @@ impl SchedulerService for SchedulerGrpc {
             }
             .into());
         }
-        let id = ExecutorId::from(register.executor_id);
+        let id = ExecutorId::parse(&register.executor_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if register.slots == 0 || register.slots > limits::MAX_SLOTS {
+            warn!(executor_id = %id, slots = register.slots, "executor refused: slots out of range");
+            return Err(Status::invalid_argument(format!(
+                "an executor registers with 1 to {} slots, not {}",
+                limits::MAX_SLOTS,
+                register.slots
+            )));
+        }
+        check_advertised_endpoint(&register.endpoint, peer).await?;
+        let proof = self
+            .shared
+            .config
+            .security
+            .authenticator
+            .cluster()
+            .map(|cluster| cluster.proof(&register.nonce))
+            .unwrap_or_default();
         let (sender, receiver) = mpsc::unbounded_channel();
         self.shared.state().register_executor(
             id.clone(),
             register.endpoint,
-            register.slots.max(1) as usize,
+            register.slots as usize,
             sender,
-        );
+            proof,
+        )?;
         let shared = Arc::clone(&self.shared);
         let mut streams = self
             .shared
@@ -247,5 +351,51 @@ impl SchedulerService for SchedulerGrpc {
         Ok(Response::new(Box::pin(UnboundedReceiverStream::new(
             receiver,
         ))))
+    }
+}
+
+/// Refuses an executor whose advertised Flight endpoint is not an address
+/// of the peer that registers it: a registration must not point clients and
+/// other executors at a third machine. A host name must resolve to the
+/// peer's address; loopback peers may advertise any loopback address.
+async fn check_advertised_endpoint(
+    endpoint: &str,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<(), Status> {
+    let refuse = |why: String| {
+        warn!(%endpoint, %why, "executor refused: advertised endpoint");
+        Err(Status::invalid_argument(format!(
+            "the advertised endpoint {endpoint} {why}"
+        )))
+    };
+    let Some((_, rest)) = endpoint
+        .split_once("://")
+        .filter(|(scheme, _)| matches!(*scheme, "http" | "https"))
+    else {
+        return refuse("is not an http:// or https:// URL".into());
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let Some(peer) = peer.map(|p| p.ip()) else {
+        return Ok(());
+    };
+    let addresses: Vec<std::net::IpAddr> = match tokio::net::lookup_host(authority).await {
+        Ok(found) => found.map(|a| a.ip()).collect(),
+        Err(e) => return refuse(format!("does not resolve: {e}")),
+    };
+    let matches = |ip: &std::net::IpAddr| {
+        *ip == peer || (ip.is_loopback() && peer.is_loopback()) || canonical(*ip) == canonical(peer)
+    };
+    if addresses.iter().any(matches) {
+        Ok(())
+    } else {
+        refuse(format!("is not an address of the registering peer {peer}"))
+    }
+}
+
+/// An IPv4-mapped IPv6 address as IPv4.
+fn canonical(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
     }
 }

@@ -28,12 +28,15 @@ pub fn simulate_placement(
     for i in 0..executors {
         let (sender, receiver) = mpsc::unbounded_channel();
         inboxes.push(receiver);
-        state.register_executor(
-            ExecutorId::from(format!("sim-{i}")),
-            format!("http://sim-{i}"),
-            slots,
-            sender,
-        );
+        state
+            .register_executor(
+                ExecutorId::from(format!("sim-{i}")),
+                format!("http://sim-{i}"),
+                slots,
+                sender,
+                Vec::new(),
+            )
+            .map_err(|status| SchedulerError::InvalidRequest(status.message().to_string()))?;
     }
     let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
     let scan = Arc::new(EmptyExec::new(schema).with_partitions(tasks));

@@ -16,7 +16,9 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use volley_dataflow::{ExecutorId, JobId, PartitionStats, StageId, TaskId};
 use volley_proto::v1;
+use volley_security::Caller;
 
+use crate::access::JobAccess;
 use crate::config::SchedulerConfig;
 use crate::job::{Job, JobPhase, TaskSlot};
 use crate::recovery::{RecoveryLimits, is_retryable};
@@ -97,13 +99,24 @@ impl SchedulerState {
             .collect()
     }
 
+    /// Registers an executor and confirms it with `proof` (the answer to its
+    /// nonce). An id already connected cannot be taken over.
     pub(crate) fn register_executor(
         &mut self,
         id: ExecutorId,
         endpoint: String,
         slots: usize,
         sender: ExecutorSender,
-    ) {
+        proof: Vec<u8>,
+    ) -> Result<(), tonic::Status> {
+        if let Some(existing) = self.executors.get(&id)
+            && !existing.sender.is_closed()
+        {
+            warn!(executor_id = %id, "registration refused: the id is connected already");
+            return Err(tonic::Status::already_exists(format!(
+                "executor {id} is connected already; an executor registers with a fresh id"
+            )));
+        }
         info!(executor_id = %id, %endpoint, slots, "executor registered");
         let entry = ExecutorEntry {
             endpoint,
@@ -115,10 +128,12 @@ impl SchedulerState {
         };
         entry.send(v1::scheduler_message::Kind::Registered(v1::Registered {
             protocol_version: volley_proto::PROTOCOL_VERSION,
+            proof,
         }));
         self.executors.insert(id, entry);
         self.no_executors_since = None;
         self.schedule();
+        Ok(())
     }
 
     /// Any message from an executor shows it is alive.
@@ -298,24 +313,58 @@ impl SchedulerState {
         self.schedule();
     }
 
-    /// Every known job's status, newest first.
-    pub(crate) fn list_jobs(&self) -> Vec<v1::JobStatus> {
-        let mut jobs: Vec<v1::JobStatus> = self.jobs.values().map(Job::status).collect();
-        jobs.sort_by(|a, b| {
-            b.started_at_ms
-                .cmp(&a.started_at_ms)
-                .then(b.job_id.cmp(&a.job_id))
-        });
-        jobs
+    /// The statuses of the jobs `caller` may see, newest first: at most
+    /// `limit`, starting after `before` (a job id from the previous page).
+    /// Stage plans (with their literals and paths) are shown to a job's
+    /// owner only, and result tickets to nobody. Also returns the id to
+    /// pass as `before` for the next page, if more remain.
+    pub(crate) fn list_jobs(
+        &self,
+        caller: &Caller,
+        before: Option<&JobId>,
+        limit: usize,
+    ) -> (Vec<v1::JobStatus>, Option<String>) {
+        let mut visible: Vec<&Job> = self
+            .jobs
+            .values()
+            .filter(|job| job.access.visible_to(caller))
+            .collect();
+        visible.sort_by(|a, b| b.started_key().cmp(&a.started_key()));
+        let start = match before {
+            Some(id) => visible
+                .iter()
+                .position(|job| job.id == *id)
+                .map_or(visible.len(), |i| i + 1),
+            None => 0,
+        };
+        let page: Vec<&Job> = visible.iter().skip(start).take(limit).copied().collect();
+        let next = (start + page.len() < visible.len())
+            .then(|| page.last().map(|job| job.id.to_string()))
+            .flatten();
+        let jobs = page
+            .into_iter()
+            .map(|job| {
+                let mut status = job.status();
+                status.result.clear();
+                if !job.access.is_owner(caller) {
+                    for stage in &mut status.stages {
+                        stage.plan.clear();
+                    }
+                }
+                status
+            })
+            .collect();
+        (jobs, next)
+    }
+
+    /// Who may see job `id`, if it is known.
+    pub(crate) fn job_access(&self, id: &JobId) -> Option<&JobAccess> {
+        self.jobs.get(id).map(|job| &job.access)
     }
 
     /// A watcher for a job's status.
     pub(crate) fn watch(&self, id: &JobId) -> Option<tokio::sync::watch::Receiver<v1::JobStatus>> {
         self.jobs.get(id).map(|j| j.watch.subscribe())
-    }
-
-    pub(crate) fn status(&self, id: &JobId) -> Option<v1::JobStatus> {
-        self.jobs.get(id).map(Job::status)
     }
 
     pub(crate) fn cancel(&mut self, id: &JobId) -> bool {
@@ -740,7 +789,15 @@ mod tests {
     fn executor(state: &mut SchedulerState, name: &str, slots: usize) -> (ExecutorId, Inbox) {
         let (sender, receiver) = mpsc::unbounded_channel();
         let id = ExecutorId::from(name);
-        state.register_executor(id.clone(), format!("http://{name}"), slots, sender);
+        state
+            .register_executor(
+                id.clone(),
+                format!("http://{name}"),
+                slots,
+                sender,
+                Vec::new(),
+            )
+            .expect("a fresh id");
         (id, receiver)
     }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::record_batch::RecordBatch;
 use volley_client::Context;
 
-use crate::processes::{Process, binary, start};
+use crate::processes::{Process, binary, credentials, start};
 use crate::{compare_rows, is_ordered, run_script, tpch_query};
 
 /// One chaos run's outcome.
@@ -56,11 +56,13 @@ impl ChaosCluster {
     /// Starts the scheduler (executor timeout of 2s) and three executors.
     pub fn start() -> Self {
         let mut scheduler = Command::new(binary("volley-scheduler"));
-        scheduler.args(["--bind", "127.0.0.1:0", "--executor-timeout-secs", "2"]);
+        scheduler
+            .args(["--bind", "127.0.0.1:0", "--executor-timeout-secs", "2"])
+            .args(credentials().scheduler_args());
         let (scheduler, line) = start(scheduler);
-        let addr = line.rsplit(' ').next().expect("address").to_string();
+        let url = line.rsplit(' ').next().expect("URL").to_string();
         let mut cluster = Self {
-            url: format!("http://{addr}"),
+            url,
             _scheduler: scheduler,
             executors: Vec::new(),
             work_dir: tempfile::tempdir().expect("work dir"),
@@ -83,7 +85,8 @@ impl ChaosCluster {
                 "2",
                 "--work-dir",
             ])
-            .arg(self.work_dir.path());
+            .arg(self.work_dir.path())
+            .args(credentials().executor_args());
         let (process, line) = start(executor);
         // "volley-executor <id> serving on <endpoint>"
         let id = line
@@ -112,7 +115,7 @@ async fn run(ctx: &Context, sql: &str) -> datafusion::error::Result<Vec<RecordBa
 /// Runs every query with every seed; `data` holds the TPC-H tables.
 pub async fn run_chaos(data: &Path, queries: &[usize], seeds: &[u64]) -> Vec<ChaosRun> {
     let mut cluster = ChaosCluster::start();
-    let ctx = Context::remote(&cluster.url)
+    let ctx = Context::remote_with(&cluster.url, credentials().link("admin"))
         .await
         .expect("connect to the chaos cluster");
     volley_client::tpch::register_tpch(&ctx, data)

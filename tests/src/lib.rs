@@ -52,6 +52,20 @@ pub fn tpch_dir() -> &'static Path {
     })
 }
 
+/// The directories test clusters may read and write: the shared test data,
+/// the system temp dir (where tests make their scratch directories) and the
+/// working directory.
+pub fn test_paths() -> Vec<PathBuf> {
+    let mut paths = vec![std::env::temp_dir()];
+    if let Some(base) = tpch_dir().parent() {
+        paths.push(base.to_path_buf());
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        paths.push(cwd);
+    }
+    paths
+}
+
 /// The text of TPC-H query `n` (1 to 22).
 pub fn tpch_query(n: usize) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

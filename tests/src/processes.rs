@@ -1,13 +1,158 @@
 //! The real binaries as processes: a scheduler and two executors on random
-//! loopback ports, and the `volley` command.
+//! loopback ports, and the `volley` command. Every process cluster is
+//! secure as in production: users and a cluster secret, TLS on every port,
+//! and local paths confined to the test directories ([`credentials`]).
 //!
 //! The binaries are those `cargo test --workspace` builds next to the test
 //! executables (each binary crate has an integration test, so cargo builds
 //! them).
 
+use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use volley_security::tls::ClientTls;
+use volley_security::{ClusterSecret, Link, Role, Secret, Users};
+
+/// The credentials every process cluster of this test binary uses, made
+/// once: users `admin`, `alice` and `bob` (role submit) and `reader` (role
+/// read), a cluster secret, and a development CA with a certificate for
+/// `127.0.0.1` and `localhost`.
+pub struct Credentials {
+    dir: tempfile::TempDir,
+    tokens: HashMap<&'static str, Secret>,
+}
+
+/// The test binary's [`Credentials`].
+pub fn credentials() -> &'static Credentials {
+    static CREDENTIALS: OnceLock<Credentials> = OnceLock::new();
+    CREDENTIALS.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("volley-test-credentials-")
+            .tempdir()
+            .expect("credentials dir");
+        let mut lines = String::new();
+        let mut tokens = HashMap::new();
+        for (name, role) in [
+            ("admin", Role::Admin),
+            ("alice", Role::Submit),
+            ("bob", Role::Submit),
+            ("reader", Role::Read),
+        ] {
+            let (user, token) =
+                Users::create(name.parse().expect("a user name"), role).expect("random token");
+            lines.push_str(&user.to_line());
+            lines.push('\n');
+            tokens.insert(name, token);
+        }
+        std::fs::write(dir.path().join("users"), lines).expect("write users");
+        ClusterSecret::create_file(&dir.path().join("secret")).expect("write secret");
+        volley_security::tls::generate(
+            &dir.path().join("tls"),
+            &["127.0.0.1".to_string(), "localhost".to_string()],
+        )
+        .expect("make certificates");
+        Credentials { dir, tokens }
+    })
+}
+
+impl Credentials {
+    /// A file of the credentials directory.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The CA certificate clients trust.
+    pub fn ca(&self) -> PathBuf {
+        self.file("tls/ca.pem")
+    }
+
+    /// The token of test user `user`.
+    pub fn token(&self, user: &str) -> &str {
+        self.tokens
+            .get(user)
+            .unwrap_or_else(|| panic!("no test user {user}"))
+            .expose()
+    }
+
+    /// The environment a `volley` command runs as `user` with.
+    pub fn env(&self, user: &str) -> Vec<(String, String)> {
+        vec![
+            ("VOLLEY_TOKEN".to_string(), self.token(user).to_string()),
+            ("VOLLEY_TLS_CA".to_string(), self.ca().display().to_string()),
+        ]
+    }
+
+    /// How a client in the test process connects as `user`.
+    pub fn link(&self, user: &str) -> Link {
+        let tls = ClientTls::load(&self.ca()).expect("load the CA");
+        Link::new(self.tokens.get(user), Some(tls)).expect("a link")
+    }
+
+    /// The cluster's own credential, which executors present.
+    pub fn cluster_secret(&self) -> ClusterSecret {
+        ClusterSecret::load(&self.file("secret")).expect("the cluster secret")
+    }
+
+    /// Every secret a log must never show: the tokens, the cluster secret
+    /// and the executor credential derived from it.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut secrets: Vec<String> = self
+            .tokens
+            .values()
+            .map(|t| t.expose().to_string())
+            .collect();
+        let secret = std::fs::read_to_string(self.file("secret")).expect("the secret file");
+        secrets.push(secret.trim().to_string());
+        secrets.push(self.cluster_secret().credential().expose().to_string());
+        secrets
+    }
+
+    /// `--allow-path` arguments for the test directories.
+    fn allow_paths() -> Vec<OsString> {
+        let mut args = Vec::new();
+        for path in crate::test_paths() {
+            args.push(OsString::from("--allow-path"));
+            args.push(path.into_os_string());
+        }
+        args
+    }
+
+    /// The security arguments of `volley-scheduler`.
+    pub fn scheduler_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![
+            "--users".into(),
+            self.file("users").into(),
+            "--cluster-secret-file".into(),
+            self.file("secret").into(),
+            "--tls-cert".into(),
+            self.file("tls/node.pem").into(),
+            "--tls-key".into(),
+            self.file("tls/node-key.pem").into(),
+        ];
+        args.extend(Self::allow_paths());
+        args
+    }
+
+    /// The security arguments of `volley-executor`.
+    pub fn executor_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![
+            "--cluster-secret-file".into(),
+            self.file("secret").into(),
+            "--tls-cert".into(),
+            self.file("tls/node.pem").into(),
+            "--tls-key".into(),
+            self.file("tls/node-key.pem").into(),
+            "--tls-ca".into(),
+            self.ca().into(),
+        ];
+        args.extend(Self::allow_paths());
+        args
+    }
+}
 
 /// The path of a workspace binary built next to the running executable
 /// (a test in `target/<profile>/deps/`, or a binary in `target/<profile>/`).
@@ -93,8 +238,12 @@ pub struct ClusterSpec {
     pub scheduler_args: Vec<String>,
     /// Environment of every process (e.g. `AWS_*`).
     pub env: Vec<(String, String)>,
-    /// Where the scheduler's log goes (`scheduler.log`), if kept.
+    /// Where the processes' logs go (`scheduler.log`, `executor-N.log`);
+    /// default: inside the cluster's work dir.
     pub log_dir: Option<PathBuf>,
+    /// Object-store prefixes the scheduler and executors may use
+    /// (`--allow-url`).
+    pub allow_urls: Vec<String>,
 }
 
 impl Default for ClusterSpec {
@@ -105,17 +254,22 @@ impl Default for ClusterSpec {
             scheduler_args: Vec::new(),
             env: Vec::new(),
             log_dir: None,
+            allow_urls: Vec::new(),
         }
     }
 }
 
 /// A scheduler and executors, as separate processes; stopped on drop.
 pub struct Cluster {
-    /// The scheduler's URL.
+    /// The scheduler's URL (`https://127.0.0.1:port`).
     pub url: String,
     _scheduler: Process,
     executors: Vec<Process>,
+    /// The executors' Flight endpoints, in start order.
+    pub executor_endpoints: Vec<String>,
     _work_dir: tempfile::TempDir,
+    /// Where the scheduler's and executors' logs go.
+    pub log_dir: PathBuf,
 }
 
 impl Cluster {
@@ -129,6 +283,17 @@ impl Cluster {
         self.executors
             .iter_mut()
             .all(|p| matches!(p.0.try_wait(), Ok(None)))
+    }
+
+    /// Everything the cluster's processes logged so far.
+    pub fn logs(&self) -> String {
+        let mut text = String::new();
+        if let Ok(entries) = std::fs::read_dir(&self.log_dir) {
+            for entry in entries.flatten() {
+                text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+            }
+        }
+        text
     }
 
     /// SIGKILLs every executor.
@@ -147,21 +312,34 @@ pub fn start_cluster() -> Cluster {
 
 /// Starts a scheduler and executors as `spec` says, on random loopback ports.
 pub fn start_cluster_with(spec: &ClusterSpec) -> Cluster {
+    let work_dir = tempfile::tempdir().expect("work dir");
+    let log_dir = spec
+        .log_dir
+        .clone()
+        .unwrap_or_else(|| work_dir.path().join("logs"));
+    std::fs::create_dir_all(&log_dir).expect("log dir");
+    let credentials = credentials();
     let mut scheduler = Command::new(binary("volley-scheduler"));
     scheduler
         .args(["--bind", "127.0.0.1:0"])
+        .args(credentials.scheduler_args())
+        .args(
+            spec.allow_urls
+                .iter()
+                .flat_map(|u| ["--allow-url", u.as_str()]),
+        )
         .args(&spec.scheduler_args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)));
-    let log = spec.log_dir.as_ref().map(|d| d.join("scheduler.log"));
-    let (scheduler, line) = start_logging(scheduler, log.as_deref());
-    let addr = line
+    let (scheduler, line) = start_logging(scheduler, Some(&log_dir.join("scheduler.log")));
+    let url = line
         .rsplit(' ')
         .next()
-        .expect("the scheduler prints its address");
-    let url = format!("http://{addr}");
-    let work_dir = tempfile::tempdir().expect("work dir");
+        .expect("the scheduler prints its URL")
+        .to_string();
+    assert!(url.starts_with("https://127.0.0.1:"), "{line}");
     let mut executors = Vec::new();
-    for _ in 0..spec.executors {
+    let mut executor_endpoints = Vec::new();
+    for i in 0..spec.executors {
         let mut executor = Command::new(binary(spec.executor_binary));
         executor
             .args([
@@ -173,17 +351,27 @@ pub fn start_cluster_with(spec: &ClusterSpec) -> Cluster {
                 "2",
                 "--work-dir",
             ])
-            .arg(work_dir.path())
+            .arg(work_dir.path().join("executors"))
+            .args(credentials.executor_args())
+            .args(
+                spec.allow_urls
+                    .iter()
+                    .flat_map(|u| ["--allow-url", u.as_str()]),
+            )
             .envs(spec.env.iter().map(|(k, v)| (k, v)));
-        let (executor, line) = start(executor);
-        assert!(line.contains("serving on http://127.0.0.1:"), "{line}");
+        let (executor, line) =
+            start_logging(executor, Some(&log_dir.join(format!("executor-{i}.log"))));
+        assert!(line.contains("serving on https://127.0.0.1:"), "{line}");
+        executor_endpoints.push(line.rsplit(' ').next().unwrap_or_default().to_string());
         executors.push(executor);
     }
     Cluster {
         url,
         _scheduler: scheduler,
         executors,
+        executor_endpoints,
         _work_dir: work_dir,
+        log_dir,
     }
 }
 
@@ -214,13 +402,23 @@ pub fn volley_tpch_csv(url: &str, data_dir: &Path, env: &[(String, String)], sql
     )
 }
 
-/// Runs `volley` with `args` and extra environment variables.
+/// Runs `volley` with `args` and extra environment variables (an empty
+/// value removes the variable), as the test user `admin` of
+/// [`credentials`] unless `env` says otherwise.
 pub fn volley_with_env(args: &[&str], data_dir: &Path, env: &[(String, String)]) -> Output {
-    Command::new(binary("volley"))
+    let mut command = Command::new(binary("volley"));
+    command
         .args(args)
         .env("VOLLEY_DATA_DIR", data_dir)
         .env_remove("VOLLEY_SCHEDULER")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .expect("run volley")
+        .env_remove("VOLLEY_TOKEN_FILE")
+        .envs(credentials().env("admin"));
+    for (key, value) in env {
+        if value.is_empty() {
+            command.env_remove(key);
+        } else {
+            command.env(key, value);
+        }
+    }
+    command.output().expect("run volley")
 }

@@ -15,11 +15,13 @@ use datafusion::prelude::{JoinType, ParquetReadOptions};
 use std::process::Command;
 use volley_client::{ClientError, Context, v1};
 
-use volley_tests::processes::{ClusterSpec, binary, start, start_cluster_with};
+use volley_tests::processes::{ClusterSpec, binary, credentials, start, start_cluster_with};
 use volley_tests::{tpch_dir, udfs};
 
 async fn client(url: &str) -> Context {
-    let ctx = Context::remote(url).await.expect("connect");
+    let ctx = Context::remote_with(url, credentials().link("admin"))
+        .await
+        .expect("connect");
     ctx.register_udfs(&udfs::registry());
     ctx
 }
@@ -223,12 +225,18 @@ async fn a_full_spill_disk_fails_its_tasks_which_run_again_elsewhere_and_the_exe
     // of its own, with a memory budget its sorts and shuffle output overflow.
     let small_disk = dir.path().join("small-disk");
     std::fs::create_dir(&small_disk).expect("mount point");
+    let security: Vec<String> = credentials()
+        .executor_args()
+        .iter()
+        .map(|a| format!("'{}'", a.to_string_lossy()))
+        .collect();
     let script = format!(
         "mount -t tmpfs -o size=2m tmpfs '{disk}' && exec '{exe}' --scheduler {url} \
-         --bind 127.0.0.1:0 --slots 2 --memory-limit 16M --work-dir '{disk}'",
+         --bind 127.0.0.1:0 --slots 2 --memory-limit 16M --work-dir '{disk}' {security}",
         disk = small_disk.display(),
         exe = binary("volley-executor").display(),
         url = cluster.url,
+        security = security.join(" "),
     );
     let mut command = Command::new("unshare");
     command.args(["--mount", "sh", "-c", &script]);

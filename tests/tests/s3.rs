@@ -118,6 +118,7 @@ fn parquet_goes_to_a_bucket_and_back_through_sql_submit_and_the_dataframe_api() 
     let s3 = S3Server::start();
     let cluster = start_cluster_with(&ClusterSpec {
         env: s3.env(),
+        allow_urls: vec![format!("s3://{BUCKET}")],
         ..ClusterSpec::default()
     });
     let data = tempfile::tempdir().expect("data dir");
@@ -212,6 +213,7 @@ fn parquet_goes_to_a_bucket_and_back_through_sql_submit_and_the_dataframe_api() 
             &format!("s3://{BUCKET}/dataframe/summary/"),
         ])
         .env("VOLLEY_SCHEDULER", &cluster.url)
+        .envs(volley_tests::processes::credentials().env("admin"))
         .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("run the s3_roundtrip example");
@@ -241,6 +243,7 @@ fn a_missing_bucket_or_bad_credentials_are_clear_errors() {
     let cluster = start_cluster_with(&ClusterSpec {
         env: s3.env(),
         executors: 1,
+        allow_urls: vec![format!("s3://{BUCKET}"), "s3://no-such-bucket".to_string()],
         ..ClusterSpec::default()
     });
     let data = tempfile::tempdir().expect("data dir");

@@ -97,6 +97,11 @@ async fn run() -> ExitCode {
         slots_per_executor: 2,
         target_partitions: Some(4),
         memory_per_executor: 2 << 30,
+        allowed_paths: {
+            let mut paths = volley_tests::test_paths();
+            paths.push(package.clone());
+            paths
+        },
         ..EmbeddedClusterConfig::with_executors(2)
     })
     .await
@@ -117,11 +122,12 @@ async fn run() -> ExitCode {
     let mut outcomes: BTreeMap<String, FileOutcome> = futures::stream::iter(files.clone())
         .map(|file| {
             let url = url.clone();
+            let link = cluster.link();
             let expectations = &expectations;
             async move {
                 let outcome = match tokio::time::timeout(
                     FILE_TIMEOUT,
-                    run_file(&url, &file, baseline, expectations),
+                    run_file(&url, link, &file, baseline, expectations),
                 )
                 .await
                 {
@@ -190,6 +196,7 @@ async fn run() -> ExitCode {
 /// Runs one file in a session of its own.
 async fn run_file(
     url: &str,
+    link: volley_client::Link,
     file: &str,
     baseline: bool,
     expectations: &Expectations,
@@ -205,7 +212,7 @@ async fn run_file(
         let config = SessionConfig::new().with_target_partitions(4);
         (SessionContext::new_with_config(config), None)
     } else {
-        let context = match Context::remote(url).await {
+        let context = match Context::remote_with(url, link).await {
             Ok(context) => context,
             Err(e) => {
                 outcome.problems.push(format!("cannot connect: {e}"));

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use volley_client::{ClientError, JobId, SchedulerClient, is_terminal, v1};
 
+use super::connection::ConnectionArgs;
 use super::progress::{Progress, describe, human_bytes};
 
 /// Arguments of `volley jobs`.
@@ -23,6 +24,8 @@ pub(crate) struct JobsArgs {
         global = true
     )]
     scheduler: String,
+    #[command(flatten)]
+    connection: ConnectionArgs,
     #[command(subcommand)]
     command: JobsCommand,
 }
@@ -84,7 +87,7 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 pub(crate) async fn run(args: JobsArgs) -> Result<(), ClientError> {
-    let client = SchedulerClient::connect(&args.scheduler).await?;
+    let client = SchedulerClient::connect_with(&args.scheduler, args.connection.link()?).await?;
     match args.command {
         JobsCommand::List { json } => {
             let jobs = client.list_jobs().await?;

@@ -1,5 +1,7 @@
 //! The `volley` command line.
 
+mod admin;
+mod connection;
 mod jobs;
 mod output;
 mod progress;
@@ -18,7 +20,8 @@ Exit codes:
   2  bad usage
   3  scheduler unreachable
   4  timed out
-  5  cancelled";
+  5  cancelled
+  6  not authenticated, or not allowed";
 
 /// Volley: distributed SQL on DataFusion.
 #[derive(Debug, Parser)]
@@ -40,6 +43,12 @@ enum Command {
     /// List, inspect, wait for and cancel jobs.
     #[command(after_help = EXIT_CODES)]
     Jobs(jobs::JobsArgs),
+    /// Manage a scheduler's users file.
+    Users(admin::UsersArgs),
+    /// Make the secret a scheduler shares with its executors.
+    Secret(admin::SecretArgs),
+    /// Make development TLS certificates.
+    Certs(admin::CertsArgs),
 }
 
 impl Cli {
@@ -48,6 +57,9 @@ impl Cli {
             Command::Sql(args) => sql::run(args).await,
             Command::Submit(args) => submit::run(args).await,
             Command::Jobs(args) => jobs::run(args).await,
+            Command::Users(args) => admin::run_users(args),
+            Command::Secret(args) => admin::run_secret(args),
+            Command::Certs(args) => admin::run_certs(args),
         }
     }
 }

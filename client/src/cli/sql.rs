@@ -14,6 +14,7 @@ use volley_client::tpch::{default_tpch_dir, generate_tpch, register_tpch};
 use volley_client::{ClientError, Context, EmbeddedClusterConfig, JobId, v1};
 use volley_dataflow::split_statements;
 
+use super::connection::ConnectionArgs;
 use super::output::{Format, write_batches};
 use super::progress::Progress;
 
@@ -23,6 +24,8 @@ pub(crate) struct SqlArgs {
     /// URL of the scheduler; without it an embedded cluster is started.
     #[arg(long, env = "VOLLEY_SCHEDULER")]
     scheduler: Option<String>,
+    #[command(flatten)]
+    connection: ConnectionArgs,
     /// SQL to run (repeatable; each may hold several statements).
     #[arg(
         short = 'c',
@@ -130,7 +133,7 @@ pub(crate) async fn run(args: SqlArgs) -> Result<(), ClientError> {
 
 async fn connect(args: &SqlArgs) -> Result<Context, ClientError> {
     match &args.scheduler {
-        Some(url) => Context::remote(url).await,
+        Some(url) => Context::remote_with(url, args.connection.link()?).await,
         None => Context::embedded_with(EmbeddedClusterConfig::with_executors(args.executors)).await,
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use volley_client::{ClientError, SchedulerClient, v1};
 
+use super::connection::ConnectionArgs;
 use super::jobs::{follow, outcome, parse_duration, status_json, summary};
 
 /// Output formats of `--output`.
@@ -35,9 +36,16 @@ pub(crate) struct SubmitArgs {
     /// A name for the job (default: the script's file name).
     #[arg(long)]
     name: Option<String>,
-    /// Replace `${KEY}` in the script with VALUE (repeatable).
-    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
-    params: Vec<(String, String)>,
+    /// Replace `${KEY}` in the script with VALUE as a quoted SQL string,
+    /// e.g. `'VALUE'` (repeatable). Write `${KEY}` bare, not in quotes.
+    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_string_param)]
+    params: Vec<(String, Param)>,
+    /// Replace `${KEY}` with a whole number (repeatable).
+    #[arg(long = "param-int", value_name = "KEY=N", value_parser = parse_int_param)]
+    int_params: Vec<(String, Param)>,
+    /// Replace `${KEY}` with `DATE 'YYYY-MM-DD'` (repeatable).
+    #[arg(long = "param-date", value_name = "KEY=YYYY-MM-DD", value_parser = parse_date_param)]
+    date_params: Vec<(String, Param)>,
     /// Write the result of the script's last query here, one file per
     /// partition, written by the executors: a local directory that must not
     /// exist (or be empty) and appears only if the job succeeds, or an
@@ -57,6 +65,8 @@ pub(crate) struct SubmitArgs {
     /// Print the job's status as one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    connection: ConnectionArgs,
 }
 
 fn parse_param(text: &str) -> Result<(String, String), String> {
@@ -68,42 +78,130 @@ fn parse_param(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Substitutes `${KEY}` parameters; a parameter the script uses but was
-/// not given is an error, one given but unused a warning.
+/// `KEY=VALUE` for `--param`: the value as a quoted SQL string.
+fn parse_string_param(text: &str) -> Result<(String, Param), String> {
+    parse_param(text).map(|(k, v)| (k, Param::String(v)))
+}
+
+/// `KEY=N` for `--param-int`: a whole number.
+fn parse_int_param(text: &str) -> Result<(String, Param), String> {
+    let (key, value) = parse_param(text)?;
+    let n: i64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("--param-int {key}: `{value}` is not a whole number"))?;
+    Ok((key, Param::Int(n)))
+}
+
+/// `KEY=YYYY-MM-DD` for `--param-date`: a date.
+fn parse_date_param(text: &str) -> Result<(String, Param), String> {
+    let (key, value) = parse_param(text)?;
+    let value = value.trim();
+    let digits =
+        |part: &str, len: usize| part.len() == len && part.bytes().all(|b| b.is_ascii_digit());
+    let parts: Vec<&str> = value.split('-').collect();
+    match parts[..] {
+        [y, m, d] if digits(y, 4) && digits(m, 2) && digits(d, 2) => {
+            Ok((key, Param::Date(value.to_string())))
+        }
+        _ => Err(format!(
+            "--param-date {key}: `{value}` is not a date like 2024-01-31"
+        )),
+    }
+}
+
+/// A script parameter's value, always substituted as one SQL literal, so no
+/// value can change the statement around it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Param {
+    /// `'text'`, quotes inside doubled.
+    String(String),
+    /// A whole number.
+    Int(i64),
+    /// `DATE 'YYYY-MM-DD'`.
+    Date(String),
+}
+
+impl Param {
+    fn literal(&self) -> String {
+        match self {
+            Param::String(text) => format!("'{}'", text.replace('\'', "''")),
+            Param::Int(n) => n.to_string(),
+            Param::Date(date) => format!("DATE '{date}'"),
+        }
+    }
+}
+
+/// Substitutes `${KEY}` parameters with quoted SQL literals; a `${KEY}`
+/// inside a quoted string or a comment is an error (write it bare: the value
+/// arrives quoted). A parameter the script uses but was not given is an
+/// error, one given but unused a warning.
 pub(crate) fn substitute(
     script: &str,
-    params: &[(String, String)],
+    params: &[(String, Param)],
 ) -> Result<(String, Vec<String>), ClientError> {
-    let values: HashMap<&str, &str> = params
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let values: HashMap<&str, &Param> = params.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let mut used = std::collections::HashSet::new();
     let mut out = String::with_capacity(script.len());
-    let mut rest = script;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else {
-            return Err(ClientError::Usage(
-                "the script has a `${` without its closing `}`".into(),
-            ));
-        };
-        let key = &after[..end];
-        match values.get(key) {
-            Some(value) => {
-                out.push_str(value);
+    let mut quote: Option<char> = None;
+    let mut chars = script.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match quote {
+            Some(q) => {
+                if script[i..].starts_with("${") {
+                    return Err(ClientError::Usage(
+                        "the script has a ${...} parameter inside quotes or a comment; write it \
+                         bare (e.g. `WHERE day = ${day}`): its value is substituted as a quoted \
+                         literal"
+                            .into(),
+                    ));
+                }
+                out.push(c);
+                let closes = match q {
+                    '-' => c == '\n',
+                    '*' => c == '*' && chars.peek().is_some_and(|(_, n)| *n == '/'),
+                    _ => c == q,
+                };
+                if closes {
+                    if q == '*'
+                        && let Some((_, slash)) = chars.next()
+                    {
+                        out.push(slash);
+                    }
+                    quote = None;
+                }
+            }
+            None if script[i..].starts_with("${") => {
+                let after = &script[i + 2..];
+                let Some(end) = after.find('}') else {
+                    return Err(ClientError::Usage(
+                        "the script has a `${` without its closing `}`".into(),
+                    ));
+                };
+                let key = &after[..end];
+                let Some(value) = values.get(key) else {
+                    return Err(ClientError::Usage(format!(
+                        "the script uses ${{{key}}} but no --param {key}=VALUE was given"
+                    )));
+                };
+                out.push_str(&value.literal());
                 used.insert(key.to_string());
+                // Skip the key and its closing brace.
+                for _ in 0..key.chars().count() + 2 {
+                    chars.next();
+                }
             }
             None => {
-                return Err(ClientError::Usage(format!(
-                    "the script uses ${{{key}}} but no --param {key}=VALUE was given"
-                )));
+                out.push(c);
+                quote = match c {
+                    '\'' | '"' => Some(c),
+                    '-' if chars.peek().is_some_and(|(_, n)| *n == '-') => Some('-'),
+                    '/' if chars.peek().is_some_and(|(_, n)| *n == '*') => Some('*'),
+                    _ => None,
+                };
             }
         }
-        rest = &after[end + 1..];
     }
-    out.push_str(rest);
     let unused = params
         .iter()
         .filter(|(k, _)| !used.contains(k))
@@ -115,7 +213,14 @@ pub(crate) fn substitute(
 pub(crate) async fn run(args: SubmitArgs) -> Result<(), ClientError> {
     let script = std::fs::read_to_string(&args.file)
         .map_err(|e| ClientError::Usage(format!("cannot read {}: {e}", args.file.display())))?;
-    let (script, unused) = substitute(&script, &args.params)?;
+    let params: Vec<(String, Param)> = args
+        .params
+        .iter()
+        .chain(&args.int_params)
+        .chain(&args.date_params)
+        .cloned()
+        .collect();
+    let (script, unused) = substitute(&script, &params)?;
     for key in unused {
         eprintln!(
             "warning: --param {key} is not used by {}",
@@ -136,7 +241,7 @@ pub(crate) async fn run(args: SubmitArgs) -> Result<(), ClientError> {
             OutputFormat::Json => v1::OutputFormat::Json,
         } as i32,
     });
-    let client = SchedulerClient::connect(&args.scheduler).await?;
+    let client = SchedulerClient::connect_with(&args.scheduler, args.connection.link()?).await?;
     let job_id = client
         .submit_script(script, name, HashMap::new(), output)
         .await?;
@@ -189,19 +294,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parameters_are_substituted_and_unused_ones_reported() {
+    fn parameters_are_substituted_as_literals_and_unused_ones_reported() {
         let params = vec![
-            ("day".to_string(), "2024-01-01".to_string()),
-            ("extra".to_string(), "1".to_string()),
+            ("day".to_string(), Param::Date("2024-01-01".into())),
+            ("n".to_string(), Param::Int(-3)),
+            ("who".to_string(), Param::String("O'Brien".into())),
+            ("extra".to_string(), Param::Int(1)),
         ];
-        let (script, unused) = substitute("SELECT '${day}' AS d, '${day}'", &params).unwrap();
-        assert_eq!(script, "SELECT '2024-01-01' AS d, '2024-01-01'");
-        assert_eq!(unused, vec!["extra".to_string()]);
+        let in_comment = substitute("SELECT 1 -- ${day}", &params);
+        assert!(in_comment.is_err(), "a parameter in a comment is refused");
+        let (script, unused_now) = substitute("SELECT ${day} AS d, ${n}, ${who}", &params).unwrap();
+        assert_eq!(script, "SELECT DATE '2024-01-01' AS d, -3, 'O''Brien'");
+        assert_eq!(unused_now, vec!["extra".to_string()]);
+    }
+
+    #[test]
+    fn a_parameter_value_can_never_change_the_statement_around_it() {
+        let attack = "x'; DROP TABLE t; --";
+        let params = vec![("v".to_string(), Param::String(attack.into()))];
+        let (script, _) = substitute("SELECT * FROM t WHERE a = ${v};", &params).unwrap();
+        assert_eq!(script, "SELECT * FROM t WHERE a = 'x''; DROP TABLE t; --';");
+        let statements = volley_dataflow::split_statements(&script).unwrap();
+        assert_eq!(statements.len(), 1, "{script}");
+        let quoted = substitute("SELECT '${v}'", &params).unwrap_err();
+        assert_eq!(quoted.exit_code(), 2);
+        assert!(parse_int_param("n=1; DROP").is_err());
+        assert!(parse_date_param("d=2024-01-01'").is_err());
     }
 
     #[test]
     fn a_parameter_the_script_needs_but_was_not_given_is_a_usage_error() {
         let error = substitute("SELECT ${missing}", &[]).unwrap_err();
+        assert!(substitute("SELECT ${open", &[]).is_err());
         assert_eq!(error.exit_code(), 2);
         assert!(error.to_string().contains("missing"), "{error}");
     }

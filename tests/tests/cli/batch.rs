@@ -28,7 +28,7 @@ fn aggregate_script() -> String {
         "-- revenue by return flag, as of a day\n\
          CREATE EXTERNAL TABLE lineitem STORED AS PARQUET LOCATION '{}/';\n\
          SELECT l_returnflag, l_linestatus, count(*) AS n\n\
-         FROM lineitem WHERE l_shipdate <= DATE '${{day}}'\n\
+         FROM lineitem WHERE l_shipdate <= ${{day}}\n\
          GROUP BY l_returnflag, l_linestatus;\n",
         tpch_dir().join("lineitem").display()
     )
@@ -46,7 +46,7 @@ async fn a_detached_job_outlives_its_submitter_and_its_output_is_readable_parque
             &script,
             "--scheduler",
             &cluster.url,
-            "--param",
+            "--param-date",
             "day=1998-09-02",
             "--param",
             "unused=1",
@@ -157,7 +157,7 @@ fn a_script_failing_half_way_names_its_statement_and_line_and_writes_nothing() {
             &script,
             "--scheduler",
             &cluster.url,
-            "--param",
+            "--param-date",
             "day=1998-09-02",
             "--output",
             out.to_str().unwrap(),

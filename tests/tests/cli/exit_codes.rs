@@ -59,7 +59,7 @@ fn bad_usage_exits_2_and_an_unreachable_scheduler_exits_3() {
         Some(2)
     );
     let unreachable = volley(
-        &["jobs", "list", "--scheduler", "http://127.0.0.1:1"],
+        &["jobs", "list", "--scheduler", "https://127.0.0.1:1"],
         data.path(),
     );
     assert_eq!(unreachable.status.code(), Some(3));
@@ -115,6 +115,7 @@ fn waiting_on_a_job_that_is_cancelled_elsewhere_exits_5() {
         .to_string();
     let waiter = std::process::Command::new(volley_tests::processes::binary("volley"))
         .args(["jobs", "wait", &job_id, "--scheduler", &cluster.url])
+        .envs(volley_tests::processes::credentials().env("admin"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

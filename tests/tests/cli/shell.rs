@@ -17,6 +17,7 @@ async fn the_shell_edits_recalls_describes_and_cancels_a_long_query_on_the_clust
         .args(["sql", "--scheduler", &cluster.url])
         .env("HOME", home.path())
         .env("TERM", "xterm")
+        .envs(volley_tests::processes::credentials().env("admin"))
         .env_remove("VOLLEY_SCHEDULER");
     let mut shell = Session::spawn(command).expect("spawn the shell in a pty");
     shell.set_expect_timeout(Some(Duration::from_secs(60)));
@@ -71,7 +72,12 @@ async fn the_shell_edits_recalls_describes_and_cancels_a_long_query_on_the_clust
     shell.send("\x03").unwrap();
     shell.expect("cancelled (Ctrl-C)").unwrap();
     shell.expect("volley> ").unwrap();
-    let scheduler = SchedulerClient::connect(&cluster.url).await.unwrap();
+    let scheduler = SchedulerClient::connect_with(
+        &cluster.url,
+        volley_tests::processes::credentials().link("admin"),
+    )
+    .await
+    .unwrap();
     let jobs = scheduler.list_jobs().await.unwrap();
     let newest = jobs.first().expect("the long query ran as a job");
     assert_eq!(newest.state, v1::JobState::Cancelled as i32, "{newest:?}");

@@ -119,7 +119,7 @@ async fn an_executor_dying_mid_job_is_recovered_from_and_the_answer_is_unchanged
     let mut cluster = volley_client::EmbeddedCluster::start(super::small_cluster())
         .await
         .expect("cluster");
-    let ctx = Context::remote(&cluster.scheduler_url())
+    let ctx = Context::remote_with(&cluster.scheduler_url(), cluster.link())
         .await
         .expect("connect");
     volley_client::tpch::register_tpch(&ctx, tpch_dir())
@@ -151,7 +151,7 @@ async fn when_every_executor_dies_the_job_fails_after_the_grace_period_saying_so
     })
     .await
     .expect("cluster");
-    let ctx = Context::remote(&cluster.scheduler_url())
+    let ctx = Context::remote_with(&cluster.scheduler_url(), cluster.link())
         .await
         .expect("connect");
     volley_client::tpch::register_tpch(&ctx, tpch_dir())

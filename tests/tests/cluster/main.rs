@@ -18,6 +18,7 @@ fn small_cluster() -> EmbeddedClusterConfig {
         slots_per_executor: 2,
         target_partitions: Some(4),
         memory_per_executor: 1 << 30,
+        allowed_paths: volley_tests::test_paths(),
         ..EmbeddedClusterConfig::with_executors(2)
     }
 }

@@ -26,6 +26,7 @@ async fn execute_stream_yields_before_the_job_ends_and_holds_few_batches() {
         slots_per_executor: 1,
         target_partitions: Some(16),
         memory_per_executor: 1 << 30,
+        allowed_paths: volley_tests::test_paths(),
         ..EmbeddedClusterConfig::with_executors(1)
     })
     .await
