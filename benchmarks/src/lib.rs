@@ -41,6 +41,8 @@ pub struct TpchRun {
     /// Shuffle output each embedded executor keeps in memory (`None`: the
     /// executor's default).
     pub shuffle_memory: Option<usize>,
+    /// TLS on every connection of the embedded cluster.
+    pub tls: bool,
 }
 
 /// Times of one query on both sides.
@@ -102,6 +104,7 @@ pub async fn run_tpch(data: &Path, run: &TpchRun) -> Result<Vec<QueryResult>> {
             slots_per_executor: run.slots,
             target_partitions: Some(partitions),
             shuffle_memory_per_executor: run.shuffle_memory,
+            tls: run.tls,
             allowed_paths: {
                 let mut paths = volley_client::default_allowed_paths();
                 paths.push(data.to_path_buf());

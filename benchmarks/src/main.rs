@@ -73,6 +73,10 @@ enum Command {
         /// (default: the executor's).
         #[arg(long, value_parser = volley_executor::parse_size)]
         shuffle_memory: Option<usize>,
+        /// TLS on every connection of the embedded cluster (to measure its
+        /// cost against a run without).
+        #[arg(long)]
+        tls: bool,
     },
     /// End-to-end latency of `SELECT 1` and of a one-stage scan through a
     /// client, p50/p99.
@@ -263,6 +267,7 @@ async fn main() -> ExitCode {
             volley_settings,
             datafusion_settings,
             shuffle_memory,
+            tls,
         } => {
             let run = TpchRun {
                 queries: queries.unwrap_or_else(|| (1..=22).collect()),
@@ -274,14 +279,16 @@ async fn main() -> ExitCode {
                 volley_settings,
                 datafusion_settings,
                 shuffle_memory,
+                tls,
             };
             match run_tpch(&data, &run).await {
                 Ok(results) => {
                     println!(
-                        "TPC-H on {} ({} executors x {} slots; DataFusion with {} partitions), best of {}",
+                        "TPC-H on {} ({} executors x {} slots{}; DataFusion with {} partitions), best of {}",
                         data.display(),
                         run.executors,
                         run.slots,
+                        if run.tls { ", TLS" } else { "" },
                         run.executors * run.slots,
                         run.iterations
                     );

@@ -10,6 +10,7 @@ use tempfile::TempDir;
 use volley_dataflow::{ExecutorId, UdfRegistry};
 use volley_executor::{Executor, ExecutorConfig, ExecutorSecurity, default_memory_limit};
 use volley_scheduler::{SchedulerConfig, SchedulerSecurity, SchedulerServer};
+use volley_security::tls;
 use volley_security::{
     Authenticator, ClusterSecret, Link, PathPolicy, Role, Secret, UserName, Users,
 };
@@ -41,6 +42,9 @@ pub struct EmbeddedClusterConfig {
     /// Local directories jobs may read and write (default: the working
     /// directory and the TPC-H data cache).
     pub allowed_paths: Vec<PathBuf>,
+    /// TLS on every connection, with certificates made for the cluster
+    /// (default off: everything stays on loopback in this process).
+    pub tls: bool,
 }
 
 impl Default for EmbeddedClusterConfig {
@@ -63,6 +67,7 @@ impl EmbeddedClusterConfig {
             no_executor_grace: SchedulerConfig::default().no_executor_grace,
             udfs: UdfRegistry::default(),
             allowed_paths: default_allowed_paths(),
+            tls: false,
         }
     }
 }
@@ -90,6 +95,8 @@ pub struct EmbeddedCluster {
     scheduler: SchedulerServer,
     /// The admin token generated for this cluster.
     token: Secret,
+    /// What a client trusts, when the cluster uses TLS.
+    client_tls: Option<tls::ClientTls>,
     _work_dir: TempDir,
 }
 
@@ -110,6 +117,18 @@ impl EmbeddedCluster {
         for root in &config.allowed_paths {
             paths = paths.allow_path(root).map_err(ClientError::Embedded)?;
         }
+        let tls = match config.tls {
+            true => {
+                let dir = work_dir.path().join("tls");
+                tls::generate(&dir, &["127.0.0.1".to_string()]).map_err(embedded)?;
+                let server =
+                    tls::ServerTls::load(&dir.join("node.pem"), &dir.join("node-key.pem"), None)
+                        .map_err(embedded)?;
+                let client = tls::ClientTls::load(&dir.join("ca.pem")).map_err(embedded)?;
+                Some((server, client))
+            }
+            false => None,
+        };
         let scheduler = SchedulerServer::start(SchedulerConfig {
             bind: ([127, 0, 0, 1], 0).into(),
             target_partitions: config.target_partitions,
@@ -118,6 +137,7 @@ impl EmbeddedCluster {
             security: SchedulerSecurity {
                 authenticator: Authenticator::new(Users::new(vec![user]), secret.clone()),
                 paths: paths.clone(),
+                tls: tls.as_ref().map(|(server, _)| server.clone()),
                 ..SchedulerSecurity::insecure_unrestricted()
             },
             ..SchedulerConfig::default()
@@ -133,8 +153,8 @@ impl EmbeddedCluster {
             executor_config.udfs = config.udfs.clone();
             executor_config.security = ExecutorSecurity {
                 cluster_secret: Some(secret.clone()),
-                server_tls: None,
-                client_tls: None,
+                server_tls: tls.as_ref().map(|(server, _)| server.clone()),
+                client_tls: tls.as_ref().map(|(_, client)| client.clone()),
                 paths: paths.clone(),
             };
             let executor = Executor::start(executor_config)
@@ -146,6 +166,7 @@ impl EmbeddedCluster {
             executors,
             scheduler,
             token,
+            client_tls: tls.map(|(_, client)| client),
             _work_dir: work_dir,
         })
     }
@@ -156,10 +177,10 @@ impl EmbeddedCluster {
     }
 
     /// How a client in this process connects to this cluster: its admin
-    /// token, no TLS (loopback).
+    /// token, and its CA when it uses TLS.
     pub fn link(&self) -> Link {
         // A random hex token is always a valid header value.
-        Link::new(Some(&self.token), None).unwrap_or_default()
+        Link::new(Some(&self.token), self.client_tls.clone()).unwrap_or_default()
     }
 
     /// `http://127.0.0.1:port` of the scheduler.

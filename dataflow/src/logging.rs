@@ -1,5 +1,9 @@
 //! How every Volley binary logs: `tracing` lines on stderr, filtered by
-//! `RUST_LOG`, else by the binary's own default level.
+//! `RUST_LOG`, else by the binary's own default level. Stage plans, which
+//! hold a query's literals and paths, are logged (at debug) only when
+//! `VOLLEY_LOG_PLANS=1` asks for them ([`log_plans`]).
+
+use std::sync::LazyLock;
 
 use tracing_subscriber::EnvFilter;
 
@@ -12,4 +16,12 @@ pub fn init_logging(default_filter: &str) {
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Whether stage plans may be logged: only with `VOLLEY_LOG_PLANS=1`, since
+/// they carry query literals (and so whatever data a query names).
+pub fn log_plans() -> bool {
+    static LOG_PLANS: LazyLock<bool> =
+        LazyLock::new(|| std::env::var("VOLLEY_LOG_PLANS").is_ok_and(|v| v == "1"));
+    *LOG_PLANS
 }

@@ -151,7 +151,9 @@ impl ControlLoop {
             decode_plan(&launch.plan, &self.env.state.task_ctx())
                 .and_then(make_interruptible)
                 .inspect(|plan| {
-                debug!(job_id = %job_id, stage = %stage_id, plan = %displayable(plan.as_ref()).indent(false), "stage plan received");
+                if volley_dataflow::log_plans() {
+                    debug!(job_id = %job_id, stage = %stage_id, plan = %displayable(plan.as_ref()).indent(false), "stage plan received");
+                }
                 self.plans.insert(cache_key, Arc::clone(plan));
             })
         };

@@ -221,7 +221,7 @@ async fn try_plan(
     if let (Some(target), Some(last)) = (&output, stages.last()) {
         target.planned(last.partitions);
     }
-    for stage in &stages {
+    for stage in stages.iter().filter(|_| volley_dataflow::log_plans()) {
         tracing::debug!(
             job_id = %job_id,
             stage = %stage.id,

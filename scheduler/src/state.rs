@@ -62,6 +62,8 @@ pub(crate) struct SchedulerState {
     released: HashSet<JobId>,
     next_task_id: u64,
     job_history: usize,
+    /// Unreleased results one user may leave on the executors.
+    max_unread: usize,
     limits: RecoveryLimits,
     /// How long running jobs wait when no executor is left.
     grace: Duration,
@@ -73,6 +75,7 @@ impl SchedulerState {
     pub(crate) fn new(config: &SchedulerConfig) -> Self {
         Self {
             job_history: config.job_history,
+            max_unread: config.security.max_unread_results_per_user,
             limits: RecoveryLimits {
                 max_task_attempts: config.max_task_attempts.max(1),
                 max_stage_attempts: config.max_stage_attempts.max(1),
@@ -625,6 +628,7 @@ impl SchedulerState {
     }
 
     fn remember_finished(&mut self, id: JobId) {
+        self.release_unread_beyond_limit(&id);
         self.history.push_back(id);
         while self.history.len() > self.job_history {
             if let Some(old) = self.history.pop_front() {
@@ -634,6 +638,31 @@ impl SchedulerState {
                 self.released.remove(&old);
                 self.jobs.remove(&old);
             }
+        }
+    }
+
+    /// Results nobody reads are bounded per user: when job `id` ends, the
+    /// owner's oldest unreleased results beyond the limit are released.
+    fn release_unread_beyond_limit(&mut self, id: &JobId) {
+        let Some(owner) = self.jobs.get(id).map(|j| j.access.owner().cloned()) else {
+            return;
+        };
+        let unread: Vec<JobId> = self
+            .history
+            .iter()
+            .filter(|old| !self.released.contains(*old))
+            .filter(|old| {
+                self.jobs
+                    .get(*old)
+                    .is_some_and(|j| j.access.owner().cloned() == owner)
+            })
+            .cloned()
+            .collect();
+        // With `id` about to join them, keep at most `max_unread` unread.
+        let excess = (unread.len() + 1).saturating_sub(self.max_unread.max(1));
+        for old in unread.into_iter().take(excess) {
+            info!(job_id = %old, "result released: its owner left too many unread");
+            self.release(&old);
         }
     }
 
@@ -848,6 +877,28 @@ mod tests {
     }
 
     const GROUP_BY: &str = "SELECT k % 3 AS g, count(*) FROM t GROUP BY k % 3";
+
+    #[test]
+    fn a_user_who_leaves_too_many_results_unread_loses_the_oldest() {
+        let mut config = SchedulerConfig::default();
+        config.security.max_unread_results_per_user = 2;
+        let mut state = SchedulerState::new(&config);
+        let (_, mut inbox) = executor(&mut state, "a", 2);
+        drain(&mut inbox);
+        let ids: Vec<JobId> = (0..3).map(|i| JobId::from(format!("job{i}"))).collect();
+        for id in &ids {
+            let error = v1::JobError::default();
+            state.submit(Job::failed_at_submit(id.clone(), String::new(), error));
+        }
+        let released: Vec<String> = drain(&mut inbox)
+            .into_iter()
+            .filter_map(|m| match m {
+                v1::scheduler_message::Kind::RemoveJobData(r) => Some(r.job_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(released, vec!["job0".to_string()]);
+    }
 
     #[tokio::test]
     async fn a_job_runs_stage_by_stage_spread_over_executors_and_cleans_up() -> Result<()> {

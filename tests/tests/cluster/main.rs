@@ -8,6 +8,7 @@ mod functions;
 mod memory;
 mod streaming;
 mod tables;
+mod tls;
 mod tpch;
 
 use volley_client::{Context, EmbeddedClusterConfig};
