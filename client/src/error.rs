@@ -35,6 +35,9 @@ pub enum ClientError {
     /// submitting, another user's job).
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// Something waited for did not happen in time (`volley executors wait`).
+    #[error("{0}")]
+    WaitTimedOut(String),
     /// A job did not finish in time; it was cancelled on the cluster.
     #[error("job {job_id} did not finish within {after:?}; it was cancelled")]
     Timeout {
@@ -90,7 +93,7 @@ impl ClientError {
             ClientError::Usage(_) => 2,
             ClientError::Unauthenticated(_) | ClientError::PermissionDenied(_) => 6,
             ClientError::SchedulerUnreachable { .. } => 3,
-            ClientError::Timeout { .. } => 4,
+            ClientError::Timeout { .. } | ClientError::WaitTimedOut(_) => 4,
             ClientError::JobFailed {
                 kind: v1::ErrorKind::Cancelled,
                 ..

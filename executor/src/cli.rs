@@ -39,9 +39,15 @@ struct Args {
     /// Address of the Flight service (port 0 picks a free one and registers it).
     #[arg(long, env = "VOLLEY_EXECUTOR_BIND", default_value = "127.0.0.1:0")]
     bind: SocketAddr,
-    /// Host name to advertise to other executors and clients (default: the bind IP).
+    /// Host name to advertise to other executors and clients (default: the
+    /// bind IP; for a wildcard bind such as 0.0.0.0, the address this
+    /// machine reaches the scheduler from).
     #[arg(long, env = "VOLLEY_EXECUTOR_HOST")]
     advertise_host: Option<String>,
+    /// Seconds to keep trying to reach a scheduler that does not answer yet,
+    /// with backoff, before exiting 1.
+    #[arg(long, env = "VOLLEY_REGISTER_TIMEOUT_SECS", default_value_t = 60.0)]
+    register_timeout_secs: f64,
     /// Tasks run at once (default: the number of CPUs).
     #[arg(long, env = "VOLLEY_EXECUTOR_SLOTS")]
     slots: Option<usize>,
@@ -182,6 +188,8 @@ async fn run(udfs: UdfRegistry) -> ExitCode {
     let mut config = ExecutorConfig::new(args.scheduler, args.work_dir);
     config.bind = args.bind;
     config.advertise_host = args.advertise_host;
+    config.register_patience =
+        std::time::Duration::from_secs_f64(args.register_timeout_secs.max(0.0));
     if let Some(slots) = args.slots {
         config.slots = slots;
     }

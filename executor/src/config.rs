@@ -124,6 +124,9 @@ pub struct ExecutorConfig {
     pub shuffle_memory: Option<usize>,
     /// How often the executor tells the scheduler it is alive.
     pub heartbeat_interval: Duration,
+    /// How long to keep trying to reach a scheduler that does not answer
+    /// yet (it may be starting), with backoff, before giving up.
+    pub register_patience: Duration,
     /// Compression of shuffle and result data sent over the network.
     pub compression: WireCompression,
     /// User functions this executor can run, by name.
@@ -144,6 +147,7 @@ impl ExecutorConfig {
             memory_limit: default_memory_limit(),
             shuffle_memory: None,
             heartbeat_interval: Duration::from_secs(1),
+            register_patience: Duration::from_secs(60),
             compression: WireCompression::Auto,
             udfs: UdfRegistry::default(),
             security: ExecutorSecurity::insecure_unrestricted(),

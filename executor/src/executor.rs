@@ -1,6 +1,7 @@
 //! Starting an executor: its work directory and memory pool, its Flight
 //! server, and its control stream with the scheduler.
 
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,10 +105,11 @@ impl Executor {
 
         let incoming = TcpIncoming::bind(config.bind)?.with_nodelay(Some(true));
         let addr = incoming.local_addr()?;
-        let host = config
-            .advertise_host
-            .clone()
-            .unwrap_or_else(|| addr.ip().to_string());
+        let host = advertised_host(
+            addr,
+            config.advertise_host.as_deref(),
+            &config.scheduler_url,
+        )?;
         let scheme = volley_security::tls::scheme(security.server_tls.is_some());
         let endpoint = format!("{scheme}://{host}:{}", addr.port());
         let flight = FlightServiceServer::new(ShuffleFlightService {
@@ -139,20 +141,6 @@ impl Executor {
             control: None,
         };
 
-        let unreachable = |message: String| ExecutorError::SchedulerUnreachable {
-            url: config.scheduler_url.clone(),
-            message,
-        };
-        let channel = link
-            .endpoint(&config.scheduler_url)
-            .map_err(ExecutorError::Config)?
-            .connect()
-            .await
-            .map_err(|e| unreachable(error_chain(&e)))?;
-        let mut client = SchedulerServiceClient::with_interceptor(channel, link.interceptor())
-            .max_decoding_message_size(limits::MAX_PLAN_MESSAGE_BYTES)
-            .max_encoding_message_size(limits::MAX_MESSAGE_BYTES);
-        let (outbound, outbound_rx) = mpsc::unbounded_channel();
         let nonce = ClusterSecret::nonce().map_err(|e| ExecutorError::Config(e.to_string()))?;
         let register = v1::ExecutorMessage {
             kind: Some(v1::executor_message::Kind::Register(v1::RegisterExecutor {
@@ -163,18 +151,13 @@ impl Executor {
                 nonce: nonce.clone(),
             })),
         };
-        let _ = outbound.send(register);
-        let mut inbound = client
-            .executor_control(UnboundedReceiverStream::new(outbound_rx))
-            .await
-            .map_err(|status| match status.code() {
-                tonic::Code::Unavailable => unreachable(status.message().to_string()),
-                _ => ExecutorError::Refused {
-                    url: config.scheduler_url.clone(),
-                    message: status.message().to_string(),
-                },
-            })?
-            .into_inner();
+        let (outbound, mut inbound) = register_with_patience(
+            &link,
+            &config.scheduler_url,
+            config.register_patience,
+            register,
+        )
+        .await?;
         match inbound.message().await {
             Ok(Some(v1::SchedulerMessage {
                 kind: Some(v1::scheduler_message::Kind::Registered(registered)),
@@ -274,4 +257,155 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     message
+}
+
+/// How one registration attempt failed.
+enum Attempt {
+    /// The scheduler is not there (yet): try again.
+    Retry(String),
+    /// The scheduler answered no: give up.
+    Fatal(ExecutorError),
+}
+
+/// Opens the control stream to the scheduler and sends `register`,
+/// retrying with backoff (100 ms doubling to 5 s) for up to `patience`
+/// while the scheduler is not reachable: a scheduler that starts after its
+/// executors is found once it listens. A refusal is final.
+async fn register_with_patience(
+    link: &Link,
+    url: &str,
+    patience: Duration,
+    register: v1::ExecutorMessage,
+) -> Result<
+    (
+        mpsc::UnboundedSender<v1::ExecutorMessage>,
+        tonic::Streaming<v1::SchedulerMessage>,
+    ),
+    ExecutorError,
+> {
+    let endpoint = link
+        .endpoint(url)
+        .map_err(ExecutorError::Config)?
+        .connect_timeout(Duration::from_secs(5));
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let attempt = async {
+            let channel = endpoint
+                .connect()
+                .await
+                .map_err(|e| Attempt::Retry(error_chain(&e)))?;
+            let mut client = SchedulerServiceClient::with_interceptor(channel, link.interceptor())
+                .max_decoding_message_size(limits::MAX_PLAN_MESSAGE_BYTES)
+                .max_encoding_message_size(limits::MAX_MESSAGE_BYTES);
+            let (outbound, outbound_rx) = mpsc::unbounded_channel();
+            let _ = outbound.send(register.clone());
+            let inbound = client
+                .executor_control(UnboundedReceiverStream::new(outbound_rx))
+                .await
+                .map_err(|status| {
+                    let transport = status.code() == tonic::Code::Unavailable
+                        || (status.code() == tonic::Code::Unknown
+                            && status.message().contains("transport error"));
+                    if transport {
+                        Attempt::Retry(status.message().to_string())
+                    } else {
+                        Attempt::Fatal(ExecutorError::Refused {
+                            url: url.to_string(),
+                            message: status.message().to_string(),
+                        })
+                    }
+                })?
+                .into_inner();
+            Ok((outbound, inbound))
+        }
+        .await;
+        match attempt {
+            Ok(opened) => return Ok(opened),
+            Err(Attempt::Retry(message)) if tokio::time::Instant::now() + backoff < deadline => {
+                info!(%url, error = %message, retry_in = ?backoff, "scheduler not reachable yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(Attempt::Retry(message)) => {
+                return Err(ExecutorError::SchedulerUnreachable {
+                    url: url.to_string(),
+                    message,
+                });
+            }
+            Err(Attempt::Fatal(error)) => return Err(error),
+        }
+    }
+}
+
+/// The host other executors and clients reach this one by: `advertise` if
+/// given; else the bind address, unless it is a wildcard (`0.0.0.0`,
+/// `::`), which nobody can connect to: then the local address this machine
+/// uses to reach the scheduler.
+fn advertised_host(
+    bind: SocketAddr,
+    advertise: Option<&str>,
+    scheduler_url: &str,
+) -> Result<String, ExecutorError> {
+    if let Some(host) = advertise {
+        return Ok(host.to_string());
+    }
+    let ip = if bind.ip().is_unspecified() {
+        route_to(scheduler_url).ok_or_else(|| {
+            ExecutorError::Config(format!(
+                "bound to {bind}, and no route to the scheduler at {scheduler_url} tells which \
+                 address to advertise; pass --advertise-host"
+            ))
+        })?
+    } else {
+        bind.ip()
+    };
+    Ok(match ip {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    })
+}
+
+/// The local address packets to `url`'s host leave from (a UDP socket's
+/// connect only picks the route; nothing is sent).
+fn route_to(url: &str) -> Option<IpAddr> {
+    let authority = url.split_once("://")?.1.split('/').next()?;
+    let target = std::net::ToSocketAddrs::to_socket_addrs(authority)
+        .ok()?
+        .next()?;
+    let unspecified: SocketAddr = match target {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = std::net::UdpSocket::bind(unspecified).ok()?;
+    socket.connect(target).ok()?;
+    Some(socket.local_addr().ok()?.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wildcard_bind_advertises_the_address_that_reaches_the_scheduler() {
+        let any: SocketAddr = "0.0.0.0:7000".parse().unwrap();
+        assert_eq!(
+            advertised_host(any, None, "https://127.0.0.1:50050").unwrap(),
+            "127.0.0.1"
+        );
+        let own: SocketAddr = "10.9.0.3:7000".parse().unwrap();
+        assert_eq!(
+            advertised_host(own, None, "http://x:1").unwrap(),
+            "10.9.0.3"
+        );
+        assert_eq!(
+            advertised_host(any, Some("exec-1.internal"), "http://x:1").unwrap(),
+            "exec-1.internal"
+        );
+        let v6: SocketAddr = "[::]:7000".parse().unwrap();
+        assert_eq!(
+            advertised_host(v6, None, "http://[::1]:50050").unwrap(),
+            "[::1]"
+        );
+    }
 }

@@ -12,6 +12,8 @@ fn the_executor_binary_exits_1_naming_an_unreachable_scheduler() {
             "--scheduler",
             "http://127.0.0.1:1",
             "--insecure",
+            "--register-timeout-secs",
+            "0",
             "--work-dir",
         ])
         .arg(work_dir.path())

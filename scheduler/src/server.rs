@@ -38,6 +38,8 @@ impl SchedulerServer {
             config: config.clone(),
             streams: Mutex::new(JoinSet::new()),
             scripts: Mutex::new(JoinSet::new()),
+            executor_joined: tokio::sync::Notify::new(),
+            waiting_for_executors: tokio::sync::watch::Sender::new(0),
         });
         let service = SchedulerServiceServer::new(SchedulerGrpc {
             shared: Arc::clone(&shared),
@@ -90,6 +92,13 @@ impl SchedulerServer {
     pub fn url(&self) -> String {
         let scheme = volley_security::tls::scheme(self.shared.config.security.tls.is_some());
         format!("{scheme}://{}", self.addr)
+    }
+
+    /// Waits until `n` submissions are waiting for a first executor (for
+    /// tests of start-up order).
+    pub async fn submissions_waiting_for_executors(&self, n: usize) {
+        let mut waiting = self.shared.waiting_for_executors.subscribe();
+        let _ = waiting.wait_for(|w| *w >= n).await;
     }
 
     /// How many executors are registered now.

@@ -31,6 +31,10 @@ pub(crate) struct Shared {
     pub(crate) streams: Mutex<JoinSet<()>>,
     /// Drivers of script jobs; aborted with the scheduler.
     pub(crate) scripts: Mutex<JoinSet<()>>,
+    /// Told whenever an executor registers.
+    pub(crate) executor_joined: tokio::sync::Notify,
+    /// How many submissions wait for a first executor right now.
+    pub(crate) waiting_for_executors: tokio::sync::watch::Sender<usize>,
 }
 
 impl Shared {
@@ -64,6 +68,33 @@ impl SchedulerGrpc {
             .security
             .authenticator
             .identify(request.metadata())
+    }
+
+    /// Waits, up to the no-executor grace period, until some executor is
+    /// registered: a job submitted before the cluster's executors joined is
+    /// planned for them, not failed (nor planned for fewer partitions).
+    async fn wait_for_executors(&self) {
+        let deadline = tokio::time::Instant::now() + self.shared.config.no_executor_grace;
+        let mut counted = false;
+        loop {
+            let joined = self.shared.executor_joined.notified();
+            tokio::pin!(joined);
+            joined.as_mut().enable();
+            if self.shared.state().total_slots() > 0 {
+                break;
+            }
+            if !counted {
+                info!(grace = ?self.shared.config.no_executor_grace, "no executor yet; the job waits for one");
+                self.shared.waiting_for_executors.send_modify(|n| *n += 1);
+                counted = true;
+            }
+            if tokio::time::timeout_at(deadline, joined).await.is_err() {
+                break;
+            }
+        }
+        if counted {
+            self.shared.waiting_for_executors.send_modify(|n| *n -= 1);
+        }
     }
 
     /// The job `id` names, if `caller` may see and act on it.
@@ -124,6 +155,7 @@ impl SchedulerService for SchedulerGrpc {
         check_submission_limits(&request)?;
         let job_id = JobId::new_random();
         info!(job_id = %job_id, owner = access.owner().map_or("anonymous", |o| o.as_str()), "job submitted");
+        self.wait_for_executors().await;
         let target = self
             .shared
             .config
@@ -317,6 +349,7 @@ impl SchedulerService for SchedulerGrpc {
             sender,
             proof,
         )?;
+        self.shared.executor_joined.notify_waiters();
         let shared = Arc::clone(&self.shared);
         let mut streams = self
             .shared

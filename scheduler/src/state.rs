@@ -230,7 +230,9 @@ impl SchedulerState {
         if self.executors.is_empty() {
             job.finish(JobPhase::Failed(v1::JobError {
                 kind: v1::ErrorKind::NoExecutors as i32,
-                message: "no executors are registered with the scheduler".into(),
+                message: "no executor registered with the scheduler within the grace period \
+                          (--no-executor-grace-secs)"
+                    .into(),
                 query_error: None,
             }));
             self.jobs.insert(id.clone(), job);
@@ -283,7 +285,9 @@ impl SchedulerState {
                 id,
                 v1::JobError {
                     kind: v1::ErrorKind::NoExecutors as i32,
-                    message: "no executors are registered with the scheduler".into(),
+                    message: "no executor registered with the scheduler within the grace period \
+                          (--no-executor-grace-secs)"
+                        .into(),
                     query_error: None,
                 },
             );

@@ -2,6 +2,7 @@
 
 mod admin;
 mod connection;
+mod executors;
 mod jobs;
 mod output;
 mod progress;
@@ -43,6 +44,9 @@ enum Command {
     /// List, inspect, wait for and cancel jobs.
     #[command(after_help = EXIT_CODES)]
     Jobs(jobs::JobsArgs),
+    /// List executors, or wait until enough registered.
+    #[command(after_help = EXIT_CODES)]
+    Executors(executors::ExecutorsArgs),
     /// Manage a scheduler's users file.
     Users(admin::UsersArgs),
     /// Make the secret a scheduler shares with its executors.
@@ -57,6 +61,7 @@ impl Cli {
             Command::Sql(args) => sql::run(args).await,
             Command::Submit(args) => submit::run(args).await,
             Command::Jobs(args) => jobs::run(args).await,
+            Command::Executors(args) => executors::run(args).await,
             Command::Users(args) => admin::run_users(args),
             Command::Secret(args) => admin::run_secret(args),
             Command::Certs(args) => admin::run_certs(args),

@@ -6,6 +6,7 @@ mod batch;
 mod exit_codes;
 mod formats;
 mod shell;
+mod startup;
 
 use std::path::Path;
 

@@ -6,6 +6,7 @@ mod dataframes;
 mod distribution;
 mod functions;
 mod memory;
+mod startup;
 mod streaming;
 mod tables;
 mod tls;
