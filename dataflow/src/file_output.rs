@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use datafusion::execution::object_store::ObjectStoreUrl;
+use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter as ObjectWriter;
 use object_store::path::Path as ObjectPath;
 use tokio::io::AsyncWriteExt;
@@ -229,6 +230,35 @@ impl<W: Write + Send> Writer<W> {
     }
 }
 
+/// The file the scheduler puts in a local output's staging directory
+/// before any task runs: an executor that does not see it does not share
+/// the scheduler's filesystem, and its files would never be moved into
+/// place.
+pub const SHARED_MARKER: &str = ".volley-shared";
+
+/// Fails unless the scheduler's [`SHARED_MARKER`] is in `dir` as this
+/// executor sees it (read through the runtime's guarded `file://` store).
+async fn check_shared(context: &TaskContext, dir: &std::path::Path) -> Result<()> {
+    let marker = std::path::absolute(dir.join(SHARED_MARKER))
+        .map_err(|e| DataFusionError::Execution(format!("cannot check {}: {e}", dir.display())))?;
+    let path = ObjectPath::from_absolute_path(&marker)
+        .map_err(|e| DataFusionError::Execution(format!("cannot check {}: {e}", dir.display())))?;
+    let store = context
+        .runtime_env()
+        .object_store(ObjectStoreUrl::local_filesystem())?;
+    match store.head(&path).await {
+        Ok(_) => Ok(()),
+        Err(object_store::Error::NotFound { .. }) => Err(DataFusionError::Execution(format!(
+            "the output directory {} is not on a filesystem this executor shares with the \
+             scheduler (the scheduler's marker is not there), so its files could never be \
+             moved into place; write local output only to storage every node mounts, or to \
+             s3://",
+            dir.display()
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Writes `input` as one object; returns (rows, bytes). A failed write
 /// aborts the upload, so no partial object is left.
 async fn write_object(
@@ -319,6 +349,7 @@ impl ExecutionPlan for FileOutputExec {
             // the executor's path policy sees every write.
             let (store, path) = match destination {
                 Destination::Local(dir) => {
+                    check_shared(&context, &dir).await?;
                     let file = std::path::absolute(dir.join(&name)).map_err(|e| {
                         DataFusionError::Execution(format!("cannot write {name}: {e}"))
                     })?;

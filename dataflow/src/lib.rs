@@ -48,7 +48,7 @@ pub use error::{
 pub use exchange_io::{
     ExchangeContext, MapOutputWriter, PartitionStats, ShuffleSink, ShuffleSource, TrafficRecorder,
 };
-pub use file_output::{Destination, FileOutputExec, OutputFormat};
+pub use file_output::{Destination, FileOutputExec, OutputFormat, SHARED_MARKER};
 pub use functions::{PlannedCall, PlannedUdf, UdfRegistry};
 pub use guarded_store::GuardedStore;
 pub use ids::{ExecutorId, InvalidId, JobId, MapOutputId, StageId, TaskId};

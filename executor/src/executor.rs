@@ -304,10 +304,18 @@ async fn register_with_patience(
                 .executor_control(UnboundedReceiverStream::new(outbound_rx))
                 .await
                 .map_err(|status| {
-                    let transport = status.code() == tonic::Code::Unavailable
-                        || (status.code() == tonic::Code::Unknown
-                            && status.message().contains("transport error"));
-                    if transport {
+                    // A scheduler's own answer is final; anything else (a
+                    // connection refused, reset or cut short) may pass.
+                    let answered = matches!(
+                        status.code(),
+                        tonic::Code::Unauthenticated
+                            | tonic::Code::PermissionDenied
+                            | tonic::Code::InvalidArgument
+                            | tonic::Code::AlreadyExists
+                            | tonic::Code::FailedPrecondition
+                            | tonic::Code::Unimplemented
+                    );
+                    if !answered {
                         Attempt::Retry(status.message().to_string())
                     } else {
                         Attempt::Fatal(ExecutorError::Refused {

@@ -217,6 +217,9 @@ pub(crate) struct Job {
     pub(crate) executors_used: HashSet<ExecutorId>,
     /// Who owns the job, and how its tickets are signed.
     pub(crate) access: JobAccess,
+    /// A script job's outputs (`--output`, `COPY ... TO 'dir/'`) once
+    /// prepared: removed as the job fails, before anyone hears it failed.
+    pub(crate) script_outputs: Vec<crate::output_target::OutputTarget>,
 }
 
 impl Job {
@@ -247,6 +250,7 @@ impl Job {
             recovery: v1::JobRecovery::default(),
             executors_used: HashSet::new(),
             access: JobAccess::default(),
+            script_outputs: Vec::new(),
         };
         job.publish();
         job

@@ -20,7 +20,7 @@ use datafusion::object_store::path::Path as ObjectPath;
 use datafusion::object_store::{ObjectStore, ObjectStoreExt};
 use futures::StreamExt;
 use tracing::warn;
-use volley_dataflow::{JobId, OutputFormat, output_format_from_proto, s3_store};
+use volley_dataflow::{JobId, OutputFormat, SHARED_MARKER, output_format_from_proto, s3_store};
 use volley_proto::v1;
 use volley_security::PathPolicy;
 
@@ -49,7 +49,7 @@ enum Location {
 
 impl OutputTarget {
     /// Checks the output spec; a local path must not hold anything yet (see
-    /// [`OutputTarget::ensure_empty`] for object stores).
+    /// [`OutputTarget::prepare`] for object stores).
     pub(crate) fn try_new(
         job_id: &JobId,
         spec: &v1::OutputSpec,
@@ -109,12 +109,24 @@ impl OutputTarget {
         })
     }
 
-    /// Fails if an object-store prefix already holds objects (a local path
-    /// was checked by [`OutputTarget::try_new`]). A missing bucket or bad
-    /// credentials show here, before any task runs.
-    pub(crate) async fn ensure_empty(&self) -> Result<(), DataFusionError> {
-        let Location::Object { url, store, prefix } = &self.location else {
-            return Ok(());
+    /// Readies the output before any task runs. A local output's staging
+    /// directory is made with the [`SHARED_MARKER`] in it, which executors
+    /// must see (else they do not share this filesystem, and the job fails
+    /// rather than report files that are not in place). An object-store
+    /// prefix must not hold objects yet (a local path was checked by
+    /// [`OutputTarget::try_new`]); a missing bucket or bad credentials show
+    /// here.
+    pub(crate) async fn prepare(&self) -> Result<(), DataFusionError> {
+        let (url, store, prefix) = match &self.location {
+            Location::Local { staging, .. } => {
+                let io = |e: std::io::Error| {
+                    DataFusionError::Execution(format!("cannot prepare {}: {e}", staging.display()))
+                };
+                std::fs::create_dir_all(staging).map_err(io)?;
+                std::fs::write(staging.join(SHARED_MARKER), b"").map_err(io)?;
+                return Ok(());
+            }
+            Location::Object { url, store, prefix } => (url, store, prefix),
         };
         let mut listing = store.list(Some(prefix));
         match listing.next().await {
@@ -150,6 +162,10 @@ impl OutputTarget {
             Location::Local { path, staging } => {
                 if !staging.exists() {
                     std::fs::create_dir_all(staging)?;
+                }
+                match std::fs::remove_file(staging.join(SHARED_MARKER)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
                 }
                 if path.exists() {
                     // Checked empty at submission.

@@ -200,10 +200,7 @@ async fn try_plan(
     // COPY TO a directory (DataFrame::write_parquet and friends): the
     // executors write their partitions in parallel, staged until success.
     let (logical, output) = match directory_copy(job_id, &logical, policy) {
-        Some(Ok((input, target))) => {
-            target.ensure_empty().await?;
-            (input, Some(target))
-        }
+        Some(Ok((input, target))) => (input, Some(target)),
         Some(Err(e)) => return Err(e),
         None => (logical, None),
     };
@@ -236,6 +233,14 @@ async fn try_plan(
         request.settings,
         schema,
     );
+    // Only a job that will run gets its staging directory (or a check of
+    // its prefix).
+    if let Some(target) = &output
+        && let Err(e) = target.prepare().await
+    {
+        target.abandon();
+        return Err(e);
+    }
     job.output_target = output;
     Ok(job)
 }

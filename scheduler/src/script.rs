@@ -122,7 +122,9 @@ async fn run(
     let runtime = object_store_runtime(policy.clone()).map_err(|e| user_error(&e))?;
     let ctx = planning_context(config, Arc::clone(&runtime));
     if let Some(output) = output {
-        output.ensure_empty().await.map_err(|e| user_error(&e))?;
+        let prepared = output.prepare().await;
+        shared.state().attach_script_output(job_id, output.clone());
+        prepared.map_err(|e| user_error(&e))?;
     }
     let mut last_was_query = false;
     let fail_at = |number: usize, statement: &Statement, e: &DataFusionError| v1::JobError {
@@ -158,13 +160,7 @@ async fn run(
             .await
             .map_err(|e| fail_at(number, statement, &e))?;
         let (plan, copy_target) = match directory_copy(job_id, &plan, policy) {
-            Some(Ok((input, target))) => {
-                target
-                    .ensure_empty()
-                    .await
-                    .map_err(|e| fail_at(number, statement, &e))?;
-                (input, Some(target))
-            }
+            Some(Ok((input, target))) => (input, Some(target)),
             Some(Err(e)) => return Err(fail_at(number, statement, &e)),
             None => (plan, None),
         };
@@ -188,6 +184,14 @@ async fn run(
                 written.planned(last.partitions);
             }
         }
+        // The statement will run: its COPY target gets its staging
+        // directory now, and is cleaned up with the job's other outputs.
+        if let Some(target) = &copy_target {
+            let prepared = target.prepare().await;
+            copies.push(target.clone());
+            shared.state().attach_script_output(job_id, target.clone());
+            prepared.map_err(|e| fail_at(number, statement, &e))?;
+        }
         let (done, finished) = tokio::sync::oneshot::channel();
         let started = shared.state().begin_statement(
             job_id,
@@ -198,17 +202,14 @@ async fn run(
             done,
         );
         if !started {
-            copies.extend(copy_target);
             return Ok(false);
         }
         info!(job_id = %job_id, statement = number + 1, line = statement.line, "script statement started");
         if finished.await.is_err() {
             // The job ended (failed or was cancelled) before the statement.
-            copies.extend(copy_target);
             return Ok(false);
         }
         last_was_query = copy_target.is_none();
-        copies.extend(copy_target);
     }
     if output.is_some() && !last_was_query {
         warn!(job_id = %job_id, "script with an output path does not end with a query");

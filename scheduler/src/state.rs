@@ -21,6 +21,7 @@ use volley_security::Caller;
 use crate::access::JobAccess;
 use crate::config::SchedulerConfig;
 use crate::job::{Job, JobPhase, TaskSlot};
+use crate::output_target::OutputTarget;
 use crate::recovery::{RecoveryLimits, is_retryable};
 
 /// What the scheduler sends down an executor's control stream.
@@ -306,8 +307,18 @@ impl SchedulerState {
     }
 
     /// A script job ran all its statements.
+    /// A script job prepared `target`: if the job fails, it goes with it.
+    pub(crate) fn attach_script_output(&mut self, id: &JobId, target: OutputTarget) {
+        match self.jobs.get_mut(id) {
+            Some(job) if !job.phase.is_terminal() => job.script_outputs.push(target),
+            _ => target.abandon(),
+        }
+    }
+
     pub(crate) fn finish_script(&mut self, id: &JobId, output_files: Option<Vec<String>>) {
         if let Some(job) = self.jobs.get_mut(id).filter(|j| !j.phase.is_terminal()) {
+            // Committed by the driver: nothing of them is to be removed.
+            job.script_outputs.clear();
             job.output_files = output_files;
             info!(job_id = %id, "script job succeeded");
             self.end_job(id, JobPhase::Succeeded);
@@ -596,6 +607,10 @@ impl SchedulerState {
         let succeeded = phase == JobPhase::Succeeded;
         if let Some(target) = job.output_target.take() {
             // Failed or cancelled: nothing appears at the output path.
+            target.abandon();
+        }
+        for target in job.script_outputs.drain(..) {
+            // Only a script that did not finish still holds any.
             target.abandon();
         }
         job.finish(phase);

@@ -306,3 +306,62 @@ async fn a_full_spill_disk_fails_its_tasks_which_run_again_elsewhere_and_the_exe
         2
     );
 }
+
+#[test]
+fn a_local_output_the_executors_cannot_see_fails_the_job_and_nothing_appears() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cluster = start_cluster_with(&ClusterSpec {
+        executors: 0,
+        ..ClusterSpec::default()
+    });
+    // The only executor runs in a mount namespace of its own where `dir` is
+    // an empty tmpfs: it does not share the scheduler's view of `dir`.
+    let security: Vec<String> = credentials()
+        .executor_args()
+        .iter()
+        .map(|a| format!("'{}'", a.to_string_lossy()))
+        .collect();
+    let script = format!(
+        "mount -t tmpfs -o size=64m tmpfs '{dir}' && exec '{exe}' --scheduler {url} \
+         --bind 127.0.0.1:0 --slots 2 --work-dir '{dir}/work' {security}",
+        dir = dir.path().display(),
+        exe = binary("volley-executor").display(),
+        url = cluster.url,
+        security = security.join(" "),
+    );
+    let mut command = Command::new("unshare");
+    command.args(["--mount", "sh", "-c", &script]);
+    let (_executor, line) = start(command);
+    assert!(line.contains("serving on"), "{line}");
+
+    let query = dir.path().join("q.sql");
+    std::fs::write(&query, "SELECT 1 AS x").expect("write the script");
+    let out = dir.path().join("out");
+    let submitted = volley_tests::processes::volley(
+        &[
+            "submit",
+            query.to_str().expect("utf-8"),
+            "--scheduler",
+            &cluster.url,
+            "--output",
+            out.to_str().expect("utf-8"),
+            "--wait",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(submitted.status.code(), Some(1));
+    let status = String::from_utf8_lossy(&submitted.stdout);
+    assert!(
+        status.contains("not on a filesystem this executor shares with the scheduler"),
+        "{status}"
+    );
+    assert!(!out.exists(), "nothing is reported in place");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|name| name.contains("volley-staging"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
