@@ -49,6 +49,11 @@ pub(crate) struct SqlArgs {
     /// Executors of the embedded cluster.
     #[arg(long, default_value_t = 2)]
     executors: usize,
+    /// Another directory the embedded cluster may read tables from and
+    /// write output to, besides the working directory and the data cache
+    /// (repeatable).
+    #[arg(long = "allow-path", value_name = "DIR")]
+    allow_paths: Vec<std::path::PathBuf>,
     /// Do not report rows and time after each statement.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -134,7 +139,13 @@ pub(crate) async fn run(args: SqlArgs) -> Result<(), ClientError> {
 async fn connect(args: &SqlArgs) -> Result<Context, ClientError> {
     match &args.scheduler {
         Some(url) => Context::remote_with(url, args.connection.link()?).await,
-        None => Context::embedded_with(EmbeddedClusterConfig::with_executors(args.executors)).await,
+        None => {
+            let mut config = EmbeddedClusterConfig::with_executors(args.executors);
+            config
+                .allowed_paths
+                .extend(args.allow_paths.iter().cloned());
+            Context::embedded_with(config).await
+        }
     }
 }
 
