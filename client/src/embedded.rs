@@ -113,10 +113,8 @@ impl EmbeddedCluster {
         let secret = ClusterSecret::random().map_err(embedded)?;
         let name: UserName = "embedded".parse().map_err(embedded)?;
         let (user, token) = Users::create(name, Role::Admin).map_err(embedded)?;
-        let mut paths = PathPolicy::deny_all();
-        for root in &config.allowed_paths {
-            paths = paths.allow_path(root).map_err(ClientError::Embedded)?;
-        }
+        let paths =
+            PathPolicy::from_flags(&config.allowed_paths, &[]).map_err(ClientError::Embedded)?;
         let tls = match config.tls {
             true => {
                 let dir = work_dir.path().join("tls");

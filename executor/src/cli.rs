@@ -140,13 +140,7 @@ fn security(args: &Args) -> Result<ExecutorSecurity, String> {
             args.bind
         ));
     }
-    let mut paths = PathPolicy::deny_all();
-    for root in &args.allow_paths {
-        paths = paths.allow_path(root)?;
-    }
-    for url in &args.allow_urls {
-        paths = paths.allow_url(url)?;
-    }
+    let paths = PathPolicy::from_flags(&args.allow_paths, &args.allow_urls)?;
     Ok(ExecutorSecurity {
         cluster_secret,
         server_tls,

@@ -93,13 +93,7 @@ fn security(args: &Args) -> Result<SchedulerSecurity, String> {
             args.bind
         ));
     }
-    let mut paths = PathPolicy::deny_all();
-    for root in &args.allow_paths {
-        paths = paths.allow_path(root)?;
-    }
-    for url in &args.allow_urls {
-        paths = paths.allow_url(url)?;
-    }
+    let paths = PathPolicy::from_flags(&args.allow_paths, &args.allow_urls)?;
     Ok(SchedulerSecurity {
         authenticator,
         tls,

@@ -58,6 +58,18 @@ impl PathPolicy {
         Ok(self)
     }
 
+    /// The policy of a node's `--allow-path` and `--allow-url` flags.
+    pub fn from_flags(roots: &[std::path::PathBuf], urls: &[String]) -> Result<Self, String> {
+        let mut policy = Self::deny_all();
+        for root in roots {
+            policy = policy.allow_path(root)?;
+        }
+        for url in urls {
+            policy = policy.allow_url(url)?;
+        }
+        Ok(policy)
+    }
+
     /// Is every path allowed?
     pub fn is_unrestricted(&self) -> bool {
         self.unrestricted

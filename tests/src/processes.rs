@@ -137,6 +137,15 @@ impl Credentials {
         args
     }
 
+    /// [`Credentials::executor_args`] quoted for `sh -c`.
+    pub fn executor_args_for_shell(&self) -> String {
+        self.executor_args()
+            .iter()
+            .map(|a| format!("'{}'", a.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// The security arguments of `volley-executor`.
     pub fn executor_args(&self) -> Vec<OsString> {
         let mut args: Vec<OsString> = vec![

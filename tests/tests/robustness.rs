@@ -225,18 +225,13 @@ async fn a_full_spill_disk_fails_its_tasks_which_run_again_elsewhere_and_the_exe
     // of its own, with a memory budget its sorts and shuffle output overflow.
     let small_disk = dir.path().join("small-disk");
     std::fs::create_dir(&small_disk).expect("mount point");
-    let security: Vec<String> = credentials()
-        .executor_args()
-        .iter()
-        .map(|a| format!("'{}'", a.to_string_lossy()))
-        .collect();
     let script = format!(
         "mount -t tmpfs -o size=2m tmpfs '{disk}' && exec '{exe}' --scheduler {url} \
          --bind 127.0.0.1:0 --slots 2 --memory-limit 16M --work-dir '{disk}' {security}",
         disk = small_disk.display(),
         exe = binary("volley-executor").display(),
         url = cluster.url,
-        security = security.join(" "),
+        security = credentials().executor_args_for_shell(),
     );
     let mut command = Command::new("unshare");
     command.args(["--mount", "sh", "-c", &script]);
@@ -316,18 +311,13 @@ fn a_local_output_the_executors_cannot_see_fails_the_job_and_nothing_appears() {
     });
     // The only executor runs in a mount namespace of its own where `dir` is
     // an empty tmpfs: it does not share the scheduler's view of `dir`.
-    let security: Vec<String> = credentials()
-        .executor_args()
-        .iter()
-        .map(|a| format!("'{}'", a.to_string_lossy()))
-        .collect();
     let script = format!(
         "mount -t tmpfs -o size=64m tmpfs '{dir}' && exec '{exe}' --scheduler {url} \
          --bind 127.0.0.1:0 --slots 2 --work-dir '{dir}/work' {security}",
         dir = dir.path().display(),
         exe = binary("volley-executor").display(),
         url = cluster.url,
-        security = security.join(" "),
+        security = credentials().executor_args_for_shell(),
     );
     let mut command = Command::new("unshare");
     command.args(["--mount", "sh", "-c", &script]);
