@@ -122,7 +122,7 @@ impl Stage {
     fn output_locations(
         &self,
         job_id: &JobId,
-        grant: impl Fn(&v1::ShuffleTicket) -> Vec<u8>,
+        mut grant: impl FnMut(&v1::ShuffleTicket) -> Vec<u8>,
     ) -> Vec<Vec<PartitionLocation>> {
         let mut by_output = vec![Vec::new(); self.output_partitions];
         for (map_partition, slot) in self.tasks.iter().enumerate() {
@@ -217,6 +217,9 @@ pub(crate) struct Job {
     pub(crate) executors_used: HashSet<ExecutorId>,
     /// Who owns the job, and how its tickets are signed.
     pub(crate) access: JobAccess,
+    /// The owner's tickets for result pieces, by (stage, map, output
+    /// partition): a piece re-run elsewhere keeps its ticket.
+    result_grants: std::sync::Mutex<HashMap<(u32, u32, u32), Vec<u8>>>,
     /// A script job's outputs (`--output`, `COPY ... TO 'dir/'`) once
     /// prepared: removed as the job fails, before anyone hears it failed.
     pub(crate) script_outputs: Vec<crate::output_target::OutputTarget>,
@@ -250,6 +253,7 @@ impl Job {
             recovery: v1::JobRecovery::default(),
             executors_used: HashSet::new(),
             access: JobAccess::default(),
+            result_grants: std::sync::Mutex::default(),
             script_outputs: Vec::new(),
         };
         job.publish();
@@ -503,8 +507,18 @@ impl Job {
             && (self.phase == JobPhase::Succeeded
                 || (self.phase == JobPhase::Running && self.script.is_none()));
         if publishes_result && let Some(stage) = self.final_stage() {
+            // Signed once per piece: a status is published on every task
+            // that finishes, and re-signing every piece each time would
+            // cost the square of the final stage's width.
+            let mut signed = self.result_grants.lock().unwrap_or_else(|p| p.into_inner());
             status.result = stage
-                .output_locations(&self.id, |t| self.access.owner_grant(t))
+                .output_locations(&self.id, |t| {
+                    let key = (t.stage_id, t.map_partition, t.output_partition);
+                    signed
+                        .entry(key)
+                        .or_insert_with(|| self.access.owner_grant(t))
+                        .clone()
+                })
                 .into_iter()
                 .flatten()
                 .map(|l| v1::PartitionLocation::from(&l))
