@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use volley_client::{ClientError, Link, Secret, read_token_file};
+use volley_client::{ClientError, Link, SchedulerClient, Secret, read_token_file};
 use volley_security::tls::ClientTls;
 
 /// Credentials of `volley sql`, `volley submit` and `volley jobs`.
@@ -37,5 +37,28 @@ impl ConnectionArgs {
             .transpose()
             .map_err(|e| ClientError::Usage(e.to_string()))?;
         Link::new(token.as_ref(), tls).map_err(|s| ClientError::Usage(s.message().to_string()))
+    }
+}
+
+/// The scheduler and credentials of `volley jobs` and `volley executors`,
+/// given once for all their subcommands.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ClusterArgs {
+    /// URL of the scheduler.
+    #[arg(
+        long,
+        env = "VOLLEY_SCHEDULER",
+        default_value = "http://127.0.0.1:50050",
+        global = true
+    )]
+    pub(crate) scheduler: String,
+    #[command(flatten)]
+    pub(crate) connection: ConnectionArgs,
+}
+
+impl ClusterArgs {
+    /// Connects to the scheduler with these credentials.
+    pub(crate) async fn connect(&self) -> Result<SchedulerClient, ClientError> {
+        SchedulerClient::connect_with(&self.scheduler, self.connection.link()?).await
     }
 }

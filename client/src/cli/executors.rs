@@ -6,22 +6,14 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use volley_client::{ClientError, SchedulerClient, v1};
 
-use super::connection::ConnectionArgs;
+use super::connection::ClusterArgs;
 use super::jobs::parse_duration;
 
 /// Arguments of `volley executors`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ExecutorsArgs {
-    /// URL of the scheduler.
-    #[arg(
-        long,
-        env = "VOLLEY_SCHEDULER",
-        default_value = "http://127.0.0.1:50050",
-        global = true
-    )]
-    scheduler: String,
     #[command(flatten)]
-    connection: ConnectionArgs,
+    cluster: ClusterArgs,
     #[command(subcommand)]
     command: ExecutorsCommand,
 }
@@ -58,10 +50,9 @@ fn executor_json(e: &v1::ExecutorInfo) -> Value {
 }
 
 pub(crate) async fn run(args: ExecutorsArgs) -> Result<(), ClientError> {
-    let link = args.connection.link()?;
     match args.command {
         ExecutorsCommand::List { json } => {
-            let client = SchedulerClient::connect_with(&args.scheduler, link).await?;
+            let client = args.cluster.connect().await?;
             let executors = client.executors().await?;
             if json {
                 println!(
@@ -83,13 +74,14 @@ pub(crate) async fn run(args: ExecutorsArgs) -> Result<(), ClientError> {
             Ok(())
         }
         ExecutorsCommand::Wait { count, timeout } => {
+            let link = args.cluster.connection.link()?;
             let deadline = tokio::time::Instant::now() + timeout;
             let waited = tokio::time::timeout_at(deadline, async {
                 loop {
                     // The scheduler may not listen yet, and executors come
                     // one by one: ask again until enough are there.
                     if let Ok(client) =
-                        SchedulerClient::connect_with(&args.scheduler, link.clone()).await
+                        SchedulerClient::connect_with(&args.cluster.scheduler, link.clone()).await
                         && let Ok(executors) = client.executors().await
                         && executors.len() >= count
                     {
@@ -106,7 +98,7 @@ pub(crate) async fn run(args: ExecutorsArgs) -> Result<(), ClientError> {
                 }
                 Err(_) => Err(ClientError::WaitTimedOut(format!(
                     "fewer than {count} executors registered at {} within {timeout:?}",
-                    args.scheduler
+                    args.cluster.scheduler
                 ))),
             }
         }

@@ -10,22 +10,14 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use volley_client::{ClientError, JobId, SchedulerClient, is_terminal, v1};
 
-use super::connection::ConnectionArgs;
+use super::connection::ClusterArgs;
 use super::progress::{Progress, describe, human_bytes};
 
 /// Arguments of `volley jobs`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct JobsArgs {
-    /// URL of the scheduler.
-    #[arg(
-        long,
-        env = "VOLLEY_SCHEDULER",
-        default_value = "http://127.0.0.1:50050",
-        global = true
-    )]
-    scheduler: String,
     #[command(flatten)]
-    connection: ConnectionArgs,
+    cluster: ClusterArgs,
     #[command(subcommand)]
     command: JobsCommand,
 }
@@ -87,7 +79,7 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 pub(crate) async fn run(args: JobsArgs) -> Result<(), ClientError> {
-    let client = SchedulerClient::connect_with(&args.scheduler, args.connection.link()?).await?;
+    let client = args.cluster.connect().await?;
     match args.command {
         JobsCommand::List { json } => {
             let jobs = client.list_jobs().await?;
