@@ -59,6 +59,10 @@ pub enum ClientError {
     /// The scheduler answered with an error.
     #[error("the scheduler answered: {0}")]
     Scheduler(#[from] tonic::Status),
+    /// A scheduler or executor answers but does not serve (it is starting,
+    /// or draining): `volley health`.
+    #[error("{0} answers but is not serving (starting, or draining)")]
+    NotServing(String),
     /// The embedded cluster could not start.
     #[error("cannot start the embedded cluster: {0}")]
     Embedded(String),

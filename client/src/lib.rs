@@ -93,7 +93,9 @@ pub use distributed_exec::{DistributedQueryExec, JobObserver, VolleyQueryPlanner
 pub use embedded::{EmbeddedCluster, EmbeddedClusterConfig, default_allowed_paths};
 pub use error::{ClientError, Result, find_client_error};
 pub use job_handle::JobHandle;
-pub use scheduler_client::{SchedulerClient, is_terminal, link_from_env, read_token_file};
+pub use scheduler_client::{
+    SchedulerClient, check_health, is_terminal, link_from_env, read_token_file,
+};
 pub use volley_dataflow::{ExecutorId, JobId, UdfRegistry};
 pub use volley_proto::v1;
 pub use volley_security::{Link, Secret};

@@ -55,6 +55,45 @@ fn map_status(url: &str, status: tonic::Status) -> ClientError {
     }
 }
 
+/// A connected channel to `url` with `link`'s TLS.
+async fn connect_channel(url: &str, link: &Link) -> Result<tonic::transport::Channel> {
+    let endpoint = link
+        .endpoint(url)
+        .map_err(ClientError::Usage)?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true);
+    endpoint.connect().await.map_err(|e| {
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(inner) = source {
+            message = format!("{message}: {inner}");
+            source = inner.source();
+        }
+        ClientError::SchedulerUnreachable {
+            url: url.to_string(),
+            message: with_tls_hint(url, message),
+        }
+    })
+}
+
+/// Asks the standard gRPC health service (`grpc.health.v1`) of a scheduler
+/// or executor at `url` whether it serves: true when serving, false when
+/// not (starting, or draining). A scheduler takes any user's token; an
+/// executor only the cluster's credential.
+pub async fn check_health(url: &str, link: &Link) -> Result<bool> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let channel = connect_channel(url, link).await?;
+    let mut client = HealthClient::with_interceptor(channel, link.interceptor());
+    let response = client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map_err(|status| map_status(url, status))?;
+    Ok(response.into_inner().status == ServingStatus::Serving as i32)
+}
+
 /// A failed connection's message, with the likely cause when the URL's
 /// scheme may not match the server's TLS.
 fn with_tls_hint(url: &str, message: String) -> String {
@@ -121,24 +160,7 @@ impl SchedulerClient {
     /// Connects to the scheduler at `url`, presenting `link`'s credential
     /// and speaking its TLS.
     pub async fn connect_with(url: &str, link: Link) -> Result<Self> {
-        let unreachable = |message: String| ClientError::SchedulerUnreachable {
-            url: url.to_string(),
-            message,
-        };
-        let endpoint = link
-            .endpoint(url)
-            .map_err(ClientError::Usage)?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
-        let channel = endpoint.connect().await.map_err(|e| {
-            let mut message = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(inner) = source {
-                message = format!("{message}: {inner}");
-                source = inner.source();
-            }
-            unreachable(with_tls_hint(url, message))
-        })?;
+        let channel = connect_channel(url, &link).await?;
         let inner = SchedulerServiceClient::with_interceptor(channel, link.interceptor())
             .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(limits::MAX_PLAN_MESSAGE_BYTES);
@@ -157,7 +179,10 @@ impl SchedulerClient {
                 tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
                     map_status(url, status)
                 }
-                _ => unreachable(with_tls_hint(url, status.message().to_string())),
+                _ => ClientError::SchedulerUnreachable {
+                    url: url.to_string(),
+                    message: with_tls_hint(url, status.message().to_string()),
+                },
             })?;
         Ok(client)
     }
@@ -340,5 +365,18 @@ impl SchedulerClient {
             .map_err(|s| self.map_status(s))?
             .into_inner()
             .executors)
+    }
+
+    /// Drains an executor (role admin): it takes no new tasks and stops
+    /// once nothing on it is needed.
+    pub async fn drain_executor(&self, executor_id: &str) -> Result<()> {
+        self.inner
+            .clone()
+            .drain_executor(v1::DrainExecutorRequest {
+                executor_id: executor_id.to_string(),
+            })
+            .await
+            .map_err(|s| self.map_status(s))?;
+        Ok(())
     }
 }

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
 use volley_dataflow::UdfRegistry;
 
 use volley_security::tls::{ClientTls, ServerTls};
@@ -23,7 +24,7 @@ use volley_security::{ClusterSecret, PathPolicy};
 use crate::config::{
     ExecutorConfig, ExecutorSecurity, WireCompression, default_memory_limit, parse_size,
 };
-use crate::executor::Executor;
+use crate::executor::{Executor, Stopped};
 
 /// Volley's executor: runs stage tasks with DataFusion and serves shuffle output over Arrow Flight.
 #[derive(Debug, Parser)]
@@ -48,6 +49,15 @@ struct Args {
     /// with backoff, before exiting 1.
     #[arg(long, env = "VOLLEY_REGISTER_TIMEOUT_SECS", default_value_t = 60.0)]
     register_timeout_secs: f64,
+    /// Seconds a draining executor (SIGTERM, or `volley executors drain`)
+    /// waits for its running tasks and for the jobs that read its stored
+    /// output before it stops anyway (exit 0 either way).
+    #[arg(
+        long = "drain-timeout-secs",
+        env = "VOLLEY_DRAIN_TIMEOUT_SECS",
+        default_value_t = 300.0
+    )]
+    drain_timeout_secs: f64,
     /// Tasks run at once (default: the number of CPUs).
     #[arg(long, env = "VOLLEY_EXECUTOR_SLOTS")]
     slots: Option<usize>,
@@ -184,6 +194,7 @@ async fn run(udfs: UdfRegistry) -> ExitCode {
     config.advertise_host = args.advertise_host;
     config.register_patience =
         std::time::Duration::from_secs_f64(args.register_timeout_secs.max(0.0));
+    config.drain_timeout = std::time::Duration::from_secs_f64(args.drain_timeout_secs.max(0.0));
     if let Some(slots) = args.slots {
         config.slots = slots;
     }
@@ -192,7 +203,7 @@ async fn run(udfs: UdfRegistry) -> ExitCode {
     config.shuffle_memory = args.shuffle_memory;
     config.udfs = udfs;
     config.security = security;
-    let executor = match Executor::start(config).await {
+    let mut executor = match Executor::start(config).await {
         Ok(executor) => executor,
         Err(e) => {
             eprintln!("volley-executor: {e}");
@@ -204,11 +215,45 @@ async fn run(udfs: UdfRegistry) -> ExitCode {
         executor.id(),
         executor.endpoint()
     );
-    tokio::select! {
-        reason = executor.wait() => {
-            eprintln!("volley-executor: {reason}");
-            ExitCode::from(1)
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(terminate) => terminate,
+        Err(e) => {
+            eprintln!("volley-executor: cannot watch for SIGTERM: {e}");
+            return ExitCode::from(1);
         }
-        _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
-    }
+    };
+    let mut draining = false;
+    let code = loop {
+        tokio::select! {
+            stopped = executor.wait() => match stopped {
+                Ok(Stopped::Drained) => {
+                    eprintln!("volley-executor: drained; stopping");
+                    break ExitCode::SUCCESS;
+                }
+                Ok(Stopped::DrainTimedOut) => {
+                    eprintln!("volley-executor: drain timed out; stopping");
+                    break ExitCode::SUCCESS;
+                }
+                Err(reason) => {
+                    eprintln!("volley-executor: {reason}");
+                    return ExitCode::from(1);
+                }
+            },
+            _ = terminate.recv() => {
+                if draining {
+                    eprintln!("volley-executor: asked again to stop; stopping now");
+                    break ExitCode::SUCCESS;
+                }
+                eprintln!("volley-executor: SIGTERM: draining (a second SIGTERM stops at once)");
+                draining = true;
+                executor.drain();
+            }
+            _ = tokio::signal::ctrl_c() => break ExitCode::SUCCESS,
+        }
+    };
+    // A clean stop leaves nothing behind in the work directory.
+    let work_dir = executor.work_dir().to_path_buf();
+    drop(executor);
+    let _ = std::fs::remove_dir_all(&work_dir);
+    code
 }

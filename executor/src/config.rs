@@ -127,6 +127,9 @@ pub struct ExecutorConfig {
     /// How long to keep trying to reach a scheduler that does not answer
     /// yet (it may be starting), with backoff, before giving up.
     pub register_patience: Duration,
+    /// How long a draining executor waits for its running tasks and for the
+    /// jobs that read its stored output before it stops anyway.
+    pub drain_timeout: Duration,
     /// Compression of shuffle and result data sent over the network.
     pub compression: WireCompression,
     /// User functions this executor can run, by name.
@@ -148,6 +151,7 @@ impl ExecutorConfig {
             shuffle_memory: None,
             heartbeat_interval: Duration::from_secs(1),
             register_patience: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(300),
             compression: WireCompression::Auto,
             udfs: UdfRegistry::default(),
             security: ExecutorSecurity::insecure_unrestricted(),

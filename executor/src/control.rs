@@ -3,6 +3,12 @@
 //! once and caching it by `(job, stage, attempt)`), runs tasks on its slots,
 //! and reports every outcome. A task that panics is reported as failed; the
 //! executor carries on.
+//!
+//! Draining: asked to stop (the executor's drain signal, e.g. SIGTERM) it
+//! tells the scheduler, which sends no new tasks; told to drain by the
+//! scheduler (`volley executors drain`) it does the same. It goes on
+//! serving its stored output until the scheduler says nothing on it is
+//! needed (`Released`), or until the drain timeout.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +30,17 @@ use crate::task_runner::{
 
 type StageKey = (JobId, StageId, u32);
 
+/// Why a control loop ended.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// The stream to the scheduler ended or failed.
+    Lost(ExecutorError),
+    /// Drained: nothing on this executor is needed any more.
+    Released,
+    /// Draining took longer than the drain timeout.
+    DrainTimedOut,
+}
+
 /// A finished task and its outcome, ready to report.
 struct Finished {
     status: v1::TaskStatus,
@@ -40,6 +57,11 @@ pub(crate) struct ControlLoop {
     plans: HashMap<StageKey, Arc<dyn ExecutionPlan>>,
     running: JoinSet<Finished>,
     by_job: HashMap<JobId, Vec<AbortHandle>>,
+    /// Reports `grpc.health.v1` status: not serving while draining.
+    health: tonic_health::server::HealthReporter,
+    drain_timeout: Duration,
+    /// When draining must end, once it started.
+    drain_deadline: Option<tokio::time::Instant>,
 }
 
 impl ControlLoop {
@@ -49,6 +71,8 @@ impl ControlLoop {
         store: Arc<ShuffleStore>,
         outbound: mpsc::UnboundedSender<v1::ExecutorMessage>,
         heartbeat_interval: Duration,
+        health: tonic_health::server::HealthReporter,
+        drain_timeout: Duration,
     ) -> Self {
         Self {
             env,
@@ -59,6 +83,20 @@ impl ControlLoop {
             plans: HashMap::new(),
             running: JoinSet::new(),
             by_job: HashMap::new(),
+            health,
+            drain_timeout,
+            drain_deadline: None,
+        }
+    }
+
+    /// Starts draining (once): not serving, and a deadline.
+    async fn start_draining(&mut self) {
+        if self.drain_deadline.is_none() {
+            info!(running = self.running.len(), stored = self.store.len(), timeout = ?self.drain_timeout, "draining");
+            self.drain_deadline = Some(tokio::time::Instant::now() + self.drain_timeout);
+            self.health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
         }
     }
 
@@ -67,23 +105,54 @@ impl ControlLoop {
         let _ = self.outbound.send(v1::ExecutorMessage { kind: Some(kind) });
     }
 
-    /// Runs until the scheduler closes the stream; returns why it ended.
+    /// Runs until the scheduler closes the stream, or draining ends;
+    /// returns why it ended. `drain` turning true asks for a drain.
     pub(crate) async fn run(
         mut self,
         mut inbound: Streaming<v1::SchedulerMessage>,
-    ) -> ExecutorError {
+        drain: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Ended {
         let mut heartbeat = tokio::time::interval(self.heartbeat_interval);
+        let mut drain_asked = false;
         loop {
+            if !drain_asked && *drain.borrow_and_update() {
+                drain_asked = true;
+                self.send(v1::executor_message::Kind::Drain(v1::DrainRequest {
+                    reason: "the executor was asked to stop".into(),
+                }));
+                self.start_draining().await;
+            }
+            let deadline = self.drain_deadline;
             tokio::select! {
                 message = inbound.message() => match message {
+                    Ok(Some(v1::SchedulerMessage { kind: Some(v1::scheduler_message::Kind::Drain(_)) })) => {
+                        self.start_draining().await;
+                    }
+                    Ok(Some(v1::SchedulerMessage { kind: Some(v1::scheduler_message::Kind::Released(_)) })) => {
+                        info!("drained: the scheduler needs nothing more from this executor");
+                        return Ended::Released;
+                    }
                     Ok(Some(message)) => self.on_message(message),
-                    Ok(None) => return ExecutorError::SchedulerLost("the scheduler closed the control stream".into()),
-                    Err(status) => return ExecutorError::SchedulerLost(status.message().to_string()),
+                    Ok(None) => return Ended::Lost(ExecutorError::SchedulerLost("the scheduler closed the control stream".into())),
+                    Err(status) => return Ended::Lost(ExecutorError::SchedulerLost(status.message().to_string())),
                 },
+                changed = drain.changed(), if !drain_asked => {
+                    if changed.is_err() {
+                        // Nobody can ask for a drain any more.
+                        drain_asked = true;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                    warn!(running = self.running.len(), stored = self.store.len(), "drain timed out; stopping anyway");
+                    return Ended::DrainTimedOut;
+                }
                 _ = heartbeat.tick() => {
+                    let pool = &self.env.state.runtime_env().memory_pool;
                     self.send(v1::executor_message::Kind::Heartbeat(v1::Heartbeat {
                         running_tasks: self.running.len() as u32,
                         stored_outputs: self.store.len() as u32,
+                        memory_reserved: pool.reserved() as u64,
+                        memory_limit: self.env.memory_limit as u64,
                     }));
                 }
                 Some(joined) = self.running.join_next(), if !self.running.is_empty() => {
@@ -129,7 +198,12 @@ impl ControlLoop {
                     self.by_job.remove(&job_id);
                 }
             }
-            Some(v1::scheduler_message::Kind::Registered(_)) | None => {}
+            Some(
+                v1::scheduler_message::Kind::Registered(_)
+                | v1::scheduler_message::Kind::Drain(_)
+                | v1::scheduler_message::Kind::Released(_),
+            )
+            | None => {}
         }
     }
 

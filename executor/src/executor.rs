@@ -3,28 +3,32 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
+use datafusion::execution::context::SessionState;
 use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
-use tracing::{error, info};
+use tonic_health::server::HealthReporter;
+use tracing::{error, info, warn};
 use volley_dataflow::{
     EnvObjectStoreRegistry, ExecutorId, ShuffleSink, ShuffleSource, install_volley_rules,
     session_config,
 };
 use volley_proto::v1::scheduler_service_client::SchedulerServiceClient;
 use volley_proto::{limits, v1};
-use volley_security::{ClusterSecret, Link, TicketSigner};
+use volley_security::{Authenticator, ClusterSecret, Link, TicketSigner, Users};
 
 use crate::config::ExecutorConfig;
-use crate::control::ControlLoop;
+use crate::control::{ControlLoop, Ended};
 use crate::error::ExecutorError;
 use crate::exchange_client::ExchangeClient;
 use crate::flight_service::ShuffleFlightService;
@@ -33,14 +37,170 @@ use crate::task_runner::TaskEnv;
 
 /// A running executor. Dropping it stops it at once, like a killed process:
 /// its Flight server, its control stream and its running tasks.
+///
+/// It stays in the cluster until it is drained: when its scheduler goes
+/// away (or declared it lost, say behind a cut link) it registers again,
+/// with backoff and a fresh id, as a new executor; what it held under the
+/// old id is dropped, since the scheduler re-ran what it needed.
 #[derive(Debug)]
 pub struct Executor {
-    id: ExecutorId,
+    id: watch::Receiver<ExecutorId>,
     endpoint: String,
+    work_dir: PathBuf,
     /// Runs the tasks; its threads are the executor's slots.
     tasks_runtime: Option<tokio::runtime::Runtime>,
     flight: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
-    control: Option<JoinHandle<ExecutorError>>,
+    control: Option<JoinHandle<Result<Stopped, ExecutorError>>>,
+    drain: watch::Sender<bool>,
+}
+
+/// How an executor stopped on its own terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Drained: its tasks finished and no job needed its output any more.
+    Drained,
+    /// Draining took longer than the drain timeout; it stopped anyway.
+    DrainTimedOut,
+}
+
+/// What an executor keeps from one registration to the next.
+struct Membership {
+    state: SessionState,
+    sink: Arc<dyn ShuffleSink>,
+    store: Arc<ShuffleStore>,
+    link: Link,
+    endpoint: String,
+    scheduler_url: String,
+    slots: usize,
+    memory_limit: usize,
+    heartbeat_interval: Duration,
+    register_patience: Duration,
+    drain_timeout: Duration,
+    cluster_secret: Option<ClusterSecret>,
+    tasks_runtime: tokio::runtime::Handle,
+    health: HealthReporter,
+    id: watch::Sender<ExecutorId>,
+}
+
+/// An open control stream.
+type Control = (
+    mpsc::UnboundedSender<v1::ExecutorMessage>,
+    tonic::Streaming<v1::SchedulerMessage>,
+);
+
+impl Membership {
+    /// What the tasks of registration `id` share.
+    fn task_env(&self, id: &ExecutorId) -> Arc<TaskEnv> {
+        let source: Arc<dyn ShuffleSource> = Arc::new(ExchangeClient::new(
+            id.clone(),
+            Arc::clone(&self.store),
+            self.link.clone(),
+        ));
+        Arc::new(TaskEnv {
+            executor_id: id.clone(),
+            memory_limit: self.memory_limit,
+            slots: self.slots,
+            state: self.state.clone(),
+            sink: Arc::clone(&self.sink),
+            source,
+        })
+    }
+
+    /// Registers as `id` (retrying while the scheduler is unreachable) and
+    /// checks that the scheduler proved it holds the cluster secret.
+    async fn join(&self, id: &ExecutorId) -> Result<Control, ExecutorError> {
+        let refused = |message: String| ExecutorError::Refused {
+            url: self.scheduler_url.clone(),
+            message,
+        };
+        let nonce = ClusterSecret::nonce().map_err(|e| ExecutorError::Config(e.to_string()))?;
+        let register = v1::ExecutorMessage {
+            kind: Some(v1::executor_message::Kind::Register(v1::RegisterExecutor {
+                executor_id: id.to_string(),
+                endpoint: self.endpoint.clone(),
+                slots: self.slots as u32,
+                protocol_version: volley_proto::PROTOCOL_VERSION,
+                nonce: nonce.clone(),
+            })),
+        };
+        let (outbound, mut inbound) = register_with_patience(
+            &self.link,
+            &self.scheduler_url,
+            self.register_patience,
+            self.heartbeat_interval,
+            register,
+        )
+        .await?;
+        match inbound.message().await {
+            Ok(Some(v1::SchedulerMessage {
+                kind: Some(v1::scheduler_message::Kind::Registered(registered)),
+            })) => {
+                // A scheduler without the cluster secret could send this
+                // executor anything (RemoveJobData, plans): it must prove it
+                // holds the secret before anything else is believed.
+                if let Some(secret) = &self.cluster_secret
+                    && !secret.verify_proof(&nonce, &registered.proof)
+                {
+                    return Err(refused(
+                        "the scheduler did not prove it holds the cluster secret; \
+                         this executor talks only to its own cluster's scheduler"
+                            .into(),
+                    ));
+                }
+            }
+            Ok(_) => {
+                return Err(refused(
+                    "the scheduler did not confirm the registration".into(),
+                ));
+            }
+            Err(status) => return Err(refused(status.message().to_string())),
+        }
+        info!(executor_id = %id, endpoint = %self.endpoint, slots = self.slots, memory_limit = self.memory_limit, "executor registered");
+        self.health
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        Ok((outbound, inbound))
+    }
+
+    /// Serves registrations until drained or until the scheduler cannot be
+    /// reached again within the register patience.
+    async fn serve(
+        self,
+        mut control: Control,
+        mut drain: watch::Receiver<bool>,
+    ) -> Result<Stopped, ExecutorError> {
+        loop {
+            let id = self.id.borrow().clone();
+            let (outbound, inbound) = control;
+            let session = ControlLoop::new(
+                self.task_env(&id),
+                self.tasks_runtime.clone(),
+                Arc::clone(&self.store),
+                outbound,
+                self.heartbeat_interval,
+                self.health.clone(),
+                self.drain_timeout,
+            );
+            let reason = match session.run(inbound, &mut drain).await {
+                Ended::Released => return Ok(Stopped::Drained),
+                Ended::DrainTimedOut => return Ok(Stopped::DrainTimedOut),
+                Ended::Lost(reason) => reason,
+            };
+            self.health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            if *drain.borrow() {
+                // Nobody is left to read what it holds.
+                warn!(executor_id = %id, %reason, "lost the scheduler while draining; stopping");
+                return Ok(Stopped::Drained);
+            }
+            let dropped = self.store.clear();
+            let new_id = ExecutorId::new_random();
+            warn!(executor_id = %id, %reason, dropped_outputs = dropped, new_id = %new_id, "control stream ended; registering again");
+            control = self.join(&new_id).await?;
+            self.id.send_replace(new_id);
+        }
+    }
 }
 
 impl Executor {
@@ -50,6 +210,7 @@ impl Executor {
             return Err(ExecutorError::Config("--slots must be at least 1".into()));
         }
         let id = ExecutorId::new_random();
+        // Named after the first registration's id, kept for the process.
         let work_dir = config.work_dir.join(id.as_str());
         std::fs::create_dir_all(&work_dir)?;
 
@@ -89,19 +250,6 @@ impl Executor {
             security.client_tls.clone(),
         )
         .map_err(|status| ExecutorError::Config(status.message().to_string()))?;
-        let source: Arc<dyn ShuffleSource> = Arc::new(ExchangeClient::new(
-            id.clone(),
-            Arc::clone(&store),
-            link.clone(),
-        ));
-        let env = Arc::new(TaskEnv {
-            executor_id: id.clone(),
-            memory_limit: config.memory_limit,
-            slots: config.slots,
-            state,
-            sink,
-            source,
-        });
 
         let incoming = TcpIncoming::bind(config.bind)?.with_nodelay(Some(true));
         let addr = incoming.local_addr()?;
@@ -122,94 +270,76 @@ impl Executor {
         })
         .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(limits::MAX_FLIGHT_MESSAGE_BYTES);
+        // The standard gRPC health service: serving while registered and
+        // not draining. Only the cluster's own credential may ask.
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        let authenticator = match &security.cluster_secret {
+            Some(secret) => Authenticator::new(Users::default(), secret.clone()),
+            None => Authenticator::insecure(),
+        };
+        let health_service = InterceptedService::new(health_service, authenticator.require_known());
         let mut server = tonic::transport::Server::builder();
         if let Some(tls) = &security.server_tls {
             server = server.tls_config(tls.config())?;
         }
-        let flight = tokio::spawn(server.add_service(flight).serve_with_incoming(incoming));
+        let flight = tokio::spawn(
+            server
+                .add_service(flight)
+                .add_service(health_service)
+                .serve_with_incoming(incoming),
+        );
         let tasks_runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.slots)
             .thread_name("volley-task")
             .enable_all()
             .build()?;
-        let tasks_handle = tasks_runtime.handle().clone();
+        let (id_sender, id_receiver) = watch::channel(id.clone());
+        let (drain, drain_receiver) = watch::channel(false);
         let mut executor = Self {
-            id: id.clone(),
+            id: id_receiver,
             endpoint: endpoint.clone(),
-            tasks_runtime: Some(tasks_runtime),
+            work_dir,
+            tasks_runtime: None,
             flight: Some(flight),
             control: None,
+            drain,
         };
-
-        let nonce = ClusterSecret::nonce().map_err(|e| ExecutorError::Config(e.to_string()))?;
-        let register = v1::ExecutorMessage {
-            kind: Some(v1::executor_message::Kind::Register(v1::RegisterExecutor {
-                executor_id: id.to_string(),
-                endpoint: endpoint.clone(),
-                slots: config.slots as u32,
-                protocol_version: volley_proto::PROTOCOL_VERSION,
-                nonce: nonce.clone(),
-            })),
-        };
-        let (outbound, mut inbound) = register_with_patience(
-            &link,
-            &config.scheduler_url,
-            config.register_patience,
-            register,
-        )
-        .await?;
-        match inbound.message().await {
-            Ok(Some(v1::SchedulerMessage {
-                kind: Some(v1::scheduler_message::Kind::Registered(registered)),
-            })) => {
-                // A scheduler without the cluster secret could send this
-                // executor anything (RemoveJobData, plans): it must prove it
-                // holds the secret before anything else is believed.
-                if let Some(secret) = &security.cluster_secret
-                    && !secret.verify_proof(&nonce, &registered.proof)
-                {
-                    return Err(ExecutorError::Refused {
-                        url: config.scheduler_url.clone(),
-                        message: "the scheduler did not prove it holds the cluster secret; \
-                                  this executor talks only to its own cluster's scheduler"
-                            .into(),
-                    });
-                }
-            }
-            Ok(_) => {
-                return Err(ExecutorError::Refused {
-                    url: config.scheduler_url.clone(),
-                    message: "the scheduler did not confirm the registration".into(),
-                });
-            }
-            Err(status) => {
-                return Err(ExecutorError::Refused {
-                    url: config.scheduler_url.clone(),
-                    message: status.message().to_string(),
-                });
-            }
-        }
-        info!(executor_id = %id, %endpoint, slots = config.slots, memory_limit = config.memory_limit, "executor registered");
-
-        let control = ControlLoop::new(
-            env,
-            tasks_handle,
+        let membership = Membership {
+            state,
+            sink,
             store,
-            outbound,
-            config.heartbeat_interval,
-        );
-        let control_id = id.clone();
+            link,
+            endpoint,
+            scheduler_url: config.scheduler_url.clone(),
+            slots: config.slots,
+            memory_limit: config.memory_limit,
+            heartbeat_interval: config.heartbeat_interval,
+            register_patience: config.register_patience,
+            drain_timeout: config.drain_timeout,
+            cluster_secret: config.security.cluster_secret.clone(),
+            tasks_runtime: tasks_runtime.handle().clone(),
+            health,
+            id: id_sender,
+        };
+        executor.tasks_runtime = Some(tasks_runtime);
+        let control = membership.join(&id).await?;
         executor.control = Some(tokio::spawn(async move {
-            let reason = control.run(inbound).await;
-            error!(executor_id = %control_id, %reason, "control stream ended");
-            reason
+            let stopped = membership.serve(control, drain_receiver).await;
+            if let Err(reason) = &stopped {
+                error!(%reason, "executor stopped");
+            }
+            stopped
         }));
         Ok(executor)
     }
 
-    /// This executor's id.
-    pub fn id(&self) -> &ExecutorId {
-        &self.id
+    /// This executor's id in the cluster now (a new one after it had to
+    /// register again).
+    pub fn id(&self) -> ExecutorId {
+        self.id.borrow().clone()
     }
 
     /// `http://host:port` of its Flight service.
@@ -217,18 +347,41 @@ impl Executor {
         &self.endpoint
     }
 
-    /// Serves until the scheduler goes away or the Flight server fails.
-    pub async fn wait(mut self) -> ExecutorError {
-        let (Some(control), Some(flight)) = (self.control.take(), self.flight.take()) else {
-            return ExecutorError::SchedulerLost("executor was not running".into());
+    /// Its work directory (spill and shuffle files).
+    pub fn work_dir(&self) -> &Path {
+        &self.work_dir
+    }
+
+    /// Asks the executor to drain: no new tasks; it stops (and [`wait`]
+    /// returns) once its running tasks finished and no job needs its stored
+    /// output, or after the drain timeout.
+    ///
+    /// [`wait`]: Executor::wait
+    pub fn drain(&self) {
+        self.drain.send_replace(true);
+    }
+
+    /// Serves until drained, until its scheduler cannot be reached again,
+    /// or until the Flight server fails.
+    pub async fn wait(&mut self) -> Result<Stopped, ExecutorError> {
+        let (Some(control), Some(flight)) = (self.control.as_mut(), self.flight.as_mut()) else {
+            return Err(ExecutorError::SchedulerLost(
+                "executor was not running".into(),
+            ));
         };
         tokio::select! {
-            reason = control => reason.unwrap_or_else(|e| ExecutorError::SchedulerLost(e.to_string())),
-            result = flight => match result {
-                Ok(Ok(())) => ExecutorError::SchedulerLost("the Flight server stopped".into()),
-                Ok(Err(e)) => ExecutorError::Transport(e),
-                Err(e) => ExecutorError::SchedulerLost(e.to_string()),
-            },
+            stopped = control => {
+                self.control = None;
+                stopped.unwrap_or_else(|e| Err(ExecutorError::SchedulerLost(e.to_string())))
+            }
+            result = flight => {
+                self.flight = None;
+                Err(match result {
+                    Ok(Ok(())) => ExecutorError::SchedulerLost("the Flight server stopped".into()),
+                    Ok(Err(e)) => ExecutorError::Transport(e),
+                    Err(e) => ExecutorError::SchedulerLost(e.to_string()),
+                })
+            }
         }
     }
 }
@@ -275,18 +428,17 @@ async fn register_with_patience(
     link: &Link,
     url: &str,
     patience: Duration,
+    heartbeat_interval: Duration,
     register: v1::ExecutorMessage,
-) -> Result<
-    (
-        mpsc::UnboundedSender<v1::ExecutorMessage>,
-        tonic::Streaming<v1::SchedulerMessage>,
-    ),
-    ExecutorError,
-> {
+) -> Result<Control, ExecutorError> {
+    // HTTP/2 pings find a cut link even when nothing else is sent.
     let endpoint = link
         .endpoint(url)
         .map_err(ExecutorError::Config)?
-        .connect_timeout(Duration::from_secs(5));
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(heartbeat_interval.max(Duration::from_secs(1)) * 2)
+        .keep_alive_timeout(heartbeat_interval.max(Duration::from_secs(1)) * 5)
+        .keep_alive_while_idle(true);
     let deadline = tokio::time::Instant::now() + patience;
     let mut backoff = Duration::from_millis(100);
     loop {

@@ -43,6 +43,11 @@ pub fn flight_channel(endpoint: &str, link: &Link) -> Result<Channel, String> {
     Ok(link
         .endpoint(endpoint)?
         .connect_timeout(Duration::from_secs(5))
+        // A peer behind a cut link is found by HTTP/2 pings, so a fetch from
+        // it fails (and recovery starts) instead of waiting forever.
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)

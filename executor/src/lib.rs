@@ -33,5 +33,5 @@ pub use config::{
     parse_size,
 };
 pub use error::ExecutorError;
-pub use executor::Executor;
+pub use executor::{Executor, Stopped};
 pub use flight_fetch::{fetch_location, flight_channel};

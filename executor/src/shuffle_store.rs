@@ -14,7 +14,7 @@
 //! deletes its files; a finished output's files go when the output is
 //! removed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
@@ -193,6 +193,13 @@ impl ShuffleStore {
 }
 
 impl ShuffleStore {
+    /// Drops every output: the scheduler that placed them no longer knows
+    /// this executor (it lost it, and re-ran what it needed elsewhere).
+    pub(crate) fn clear(&self) -> usize {
+        let jobs: HashSet<JobId> = self.outputs().keys().map(|id| id.job_id.clone()).collect();
+        jobs.iter().map(|job| self.remove_job(job, &[])).sum()
+    }
+
     /// How many map outputs are held.
     pub(crate) fn len(&self) -> usize {
         self.outputs().len()

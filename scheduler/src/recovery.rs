@@ -160,6 +160,32 @@ impl Job {
         Ok(touched)
     }
 
+    /// Whether this job runs a task on `executor` or still needs output
+    /// stored there: a running job needs a finished map output while a
+    /// consumer of it is unfinished, and its result until it ends; a
+    /// finished job needs its result until the client released it (the
+    /// caller knows which finished jobs were released).
+    pub(crate) fn needs_executor(&self, executor: &ExecutorId) -> bool {
+        let last = self.stages.len().saturating_sub(1);
+        let running = !self.phase.is_terminal();
+        self.stages.iter().enumerate().any(|(index, stage)| {
+            let needed = if index == last {
+                running || self.phase == crate::job::JobPhase::Succeeded
+            } else {
+                running
+                    && self
+                        .consumers_of(stage.id)
+                        .iter()
+                        .any(|&c| !self.stages[c].is_finished())
+            };
+            stage.tasks.iter().any(|slot| match slot {
+                TaskSlot::Running { executor: on, .. } => running && on == executor,
+                TaskSlot::Done { executor: on, .. } => needed && on == executor,
+                TaskSlot::Pending => false,
+            })
+        })
+    }
+
     /// A task failed retryably: it runs again, elsewhere if possible.
     pub(crate) fn retry_task(
         &mut self,

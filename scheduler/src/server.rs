@@ -51,12 +51,24 @@ impl SchedulerServer {
         if let Some(tls) = &config.security.tls {
             builder = builder.tls_config(tls.config())?;
         }
-        let server = tokio::spawn(builder.add_service(service).serve_with_incoming_shutdown(
-            incoming,
-            async {
-                let _ = signal.await;
-            },
-        ));
+        // The standard gRPC health service, for probes: serving while the
+        // scheduler runs. Open to any user or executor of the cluster.
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        let health_service = tonic::service::interceptor::InterceptedService::new(
+            health_service,
+            config.security.authenticator.require_known(),
+        );
+        let server = tokio::spawn(
+            builder
+                .add_service(service)
+                .add_service(health_service)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = signal.await;
+                }),
+        );
         let reaper = {
             let shared = Arc::clone(&shared);
             tokio::spawn(async move {

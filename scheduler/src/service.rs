@@ -262,6 +262,33 @@ impl SchedulerService for SchedulerGrpc {
         }))
     }
 
+    async fn drain_executor(
+        &self,
+        request: Request<v1::DrainExecutorRequest>,
+    ) -> Result<Response<v1::DrainExecutorResponse>, Status> {
+        match self.caller(&request)? {
+            Caller::User(user) if user.role().sees_all_jobs() => {}
+            Caller::Anonymous => {}
+            Caller::User(user) => {
+                return Err(Status::permission_denied(format!(
+                    "user `{}` may not drain executors (role admin only)",
+                    user.name()
+                )));
+            }
+            Caller::Executor => {
+                return Err(Status::permission_denied(
+                    "executors drain themselves on their control stream",
+                ));
+            }
+        }
+        let id = ExecutorId::parse(&request.get_ref().executor_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if !self.shared.state().drain_executor(&id, "asked by a client") {
+            return Err(Status::not_found(format!("no executor {id} is registered")));
+        }
+        Ok(Response::new(v1::DrainExecutorResponse {}))
+    }
+
     async fn list_jobs(
         &self,
         request: Request<v1::ListJobsRequest>,
@@ -369,6 +396,11 @@ impl SchedulerService for SchedulerGrpc {
                             let mut state = shared.state();
                             state.heartbeat(&id);
                             state.task_status(&id, status);
+                        }
+                        Some(v1::executor_message::Kind::Drain(request)) => {
+                            let mut state = shared.state();
+                            state.heartbeat(&id);
+                            state.drain_executor(&id, &request.reason);
                         }
                         Some(v1::executor_message::Kind::Register(_)) | None => {
                             warn!(executor_id = %id, "unexpected message on control stream; ignored");

@@ -35,10 +35,29 @@ struct ExecutorEntry {
     sender: ExecutorSender,
     last_seen: Instant,
     stored_outputs: u32,
+    memory_reserved: u64,
+    memory_limit: u64,
+    drain: Drain,
+}
+
+/// Where an executor is in leaving the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    /// It takes tasks.
+    Active,
+    /// It takes no new tasks; its running tasks finish and its stored output
+    /// is served until no job needs it.
+    Draining,
+    /// Nothing on it is needed any more and it was told it may stop; its
+    /// leaving is not a loss.
+    Released,
 }
 
 impl ExecutorEntry {
     fn free_slots(&self) -> usize {
+        if self.drain != Drain::Active {
+            return 0;
+        }
         self.slots.saturating_sub(self.running.len())
     }
 
@@ -86,8 +105,13 @@ impl SchedulerState {
         }
     }
 
+    /// Slots of the executors that take tasks (not draining ones).
     pub(crate) fn total_slots(&self) -> usize {
-        self.executors.values().map(|e| e.slots).sum()
+        self.executors
+            .values()
+            .filter(|e| e.drain == Drain::Active)
+            .map(|e| e.slots)
+            .sum()
     }
 
     pub(crate) fn executors_info(&self) -> Vec<v1::ExecutorInfo> {
@@ -99,6 +123,13 @@ impl SchedulerState {
                 slots: e.slots as u32,
                 free_slots: e.free_slots() as u32,
                 stored_outputs: e.stored_outputs,
+                running_tasks: e.running.len() as u32,
+                memory_reserved: e.memory_reserved,
+                memory_limit: e.memory_limit,
+                state: match e.drain {
+                    Drain::Active => v1::ExecutorState::Active,
+                    Drain::Draining | Drain::Released => v1::ExecutorState::Draining,
+                } as i32,
             })
             .collect()
     }
@@ -129,6 +160,9 @@ impl SchedulerState {
             sender,
             last_seen: Instant::now(),
             stored_outputs: 0,
+            memory_reserved: 0,
+            memory_limit: 0,
+            drain: Drain::Active,
         };
         entry.send(v1::scheduler_message::Kind::Registered(v1::Registered {
             protocol_version: volley_proto::PROTOCOL_VERSION,
@@ -152,6 +186,56 @@ impl SchedulerState {
         if let Some(entry) = self.executors.get_mut(id) {
             entry.last_seen = Instant::now();
             entry.stored_outputs = report.stored_outputs;
+            entry.memory_reserved = report.memory_reserved;
+            entry.memory_limit = report.memory_limit;
+        }
+    }
+
+    /// Starts draining executor `id`: it takes no new tasks, and once
+    /// nothing on it is needed it is told it may stop (`Released`). Returns
+    /// false for an unknown executor.
+    pub(crate) fn drain_executor(&mut self, id: &ExecutorId, reason: &str) -> bool {
+        let Some(entry) = self.executors.get_mut(id) else {
+            return false;
+        };
+        if entry.drain == Drain::Active {
+            info!(executor_id = %id, %reason, running = entry.running.len(), "executor draining");
+            entry.drain = Drain::Draining;
+            entry.send(v1::scheduler_message::Kind::Drain(v1::Drain {}));
+        }
+        self.release_drained();
+        true
+    }
+
+    /// Tells each draining executor that nothing on it is needed any more
+    /// (no task runs there, and no job still needs output stored only
+    /// there) that it may stop.
+    fn release_drained(&mut self) {
+        let draining: Vec<ExecutorId> = self
+            .executors
+            .iter()
+            .filter(|(_, e)| e.drain == Drain::Draining && e.running.is_empty())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in draining {
+            let needed_by = self
+                .active
+                .iter()
+                .chain(self.history.iter().filter(|j| !self.released.contains(*j)))
+                .find(|job_id| {
+                    self.jobs
+                        .get(*job_id)
+                        .is_some_and(|job| job.needs_executor(&id))
+                });
+            if let Some(job_id) = needed_by {
+                debug!(executor_id = %id, %job_id, "draining executor still holds needed output");
+                continue;
+            }
+            if let Some(entry) = self.executors.get_mut(&id) {
+                info!(executor_id = %id, "executor drained: nothing on it is needed");
+                entry.drain = Drain::Released;
+                entry.send(v1::scheduler_message::Kind::Released(v1::Released {}));
+            }
         }
     }
 
@@ -192,6 +276,11 @@ impl SchedulerState {
         let Some(entry) = self.executors.remove(id) else {
             return;
         };
+        if entry.drain == Drain::Released {
+            info!(executor_id = %id, endpoint = %entry.endpoint, "drained executor left");
+            self.schedule();
+            return;
+        }
         warn!(executor_id = %id, endpoint = %entry.endpoint, %reason, "executor lost");
         let active: Vec<JobId> = self.active.iter().cloned().collect();
         for job_id in active {
@@ -404,6 +493,7 @@ impl SchedulerState {
                     stage_ids: Vec::new(),
                 },
             ));
+            self.release_drained();
         }
     }
 
@@ -785,6 +875,7 @@ impl SchedulerState {
                 job.publish();
             }
         }
+        self.release_drained();
     }
 }
 
@@ -1049,6 +1140,84 @@ mod tests {
         let recovery = status.recovery.expect("recovery counters");
         assert_eq!(recovery.map_tasks_rerun, 2, "{recovery:?}");
         assert_eq!(recovery.executors_lost, 1);
+        Ok(())
+    }
+
+    fn released(messages: &[v1::scheduler_message::Kind]) -> bool {
+        messages
+            .iter()
+            .any(|m| matches!(m, v1::scheduler_message::Kind::Released(_)))
+    }
+
+    #[tokio::test]
+    async fn a_draining_executor_gets_no_new_tasks_and_is_released_once_its_output_is_read()
+    -> Result<()> {
+        let mut state = SchedulerState::new(&SchedulerConfig::default());
+        let (a, mut inbox_a) = executor(&mut state, "a", 2);
+        let (b, mut inbox_b) = executor(&mut state, "b", 2);
+        let job = job(GROUP_BY).await?;
+        let watch = job.watch.subscribe();
+        state.submit(job);
+        let (la, lb) = (
+            launches(&drain(&mut inbox_a)),
+            launches(&drain(&mut inbox_b)),
+        );
+        // a is asked to stop while its two map tasks run.
+        assert!(state.drain_executor(&a, "SIGTERM"));
+        let told = drain(&mut inbox_a);
+        assert!(
+            told.iter()
+                .any(|m| matches!(m, v1::scheduler_message::Kind::Drain(_)))
+        );
+        assert!(!released(&told), "its tasks still run");
+        assert_eq!(state.total_slots(), 2, "a's slots no longer count");
+        for (executor, launch) in [(&a, &la[0]), (&b, &lb[0])] {
+            for task in &launch.tasks {
+                state.task_status(executor, success(launch, task, 4));
+            }
+        }
+        // Stage 1 runs on b only, reading a's stored output: a must stay.
+        let to_a = drain(&mut inbox_a);
+        assert!(
+            launches(&to_a).is_empty(),
+            "no new task for a draining executor"
+        );
+        assert!(!released(&to_a), "stage 1 still needs a's map outputs");
+        let info = state.executors_info();
+        assert_eq!(info[0].state, v1::ExecutorState::Draining as i32);
+        assert_eq!(info[0].free_slots, 0);
+        let mut inboxes = vec![(b.clone(), inbox_b)];
+        run_to_end(&mut state, &mut inboxes, &[4, 1]);
+        let status = watch.borrow().clone();
+        assert_eq!(status.state, v1::JobState::Succeeded as i32, "{status:?}");
+        assert!(released(&drain(&mut inbox_a)), "nothing on a is needed now");
+        // Its leaving is not a loss.
+        state.executor_lost(&a, "drained");
+        let recovery = watch.borrow().recovery.expect("counters");
+        assert_eq!(recovery, v1::JobRecovery::default());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_draining_executor_holding_an_unread_result_stays_until_it_is_released() -> Result<()>
+    {
+        let mut state = SchedulerState::new(&SchedulerConfig::default());
+        let (a, mut inbox_a) = executor(&mut state, "a", 4);
+        let job = job(GROUP_BY).await?;
+        let id = job.id.clone();
+        state.submit(job);
+        let mut inboxes = vec![(a.clone(), inbox_a)];
+        run_to_end(&mut state, &mut inboxes, &[4, 1]);
+        let (_, inbox) = inboxes.pop().expect("a's inbox");
+        inbox_a = inbox;
+        drain(&mut inbox_a);
+        state.drain_executor(&a, "SIGTERM");
+        assert!(
+            !released(&drain(&mut inbox_a)),
+            "the client has not read the result"
+        );
+        state.release(&id);
+        assert!(released(&drain(&mut inbox_a)));
         Ok(())
     }
 

@@ -60,6 +60,20 @@ impl Authenticator {
         self.secure.as_ref().map(|s| &s.cluster)
     }
 
+    /// An interceptor that refuses requests from nobody this authenticator
+    /// knows, for services that check nothing else (the gRPC health
+    /// service): they are open to any user or executor of the cluster, and
+    /// to no one else.
+    pub fn require_known(
+        &self,
+    ) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, Status> + Clone + use<> {
+        let authenticator = std::sync::Arc::new(self.clone());
+        move |request: tonic::Request<()>| {
+            authenticator.identify(request.metadata())?;
+            Ok(request)
+        }
+    }
+
     /// Who sent a request with this metadata: `Unauthenticated` without a
     /// credential or with one nobody holds.
     pub fn identify(&self, metadata: &MetadataMap) -> Result<Caller, Status> {

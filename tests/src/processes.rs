@@ -305,6 +305,24 @@ impl Cluster {
         text
     }
 
+    /// Sends executor `index` (in start order) a signal, e.g. `TERM`.
+    pub fn signal_executor(&self, index: usize, signal: &str) {
+        let pid = self.executors[index].0.id();
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid} failed");
+    }
+
+    /// Waits for executor `index` (in start order) to exit.
+    pub fn wait_executor(&mut self, index: usize) -> std::process::ExitStatus {
+        self.executors[index]
+            .0
+            .wait()
+            .expect("wait for the executor")
+    }
+
     /// SIGKILLs every executor.
     pub fn kill_executors(&mut self) {
         for executor in &mut self.executors {

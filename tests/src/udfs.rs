@@ -34,6 +34,28 @@ pub fn mask() -> ScalarUDF {
     )
 }
 
+/// `volley_gate(n, path)`: `n`, once the file at `path` exists; until then
+/// the task waits. Tests hold a query's tasks mid-flight with it and let
+/// them go by creating the file.
+pub fn gate() -> ScalarUDF {
+    create_udf(
+        "volley_gate",
+        vec![DataType::Int64, DataType::Utf8],
+        DataType::Int64,
+        Volatility::Volatile,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let paths = as_string_array(&arrays[1])?;
+            if let Some(path) = paths.iter().flatten().next() {
+                while !std::path::Path::new(path).exists() {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+            Ok(ColumnarValue::Array(Arc::clone(&arrays[0])))
+        }),
+    )
+}
+
 /// `volley_panic_at(n, at)`: `n`, but panics (a stand-in for a kernel bug)
 /// when `n` equals `at`.
 pub fn panic_at() -> ScalarUDF {
@@ -150,6 +172,7 @@ pub fn registry() -> UdfRegistry {
     UdfRegistry::new()
         .with_udf(mask())
         .with_udf(panic_at())
+        .with_udf(gate())
         .with_udaf(spread())
         .with_udwf(running_count())
 }

@@ -667,6 +667,13 @@ impl v1::scheduler_service_server::SchedulerService for FakeScheduler {
         Err(tonic::Status::unimplemented("fake"))
     }
 
+    async fn drain_executor(
+        &self,
+        _: tonic::Request<v1::DrainExecutorRequest>,
+    ) -> Result<tonic::Response<v1::DrainExecutorResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("fake"))
+    }
+
     type ExecutorControlStream = BoxStream<v1::SchedulerMessage>;
 
     async fn executor_control(

@@ -20,6 +20,15 @@ pub(crate) struct ConnectionArgs {
 }
 
 impl ConnectionArgs {
+    /// The TLS of `--tls-ca` (or `VOLLEY_TLS_CA`), if given.
+    pub(crate) fn tls(&self) -> Result<Option<ClientTls>, ClientError> {
+        self.tls_ca
+            .as_deref()
+            .map(ClientTls::load)
+            .transpose()
+            .map_err(|e| ClientError::Usage(e.to_string()))
+    }
+
     /// The link these arguments and the environment describe.
     pub(crate) fn link(&self) -> Result<Link, ClientError> {
         let token = match std::env::var("VOLLEY_TOKEN").ok().filter(|t| !t.is_empty()) {
@@ -30,12 +39,7 @@ impl ConnectionArgs {
                 .map(read_token_file)
                 .transpose()?,
         };
-        let tls = self
-            .tls_ca
-            .as_deref()
-            .map(ClientTls::load)
-            .transpose()
-            .map_err(|e| ClientError::Usage(e.to_string()))?;
+        let tls = self.tls()?;
         Link::new(token.as_ref(), tls).map_err(|s| ClientError::Usage(s.message().to_string()))
     }
 }

@@ -20,8 +20,8 @@ pub(crate) struct ExecutorsArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum ExecutorsCommand {
-    /// List the registered executors: id, address, slots, free slots,
-    /// stored map outputs.
+    /// List the registered executors: id, address, state (active,
+    /// draining), slots, running tasks, memory pool use, stored map outputs.
     List {
         /// Print JSON (an array of executors).
         #[arg(long)]
@@ -37,6 +37,42 @@ enum ExecutorsCommand {
         #[arg(long, value_parser = parse_duration, default_value = "60s")]
         timeout: Duration,
     },
+    /// Drain an executor (role admin): it takes no new tasks, finishes its
+    /// running ones, serves its stored output until the jobs that read it
+    /// are done, then stops.
+    Drain {
+        /// The executor's id (see `volley executors list`).
+        executor_id: String,
+        /// Wait until it has left the cluster (exit 4 after --timeout).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait, give up after this long, e.g. 30s, 5m.
+        #[arg(long, value_parser = parse_duration, default_value = "10m")]
+        timeout: Duration,
+    },
+}
+
+fn state_name(e: &v1::ExecutorInfo) -> &'static str {
+    match v1::ExecutorState::try_from(e.state) {
+        Ok(v1::ExecutorState::Draining) => "draining",
+        _ => "active",
+    }
+}
+
+/// Bytes for people: 1.5 GiB, 300 MiB.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 fn executor_json(e: &v1::ExecutorInfo) -> Value {
@@ -45,7 +81,11 @@ fn executor_json(e: &v1::ExecutorInfo) -> Value {
         "endpoint": e.endpoint,
         "slots": e.slots,
         "free_slots": e.free_slots,
+        "running_tasks": e.running_tasks,
+        "memory_reserved": e.memory_reserved,
+        "memory_limit": e.memory_limit,
         "stored_outputs": e.stored_outputs,
+        "state": state_name(e),
     })
 }
 
@@ -61,13 +101,24 @@ pub(crate) async fn run(args: ExecutorsArgs) -> Result<(), ClientError> {
                 );
             } else {
                 println!(
-                    "{:<16} {:<32} {:>5} {:>5} {:>7}",
-                    "id", "endpoint", "slots", "free", "outputs"
+                    "{:<16} {:<32} {:<9} {:>5} {:>7} {:>21} {:>7}",
+                    "id", "endpoint", "state", "slots", "running", "memory", "outputs"
                 );
                 for e in &executors {
+                    let memory = format!(
+                        "{} / {}",
+                        human_bytes(e.memory_reserved),
+                        human_bytes(e.memory_limit)
+                    );
                     println!(
-                        "{:<16} {:<32} {:>5} {:>5} {:>7}",
-                        e.executor_id, e.endpoint, e.slots, e.free_slots, e.stored_outputs
+                        "{:<16} {:<32} {:<9} {:>5} {:>7} {:>21} {:>7}",
+                        e.executor_id,
+                        e.endpoint,
+                        state_name(e),
+                        e.slots,
+                        e.running_tasks,
+                        memory,
+                        e.stored_outputs
                     );
                 }
             }
@@ -99,6 +150,39 @@ pub(crate) async fn run(args: ExecutorsArgs) -> Result<(), ClientError> {
                 Err(_) => Err(ClientError::WaitTimedOut(format!(
                     "fewer than {count} executors registered at {} within {timeout:?}",
                     args.cluster.scheduler
+                ))),
+            }
+        }
+        ExecutorsCommand::Drain {
+            executor_id,
+            wait,
+            timeout,
+        } => {
+            let client = args.cluster.connect().await?;
+            client.drain_executor(&executor_id).await?;
+            if !wait {
+                println!("executor {executor_id} is draining");
+                return Ok(());
+            }
+            let deadline = tokio::time::Instant::now() + timeout;
+            let left = tokio::time::timeout_at(deadline, async {
+                loop {
+                    let executors = client.executors().await?;
+                    if !executors.iter().any(|e| e.executor_id == executor_id) {
+                        return Ok::<(), ClientError>(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+            .await;
+            match left {
+                Ok(result) => {
+                    result?;
+                    println!("executor {executor_id} drained and left");
+                    Ok(())
+                }
+                Err(_) => Err(ClientError::WaitTimedOut(format!(
+                    "executor {executor_id} was still draining after {timeout:?}"
                 ))),
             }
         }

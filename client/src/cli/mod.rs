@@ -3,6 +3,7 @@
 mod admin;
 mod connection;
 mod executors;
+mod health;
 mod jobs;
 mod output;
 mod progress;
@@ -44,9 +45,13 @@ enum Command {
     /// List, inspect, wait for and cancel jobs.
     #[command(after_help = EXIT_CODES)]
     Jobs(jobs::JobsArgs),
-    /// List executors, or wait until enough registered.
+    /// List, wait for, and drain executors.
     #[command(after_help = EXIT_CODES)]
     Executors(executors::ExecutorsArgs),
+    /// Whether a scheduler or executor serves (its gRPC health service);
+    /// for scripts and Kubernetes probes.
+    #[command(after_help = EXIT_CODES)]
+    Health(health::HealthArgs),
     /// Manage a scheduler's users file.
     Users(admin::UsersArgs),
     /// Make the secret a scheduler shares with its executors.
@@ -62,6 +67,7 @@ impl Cli {
             Command::Submit(args) => submit::run(args).await,
             Command::Jobs(args) => jobs::run(args).await,
             Command::Executors(args) => executors::run(args).await,
+            Command::Health(args) => health::run(args).await,
             Command::Users(args) => admin::run_users(args),
             Command::Secret(args) => admin::run_secret(args),
             Command::Certs(args) => admin::run_certs(args),
