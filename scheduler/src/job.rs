@@ -223,6 +223,10 @@ pub(crate) struct Job {
     /// A script job's outputs (`--output`, `COPY ... TO 'dir/'`) once
     /// prepared: removed as the job fails, before anyone hears it failed.
     pub(crate) script_outputs: Vec<crate::output_target::OutputTarget>,
+    /// Executors this job no longer places tasks on: another executor could
+    /// not read their output while they were alive (a network partition
+    /// between executors, or a broken Flight service).
+    excluded: HashSet<ExecutorId>,
 }
 
 impl Job {
@@ -255,6 +259,7 @@ impl Job {
             access: JobAccess::default(),
             result_grants: std::sync::Mutex::default(),
             script_outputs: Vec::new(),
+            excluded: HashSet::new(),
         };
         job.publish();
         job
@@ -266,6 +271,21 @@ impl Job {
     }
 
     /// Gives the job its owner and ticket signing (before it is submitted).
+    /// Whether this job places no more tasks on `executor`.
+    pub(crate) fn is_excluded(&self, executor: &ExecutorId) -> bool {
+        self.excluded.contains(executor)
+    }
+
+    /// The executors this job places no more tasks on.
+    pub(crate) fn excluded(&self) -> &HashSet<ExecutorId> {
+        &self.excluded
+    }
+
+    /// Places no more tasks of this job on `executor`.
+    pub(crate) fn exclude(&mut self, executor: ExecutorId) {
+        self.excluded.insert(executor);
+    }
+
     pub(crate) fn with_access(mut self, access: JobAccess) -> Self {
         self.access = access;
         self

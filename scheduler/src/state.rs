@@ -601,6 +601,28 @@ impl SchedulerState {
                 };
                 let error = task_failure_to_job_error(&job_id, stage_id, partition, from, failure);
                 warn!(job_id = %job_id, stage = %stage_id, %task_id, executor_id = %from, error = %error.message, "task failed");
+                if let Some(fetch) = &fetch {
+                    // The holder is alive, yet `from` could not read from
+                    // it: a partition between the two, or a broken Flight
+                    // service there. Retrying on the same pair would fail
+                    // again, so the job stops using the holder, while
+                    // another executor is left for it.
+                    let holder = ExecutorId::from(fetch.executor_id.as_str());
+                    let others = self
+                        .executors
+                        .keys()
+                        .filter(|id| **id != holder && !job.is_excluded(id))
+                        .count();
+                    if holder != *from
+                        && self.executors.contains_key(&holder)
+                        && !job.is_excluded(from)
+                        && !job.is_excluded(&holder)
+                        && others > 0
+                    {
+                        warn!(job_id = %job_id, reader = %from, %holder, "an executor cannot read from a live one; the job stops placing tasks on the holder");
+                        job.exclude(holder);
+                    }
+                }
                 let recovered = match fetch {
                     Some(fetch) => job.fetch_failed(
                         stage_id.0 as usize,
@@ -789,6 +811,7 @@ impl SchedulerState {
             let Some(job) = self.jobs.get_mut(job_id) else {
                 continue;
             };
+            let excluded = job.excluded().clone();
             for stage in job.stages.iter_mut() {
                 if stage.encoded.is_none() {
                     continue;
@@ -805,11 +828,19 @@ impl SchedulerState {
                     // is the only one (a full disk or a broken node would
                     // fail it again).
                     let avoid = stage.avoid[partition].as_ref();
-                    let alone = avoid.is_some_and(|x| self.executors.keys().all(|id| id == x));
+                    let alone = avoid.is_some_and(|x| {
+                        self.executors
+                            .keys()
+                            .all(|id| id == x || excluded.contains(id))
+                    });
                     let Some((executor_id, entry)) = self
                         .executors
                         .iter_mut()
-                        .filter(|(id, e)| e.free_slots() > 0 && (alone || Some(*id) != avoid))
+                        .filter(|(id, e)| {
+                            e.free_slots() > 0
+                                && !excluded.contains(*id)
+                                && (alone || Some(*id) != avoid)
+                        })
                         .max_by_key(|(id, e)| (e.free_slots(), std::cmp::Reverse((*id).clone())))
                     else {
                         continue;
@@ -1280,6 +1311,59 @@ mod tests {
         run_to_end(&mut state, &mut inboxes, &[4, 1]);
         let status = watch.borrow().clone();
         assert_eq!(status.state, v1::JobState::Succeeded as i32, "{status:?}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_holder_its_peer_cannot_read_while_both_are_alive_gets_no_more_tasks_of_the_job()
+    -> Result<()> {
+        let mut state = SchedulerState::new(&SchedulerConfig::default());
+        let (a, mut inbox_a) = executor(&mut state, "a", 2);
+        let (b, mut inbox_b) = executor(&mut state, "b", 2);
+        let job = job(GROUP_BY).await?;
+        let watch = job.watch.subscribe();
+        state.submit(job);
+        let (la, lb) = (
+            launches(&drain(&mut inbox_a)),
+            launches(&drain(&mut inbox_b)),
+        );
+        let on_a = la[0].tasks[0].partition;
+        for (executor, launch) in [(&a, &la[0]), (&b, &lb[0])] {
+            for task in &launch.tasks {
+                state.task_status(executor, success(launch, task, 4));
+            }
+        }
+        let l1 = launches(&drain(&mut inbox_b));
+        let l1_on_a = launches(&drain(&mut inbox_a));
+        // b cannot reach a, though a is alive (it heartbeats).
+        let cut = v1::task_failure::Reason::FetchFailed(v1::FetchFailed {
+            executor_id: "a".into(),
+            map_stage: 0,
+            map_partition: on_a,
+            message: "connect timed out".into(),
+        });
+        state.task_status(&b, failure(&l1[0], &l1[0].tasks[0], cut));
+        for task in &l1_on_a[0].tasks {
+            state.task_status(&a, success(&l1_on_a[0], task, 1));
+        }
+        let mut inboxes = vec![(b, inbox_b)];
+        run_to_end(&mut state, &mut inboxes, &[4, 1]);
+        assert!(
+            launches(&drain(&mut inbox_a)).is_empty(),
+            "the job placed nothing more on a"
+        );
+        let status = watch.borrow().clone();
+        assert_eq!(status.state, v1::JobState::Succeeded as i32, "{status:?}");
+        // Another job may still use a.
+        let other = Job::new(
+            JobId::from("other-job"),
+            "test".into(),
+            stages(GROUP_BY).await?,
+            HashMap::new(),
+            Vec::new(),
+        );
+        state.submit(other);
+        assert!(!launches(&drain(&mut inbox_a)).is_empty());
         Ok(())
     }
 
