@@ -131,7 +131,7 @@ impl FlightService for ShuffleFlightService {
             stage_id: StageId(ticket.stage_id),
             map_partition: ticket.map_partition,
         };
-        debug!(job_id = %id.job_id, stage = %id.stage_id, map = id.map_partition, output = ticket.output_partition, "serving shuffle data");
+        debug!(job_id = %id.job_id, stage = %id.stage_id, map = id.map_partition, output = ticket.output_partition, compression = ?compression, "serving shuffle data");
         let (schema, stream) = self
             .store
             .read(&id, ticket.output_partition as usize)

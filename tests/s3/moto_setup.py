@@ -6,12 +6,20 @@ and its access key, and prints the key as JSON: {"access_key_id": ...,
 on, so requests with an unknown key are refused (the tests check that bad
 credentials give a clear error).
 
+`upload ENDPOINT BUCKET DIR PREFIX` copies the files under DIR to
+s3://BUCKET/PREFIX/ (same relative paths). `setup` waits up to a minute
+for the server to answer first.
+
 Usage: python3 moto_setup.py setup http://127.0.0.1:PORT BUCKET
        python3 moto_setup.py enable-auth http://127.0.0.1:PORT
+       python3 moto_setup.py upload http://127.0.0.1:PORT BUCKET DIR PREFIX
 """
 
 import json
+import os
 import sys
+import time
+import urllib.error
 import urllib.request
 
 import boto3
@@ -27,7 +35,35 @@ def enable_auth(endpoint: str) -> None:
     urllib.request.urlopen(request).read()
 
 
+def wait_for(endpoint: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=5).read()
+            return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def upload(endpoint: str, bucket: str, root: str, prefix: str) -> None:
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="setup",
+        aws_secret_access_key="setup",
+    )
+    for directory, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(directory, name)
+            key = f"{prefix}/{os.path.relpath(path, root)}"
+            s3.upload_file(path, bucket, key)
+
+
 def setup(endpoint: str, bucket: str) -> None:
+    wait_for(endpoint)
     common = dict(
         endpoint_url=endpoint,
         region_name="us-east-1",
@@ -58,6 +94,8 @@ def setup(endpoint: str, bucket: str) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "setup":
         setup(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "upload":
+        upload(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
     elif sys.argv[1] == "enable-auth":
         enable_auth(sys.argv[2])
     else:

@@ -21,6 +21,8 @@ use datafusion::sql::parser::DFParser;
 use volley_client::tpch::{generate_tpch, register_tpch};
 
 pub mod chaos;
+pub mod host_cluster;
+pub mod hosts;
 pub mod processes;
 pub mod tbl;
 pub mod udfs;

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs Volley's whole test suite on a fresh machine that has a Rust
+# toolchain and Python: installs what the tests need when it is missing,
+# then runs `cargo test --workspace` (extra arguments are passed to it).
+#
+# - moto_server (Python package moto[server]): the S3-compatible server of
+#   the S3 and multi-host tests;
+# - ip and tc (iproute2) and nft (nftables): the multi-host tests create
+#   network namespaces, shape and cut their links; they need root.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if ! command -v moto_server >/dev/null 2>&1; then
+    echo "test.sh: installing moto[server] (the tests' S3 server)" >&2
+    python3 -m pip install --quiet 'moto[server]'
+    if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+fi
+
+missing=()
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v tc >/dev/null 2>&1 || missing+=(iproute2)
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
+if ((${#missing[@]})); then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "test.sh: the multi-host tests need root and ${missing[*]}; run as root" >&2
+        exit 1
+    fi
+    echo "test.sh: installing ${missing[*]} (network namespaces for the multi-host tests)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "test.sh: the multi-host tests create network namespaces and need root" >&2
+    exit 1
+fi
+
+exec cargo test --workspace "$@"
