@@ -5,6 +5,7 @@
 #
 # - moto_server (Python package moto[server]): the S3-compatible server of
 #   the S3 and multi-host tests;
+# - kubernetes-validate (Python): checks the Kubernetes manifests;
 # - ip and tc (iproute2) and nft (nftables): the multi-host tests create
 #   network namespaces, shape and cut their links; they need root.
 set -euo pipefail
@@ -13,6 +14,12 @@ cd "$(dirname "$0")"
 if ! command -v moto_server >/dev/null 2>&1; then
     echo "test.sh: installing moto[server] (the tests' S3 server)" >&2
     python3 -m pip install --quiet 'moto[server]'
+    if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+fi
+
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+    echo "test.sh: installing kubernetes-validate (checks deploy/kubernetes)" >&2
+    python3 -m pip install --quiet kubernetes-validate
     if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 fi
 
