@@ -4,13 +4,20 @@
 //! output appear only when the job succeeds.
 //!
 //! A local directory is staged: the files go to a hidden directory beside
-//! the path, renamed into place on success and deleted on failure. An
-//! object-store prefix (`s3://bucket/path`) has no rename: each file is
-//! uploaded whole, in place, and a failed job's files are deleted.
+//! the path, renamed into place on success and deleted on failure.
+//!
+//! An object-store prefix (`s3://bucket/path`) has no rename. Its files are
+//! uploaded whole under a hidden staging prefix beside it
+//! (`s3://bucket/.path.volley-staging-JOB/`); only when the job has
+//! succeeded are they copied into place (server-side copies), then a
+//! `_SUCCESS` object is written last, and the staging objects deleted. So
+//! nothing appears under the target while the job runs or after it fails,
+//! and a reader that must not see a commit half done waits for `_SUCCESS`
+//! (the Hadoop and Spark convention). A commit that fails midway deletes
+//! what it copied.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::error::DataFusionError;
@@ -29,8 +36,6 @@ use volley_security::PathPolicy;
 pub(crate) struct OutputTarget {
     location: Location,
     format: OutputFormat,
-    /// Files the final stage writes, once planned.
-    partitions: Arc<AtomicUsize>,
 }
 
 #[derive(Debug, Clone)]
@@ -40,12 +45,22 @@ enum Location {
         staging: PathBuf,
     },
     Object {
-        /// `s3://bucket/prefix`, as the executors are told.
+        /// `s3://bucket/prefix`, the target.
         url: String,
         store: Arc<dyn ObjectStore>,
         prefix: ObjectPath,
+        /// `s3://bucket/.prefix.volley-staging-JOB`, where the executors
+        /// write.
+        staging_url: String,
+        staging: ObjectPath,
+        /// Objects the commit put under the target so far, for
+        /// [`OutputTarget::abandon`].
+        committed: Arc<std::sync::Mutex<Vec<ObjectPath>>>,
     },
 }
+
+/// The object a successful object-store output ends with.
+pub(crate) const SUCCESS_MARKER: &str = "_SUCCESS";
 
 impl OutputTarget {
     /// Checks the output spec; a local path must not hold anything yet (see
@@ -70,12 +85,40 @@ impl OutputTarget {
                     return Err(DataFusionError::Plan(format!("no bucket in {raw}")));
                 }
                 policy.check_url(raw).map_err(DataFusionError::Plan)?;
+                let bad = |e: datafusion::object_store::path::Error| {
+                    DataFusionError::Plan(format!("bad output path {raw}: {e}"))
+                };
+                let prefix = ObjectPath::parse(prefix).map_err(bad)?;
+                let Some(name) = prefix.parts().last() else {
+                    return Err(DataFusionError::Plan(format!(
+                        "write to a prefix inside the bucket (s3://{bucket}/name/), not to the \
+                         whole bucket {raw}"
+                    )));
+                };
+                let staging_name = format!(".{}.volley-staging-{job_id}", name.as_ref());
+                let (scheme, _) = raw.split_once("://").unwrap_or(("s3", raw));
+                let staging_url = match raw.rsplit_once('/') {
+                    Some((parent, _)) if parent.len() > scheme.len() + 3 + bucket.len() => {
+                        format!("{parent}/{staging_name}")
+                    }
+                    _ => format!("{scheme}://{bucket}/{staging_name}"),
+                };
+                policy.check_url(&staging_url).map_err(|e| {
+                    DataFusionError::Plan(format!(
+                        "the output is staged at {staging_url} until the job succeeds, which \
+                         is not allowed ({e}); allow the prefix that holds {raw} (--allow-url)"
+                    ))
+                })?;
+                let staging_path = staging_url
+                    .strip_prefix(&format!("{scheme}://{bucket}/"))
+                    .unwrap_or_default();
                 Location::Object {
                     url: raw.to_string(),
                     store: s3_store(bucket)?,
-                    prefix: ObjectPath::parse(prefix).map_err(|e| {
-                        DataFusionError::Plan(format!("bad output path {raw}: {e}"))
-                    })?,
+                    prefix,
+                    staging: ObjectPath::parse(staging_path).map_err(bad)?,
+                    staging_url,
+                    committed: Arc::default(),
                 }
             }
             Some((scheme, _)) => {
@@ -102,11 +145,7 @@ impl OutputTarget {
                 Location::Local { path, staging }
             }
         };
-        Ok(Self {
-            location,
-            format,
-            partitions: Arc::new(AtomicUsize::new(0)),
-        })
+        Ok(Self { location, format })
     }
 
     /// Readies the output before any task runs. A local output's staging
@@ -126,7 +165,9 @@ impl OutputTarget {
                 std::fs::write(staging.join(SHARED_MARKER), b"").map_err(io)?;
                 return Ok(());
             }
-            Location::Object { url, store, prefix } => (url, store, prefix),
+            Location::Object {
+                url, store, prefix, ..
+            } => (url, store, prefix),
         };
         let mut listing = store.list(Some(prefix));
         match listing.next().await {
@@ -142,50 +183,114 @@ impl OutputTarget {
     pub(crate) fn staging_target(&self) -> (String, OutputFormat) {
         let dir = match &self.location {
             Location::Local { staging, .. } => staging.display().to_string(),
-            Location::Object { url, .. } => url.clone(),
+            Location::Object { staging_url, .. } => staging_url.clone(),
         };
         (dir, self.format)
     }
 
-    /// Records how many files (partitions) the final stage writes.
-    pub(crate) fn planned(&self, partitions: usize) {
-        self.partitions.store(partitions, Ordering::Relaxed);
+    /// Whether committing takes object-store calls (so it runs outside the
+    /// scheduler's state lock, [`OutputTarget::commit`]).
+    pub(crate) fn is_remote(&self) -> bool {
+        matches!(self.location, Location::Object { .. })
     }
 
-    fn file_name(&self, partition: usize) -> String {
-        format!("part-{partition:05}.{}", self.format.extension())
-    }
-
-    /// Makes the output appear; returns its files.
-    pub(crate) fn commit(&self) -> std::io::Result<Vec<String>> {
-        match &self.location {
-            Location::Local { path, staging } => {
-                if !staging.exists() {
-                    std::fs::create_dir_all(staging)?;
-                }
-                match std::fs::remove_file(staging.join(SHARED_MARKER)) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                    _ => {}
-                }
-                if path.exists() {
-                    // Checked empty at submission.
-                    std::fs::remove_dir(path)?;
-                }
-                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(parent)?;
-                }
-                std::fs::rename(staging, path)?;
-                let mut files: Vec<String> = std::fs::read_dir(path)?
-                    .filter_map(|e| e.ok())
-                    .map(|e| e.path().display().to_string())
-                    .collect();
-                files.sort();
-                Ok(files)
-            }
-            Location::Object { url, .. } => Ok((0..self.partitions.load(Ordering::Relaxed))
-                .map(|p| format!("{url}/{}", self.file_name(p)))
-                .collect()),
+    /// Makes a local output appear (a rename); returns its files.
+    pub(crate) fn commit_local(&self) -> std::io::Result<Vec<String>> {
+        let Location::Local { path, staging } = &self.location else {
+            return Err(std::io::Error::other(
+                "an object-store output is committed with OutputTarget::commit",
+            ));
+        };
+        if !staging.exists() {
+            std::fs::create_dir_all(staging)?;
         }
+        match std::fs::remove_file(staging.join(SHARED_MARKER)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        if path.exists() {
+            // Checked empty at submission.
+            std::fs::remove_dir(path)?;
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(staging, path)?;
+        let mut files: Vec<String> = std::fs::read_dir(path)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().display().to_string())
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
+    /// Makes the output appear, local or remote; returns its files. A
+    /// remote commit that fails midway deletes what it had copied.
+    pub(crate) async fn commit(&self) -> Result<Vec<String>, String> {
+        let Location::Object {
+            url,
+            store,
+            prefix,
+            staging,
+            staging_url,
+            committed,
+        } = &self.location
+        else {
+            return self.commit_local().map_err(|e| e.to_string());
+        };
+        let staged: Vec<ObjectPath> = store
+            .list(Some(staging))
+            .map(|item| item.map(|meta| meta.location))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("cannot list the staged output {staging_url}: {e}"))?;
+        let mut files = Vec::with_capacity(staged.len());
+        let copied = async {
+            for from in &staged {
+                let relative = from.prefix_match(staging).into_iter().flatten();
+                let to = relative.fold(prefix.clone(), |path, part| path.join(part.as_ref()));
+                committed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(to.clone());
+                store
+                    .copy(from, &to)
+                    .await
+                    .map_err(|e| format!("cannot copy {from} into place: {e}"))?;
+                files.push(format!(
+                    "{url}/{}",
+                    to.as_ref()
+                        .trim_start_matches(prefix.as_ref())
+                        .trim_start_matches('/')
+                ));
+            }
+            let marker = prefix.clone().join(SUCCESS_MARKER);
+            committed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(marker.clone());
+            store
+                .put(&marker, Vec::<u8>::new().into())
+                .await
+                .map_err(|e| format!("cannot write {url}/{SUCCESS_MARKER}: {e}"))?;
+            Ok::<(), String>(())
+        }
+        .await;
+        if let Err(e) = copied {
+            self.abandon();
+            return Err(e);
+        }
+        // The output is in place; what is left in staging is only clutter.
+        committed.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        for from in &staged {
+            if let Err(e) = store.delete(from).await {
+                warn!(output = %url, error = %e, "could not delete a staged file after the commit");
+            }
+        }
+        files.sort();
+        Ok(files)
     }
 
     /// Removes what a failed or cancelled job wrote.
@@ -194,17 +299,27 @@ impl OutputTarget {
             Location::Local { staging, .. } => {
                 let _ = std::fs::remove_dir_all(staging);
             }
-            Location::Object { url, store, prefix } => {
+            Location::Object {
+                url,
+                store,
+                staging,
+                committed,
+                ..
+            } => {
                 let Ok(runtime) = tokio::runtime::Handle::try_current() else {
                     return;
                 };
-                let paths: Vec<ObjectPath> = (0..self.partitions.load(Ordering::Relaxed))
-                    .map(|p| prefix.clone().join(self.file_name(p).as_str()))
-                    .collect();
-                let (store, url) = (Arc::clone(store), url.clone());
+                let committed =
+                    std::mem::take(&mut *committed.lock().unwrap_or_else(|p| p.into_inner()));
+                let (store, url, staging) = (Arc::clone(store), url.clone(), staging.clone());
                 runtime.spawn(async move {
-                    for path in paths {
-                        match store.delete(&path).await {
+                    let staged: Vec<ObjectPath> = store
+                        .list(Some(&staging))
+                        .filter_map(|item| async move { item.ok().map(|meta| meta.location) })
+                        .collect()
+                        .await;
+                    for path in committed.iter().chain(&staged) {
+                        match store.delete(path).await {
                             Ok(()) | Err(datafusion::object_store::Error::NotFound { .. }) => {}
                             Err(e) => warn!(output = %url, error = %e, "could not delete a failed job's file"),
                         }

@@ -215,9 +215,6 @@ async fn try_plan(
         output.as_ref().map(OutputTarget::staging_target),
         state.config(),
     )?;
-    if let (Some(target), Some(last)) = (&output, stages.last()) {
-        target.planned(last.partitions);
-    }
     for stage in stages.iter().filter(|_| volley_dataflow::log_plans()) {
         tracing::debug!(
             job_id = %job_id,

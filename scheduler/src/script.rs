@@ -71,10 +71,17 @@ pub(crate) async fn drive(
     .await;
     match outcome {
         Ok(true) => {
-            let committed = copies.iter().try_for_each(|copy| copy.commit().map(|_| ()));
-            let files = match committed
-                .and_then(|()| output.as_ref().map(OutputTarget::commit).transpose())
-            {
+            let mut committed = Ok(None);
+            for copy in &copies {
+                if let Err(e) = copy.commit().await {
+                    committed = Err(e);
+                    break;
+                }
+            }
+            if let (Ok(_), Some(output)) = (&committed, &output) {
+                committed = output.commit().await.map(Some);
+            }
+            let files = match committed {
                 Ok(files) => files,
                 Err(e) => {
                     shared.state().fail(
@@ -179,11 +186,6 @@ async fn run(
         }
         .await
         .map_err(|e| fail_at(number, statement, &e))?;
-        if let Some(last) = stages.last() {
-            for written in copy_target.iter().chain(output.filter(|_| writes_output)) {
-                written.planned(last.partitions);
-            }
-        }
         // The statement will run: its COPY target gets its staging
         // directory now, and is cleaned up with the job's other outputs.
         if let Some(target) = &copy_target {

@@ -10,11 +10,13 @@ use tokio::task::JoinHandle;
 use tokio::task::JoinSet;
 use tonic::transport::server::TcpIncoming;
 use tracing::info;
+use volley_dataflow::JobId;
 use volley_proto::limits;
 use volley_proto::v1::scheduler_service_server::SchedulerServiceServer;
 
 use crate::config::SchedulerConfig;
 use crate::error::SchedulerError;
+use crate::output_target::OutputTarget;
 use crate::service::{SchedulerGrpc, Shared};
 use crate::state::SchedulerState;
 
@@ -41,6 +43,35 @@ impl SchedulerServer {
             executor_joined: tokio::sync::Notify::new(),
             waiting_for_executors: tokio::sync::watch::Sender::new(0),
         });
+        // Object-store outputs are committed outside the state lock: the
+        // state machine queues them, this commits each and reports back.
+        let (commits, mut commit_queue) =
+            tokio::sync::mpsc::unbounded_channel::<(JobId, OutputTarget)>();
+        shared.state().set_committer(commits);
+        {
+            let committer = Arc::clone(&shared);
+            shared
+                .scripts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .spawn(async move {
+                    while let Some((job_id, target)) = commit_queue.recv().await {
+                        let shared = Arc::clone(&committer);
+                        committer
+                            .scripts
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .spawn(async move {
+                                let result = target.commit().await;
+                                let committed = result.is_ok();
+                                if !shared.state().output_committed(&job_id, result) && committed {
+                                    // Cancelled while committing.
+                                    target.abandon();
+                                }
+                            });
+                    }
+                });
+        }
         let service = SchedulerServiceServer::new(SchedulerGrpc {
             shared: Arc::clone(&shared),
         })

@@ -89,7 +89,12 @@ pub(crate) struct SchedulerState {
     grace: Duration,
     /// Since when no executor is left.
     no_executors_since: Option<Instant>,
+    /// Commits object-store outputs outside the lock (`server.rs`).
+    committer: Option<Committer>,
 }
+
+/// Where finished jobs' object-store outputs go to be committed.
+pub(crate) type Committer = mpsc::UnboundedSender<(JobId, OutputTarget)>;
 
 impl SchedulerState {
     pub(crate) fn new(config: &SchedulerConfig) -> Self {
@@ -682,7 +687,31 @@ impl SchedulerState {
                 return;
             }
             if let Some(target) = job.output_target.take() {
-                match target.commit() {
+                if target.is_remote() {
+                    // Object-store calls: made outside this lock, by the
+                    // committer, which reports back (`output_committed`).
+                    match &self.committer {
+                        Some(committer) => {
+                            info!(job_id = %id, "committing the output");
+                            let _ = committer.send((id.clone(), target));
+                            job.publish();
+                        }
+                        None => {
+                            target.abandon();
+                            self.fail_job(
+                                id,
+                                v1::JobError {
+                                    kind: v1::ErrorKind::Internal as i32,
+                                    message: "this scheduler cannot commit object-store output"
+                                        .into(),
+                                    query_error: None,
+                                },
+                            );
+                        }
+                    }
+                    return;
+                }
+                match target.commit_local() {
                     Ok(files) => job.output_files = Some(files),
                     Err(e) => {
                         target.abandon();
@@ -701,6 +730,41 @@ impl SchedulerState {
         } else {
             job.publish();
         }
+    }
+
+    /// Where a job whose last stage finished sends its object-store output
+    /// to be committed.
+    pub(crate) fn set_committer(&mut self, committer: Committer) {
+        self.committer = Some(committer);
+    }
+
+    /// The committer moved job `id`'s output into place (the files) or
+    /// could not; the job ends accordingly. Returns false when the job had
+    /// ended meanwhile (cancelled): the caller removes the output.
+    pub(crate) fn output_committed(
+        &mut self,
+        id: &JobId,
+        result: Result<Vec<String>, String>,
+    ) -> bool {
+        let Some(job) = self.jobs.get_mut(id).filter(|j| !j.phase.is_terminal()) else {
+            return false;
+        };
+        match result {
+            Ok(files) => {
+                job.output_files = Some(files);
+                info!(job_id = %id, "job succeeded");
+                self.end_job(id, JobPhase::Succeeded);
+            }
+            Err(e) => self.fail_job(
+                id,
+                v1::JobError {
+                    kind: v1::ErrorKind::Environment as i32,
+                    message: format!("cannot move the output into place: {e}"),
+                    query_error: None,
+                },
+            ),
+        }
+        true
     }
 
     fn fail_job(&mut self, id: &JobId, error: v1::JobError) {

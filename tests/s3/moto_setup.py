@@ -13,6 +13,7 @@ for the server to answer first.
 Usage: python3 moto_setup.py setup http://127.0.0.1:PORT BUCKET
        python3 moto_setup.py enable-auth http://127.0.0.1:PORT
        python3 moto_setup.py upload http://127.0.0.1:PORT BUCKET DIR PREFIX
+       python3 moto_setup.py list http://127.0.0.1:PORT BUCKET PREFIX  (keys as JSON)
 """
 
 import json
@@ -62,6 +63,20 @@ def upload(endpoint: str, bucket: str, root: str, prefix: str) -> None:
             s3.upload_file(path, bucket, key)
 
 
+def list_keys(endpoint: str, bucket: str, prefix: str) -> None:
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="setup",
+        aws_secret_access_key="setup",
+    )
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys.extend(item["Key"] for item in page.get("Contents", []))
+    print(json.dumps(sorted(keys)))
+
+
 def setup(endpoint: str, bucket: str) -> None:
     wait_for(endpoint)
     common = dict(
@@ -94,6 +109,8 @@ def setup(endpoint: str, bucket: str) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "setup":
         setup(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "list":
+        list_keys(sys.argv[2], sys.argv[3], sys.argv[4])
     elif sys.argv[1] == "upload":
         upload(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
     elif sys.argv[1] == "enable-auth":

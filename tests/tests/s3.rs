@@ -9,8 +9,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use volley_tests::udfs;
+
+use datafusion::dataframe::DataFrameWriteOptions;
+use volley_client::Context;
 use volley_tests::processes::{
-    ClusterSpec, Process, example, start_cluster_with, volley_tpch_csv, volley_with_env,
+    ClusterSpec, Process, credentials, example, start_cluster_with, volley_tpch_csv,
+    volley_with_env,
 };
 
 const BUCKET: &str = "volley-test";
@@ -58,6 +63,12 @@ impl S3Server {
                 .to_string(),
             _process: process,
         }
+    }
+
+    /// The keys under `prefix`, sorted.
+    fn keys(&self, prefix: &str) -> Vec<String> {
+        let output = moto_setup(&["list", &self.endpoint, BUCKET, prefix]);
+        serde_json::from_slice(&output.stdout).expect("keys JSON")
     }
 
     /// From now on, refuse requests whose key moto does not know.
@@ -297,4 +308,98 @@ fn a_missing_bucket_or_bad_credentials_are_clear_errors() {
     );
     assert!(ok, "{err}");
     assert_eq!(out, "n\n25\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_output_appears_whole_only_after_the_job_succeeded_and_never_after_a_failure() {
+    let s3 = S3Server::start();
+    let cluster = start_cluster_with(&ClusterSpec {
+        executor_binary: "volley-test-executor",
+        env: s3.env(),
+        allow_urls: vec![format!("s3://{BUCKET}")],
+        ..ClusterSpec::default()
+    });
+    let ctx = Context::remote_with(&cluster.url, credentials().link("admin"))
+        .await
+        .expect("connect");
+    ctx.register_udfs(&udfs::registry());
+    volley_client::tpch::register_tpch(ctx.session(), volley_tests::tpch_dir())
+        .await
+        .expect("register TPC-H");
+    let gate_dir = tempfile::tempdir().expect("gate dir");
+    let gate = gate_dir.path().join("open");
+    // The final stage is hash-partitioned on k: only the task holding k = 0
+    // waits at the gate, the others write their files meanwhile.
+    let sql = format!(
+        "SELECT k, volley_gate(n, CASE WHEN k = 0 THEN '{}' END) AS n FROM \
+         (SELECT l_orderkey % 8 AS k, count(*) AS n FROM lineitem GROUP BY l_orderkey % 8)",
+        gate.display()
+    );
+    let target = format!("s3://{BUCKET}/atomic/counts");
+    let write = {
+        let df = ctx.sql(&sql).await.expect("plan");
+        let target = target.clone();
+        tokio::spawn(async move {
+            df.write_parquet(&target, DataFrameWriteOptions::new(), None)
+                .await
+        })
+    };
+    // Files are written, but staged beside the target, not under it.
+    let staged = loop {
+        let staged: Vec<String> = s3
+            .keys("atomic/")
+            .into_iter()
+            .filter(|k| k.ends_with(".parquet"))
+            .collect();
+        if !staged.is_empty() {
+            break staged;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        staged
+            .iter()
+            .all(|k| k.starts_with("atomic/.counts.volley-staging-")),
+        "{staged:?}"
+    );
+    assert!(
+        s3.keys("atomic/counts/").is_empty(),
+        "nothing under the target yet"
+    );
+    std::fs::write(&gate, b"").expect("open the gate");
+    write
+        .await
+        .expect("the write task")
+        .expect("the write succeeds");
+    let keys = s3.keys("atomic/");
+    assert!(
+        keys.iter().all(|k| k.starts_with("atomic/counts/")),
+        "no staging objects are left: {keys:?}"
+    );
+    assert!(
+        keys.contains(&"atomic/counts/_SUCCESS".to_string()),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().filter(|k| k.ends_with(".parquet")).count() >= 2,
+        "{keys:?}"
+    );
+
+    // A job that fails after some of its files were written leaves nothing.
+    let failing = "SELECT volley_panic_at(k, 3) AS k, n FROM \
+         (SELECT l_orderkey % 8 AS k, count(*) AS n FROM lineitem GROUP BY l_orderkey % 8)";
+    let df = ctx.sql(failing).await.expect("plan");
+    let failed = df
+        .write_parquet(
+            &format!("s3://{BUCKET}/failing/counts"),
+            DataFrameWriteOptions::new(),
+            None,
+        )
+        .await;
+    assert!(failed.is_err(), "the job fails");
+    // Its clean-up runs as the job ends; wait for it to be done.
+    while !s3.keys("failing/").is_empty() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(s3.keys("failing/counts/").is_empty());
 }
