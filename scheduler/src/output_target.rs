@@ -89,7 +89,7 @@ impl OutputTarget {
                     DataFusionError::Plan(format!("bad output path {raw}: {e}"))
                 };
                 let prefix = ObjectPath::parse(prefix).map_err(bad)?;
-                let Some(name) = prefix.parts().last() else {
+                let Some(name) = prefix.parts().next_back() else {
                     return Err(DataFusionError::Plan(format!(
                         "write to a prefix inside the bucket (s3://{bucket}/name/), not to the \
                          whole bucket {raw}"
