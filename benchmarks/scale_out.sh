@@ -45,6 +45,7 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # Hosts: namespaces on one bridge.
 ip netns add vs-hub
@@ -83,11 +84,12 @@ export VOLLEY_TOKEN_FILE=$WORK/bench.token VOLLEY_TLS_CA=$WORK/tls/ca.pem
 TLS=(--tls-cert tls/node.pem --tls-key tls/node-key.pem)
 SECRET=(--cluster-secret-file cluster.secret)
 
-# in_ns NS CMD...: runs CMD in namespace NS, or here when NS is empty.
+# in_ns NS CMD...: runs CMD in namespace NS, or here when NS is empty; it
+# replaces the calling (sub)shell, so `in_ns ... &` leaves $! the process.
 in_ns() {
     local ns=$1
     shift
-    if [ -n "$ns" ]; then ip netns exec "$ns" "$@"; else "$@"; fi
+    if [ -n "$ns" ]; then exec ip netns exec "$ns" "$@"; else exec "$@"; fi
 }
 
 # run NAME EXECUTORS NAMESPACED: starts a cluster, runs volley-bench, stops it.
@@ -102,7 +104,11 @@ run() {
     in_ns "$sched_ns" "$BIN/volley-scheduler" --bind "$bind" --users users "${SECRET[@]}" \
         "${TLS[@]}" --allow-path "$DATA" > "$name.scheduler.out" 2> "$name.scheduler.log" &
     PIDS+=($!)
-    until url=$(grep -o 'https://[0-9.:]*' "$name.scheduler.out" 2>/dev/null); do sleep 0.1; done
+    local scheduler=$!
+    until url=$(grep -o 'https://[0-9.:]*' "$name.scheduler.out" 2>/dev/null); do
+        kill -0 "$scheduler" 2>/dev/null || { cat "$name.scheduler.log" >&2; exit 1; }
+        sleep 0.1
+    done
     for e in $(seq 1 "$executors"); do
         local exec_ns="" exec_bind=127.0.0.1:0
         if [ "$namespaced" = yes ]; then exec_ns=vs-executor-$e; exec_bind=0.0.0.0:50060; fi
@@ -112,12 +118,12 @@ run() {
             > "$name.executor-$e.out" 2> "$name.executor-$e.log" &
         PIDS+=($!)
     done
-    in_ns "$client_ns" "$BIN/volley" executors wait --count "$executors" --scheduler "$url" >/dev/null
+    (in_ns "$client_ns" "$BIN/volley" executors wait --count "$executors" --scheduler "$url" >/dev/null)
     local queries=()
     [ -n "$QUERIES" ] && queries=(--queries "$QUERIES")
-    in_ns "$client_ns" "$BIN/volley-bench" tpch --data "$DATA" --iterations "$ITERATIONS" \
+    (in_ns "$client_ns" "$BIN/volley-bench" tpch --data "$DATA" --iterations "$ITERATIONS" \
         --executors "$executors" --slots 1 --scheduler "$url" "${queries[@]}" \
-        --output "$WORK/$name.json" > "$WORK/$name.txt"
+        --output "$WORK/$name.json" > "$WORK/$name.txt")
     stop_processes
 }
 
