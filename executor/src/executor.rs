@@ -197,7 +197,13 @@ impl Membership {
             let dropped = self.store.clear();
             let new_id = ExecutorId::new_random();
             warn!(executor_id = %id, %reason, dropped_outputs = dropped, new_id = %new_id, "control stream ended; registering again");
-            control = self.join(&new_id).await?;
+            control = tokio::select! {
+                joined = self.join(&new_id) => joined?,
+                Ok(_) = drain.wait_for(|asked| *asked) => {
+                    warn!(executor_id = %id, "asked to stop while registering again; stopping");
+                    return Ok(Stopped::Drained);
+                }
+            };
             self.id.send_replace(new_id);
         }
     }
