@@ -36,6 +36,17 @@ def enable_auth(endpoint: str) -> None:
     urllib.request.urlopen(request).read()
 
 
+def setup_client(service: str, endpoint: str):
+    """A boto3 client with moto's setup credentials."""
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="setup",
+        aws_secret_access_key="setup",
+    )
+
+
 def wait_for(endpoint: str) -> None:
     deadline = time.monotonic() + 60
     while True:
@@ -49,13 +60,7 @@ def wait_for(endpoint: str) -> None:
 
 
 def upload(endpoint: str, bucket: str, root: str, prefix: str) -> None:
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="setup",
-        aws_secret_access_key="setup",
-    )
+    s3 = setup_client("s3", endpoint)
     for directory, _, files in os.walk(root):
         for name in files:
             path = os.path.join(directory, name)
@@ -64,13 +69,7 @@ def upload(endpoint: str, bucket: str, root: str, prefix: str) -> None:
 
 
 def list_keys(endpoint: str, bucket: str, prefix: str) -> None:
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="setup",
-        aws_secret_access_key="setup",
-    )
+    s3 = setup_client("s3", endpoint)
     keys = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys.extend(item["Key"] for item in page.get("Contents", []))
@@ -79,14 +78,8 @@ def list_keys(endpoint: str, bucket: str, prefix: str) -> None:
 
 def setup(endpoint: str, bucket: str) -> None:
     wait_for(endpoint)
-    common = dict(
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="setup",
-        aws_secret_access_key="setup",
-    )
-    boto3.client("s3", **common).create_bucket(Bucket=bucket)
-    iam = boto3.client("iam", **common)
+    setup_client("s3", endpoint).create_bucket(Bucket=bucket)
+    iam = setup_client("iam", endpoint)
     iam.create_user(UserName="volley")
     policy = {
         "Version": "2012-10-17",

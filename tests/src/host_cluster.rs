@@ -296,9 +296,14 @@ impl HostCluster {
 }
 
 fn moto_setup(network: &Network, host: &Host, args: &[&str]) -> Output {
+    run_moto_setup(network.command(host, "python3"), args)
+}
+
+/// Runs `tests/s3/moto_setup.py ARGS` with `python3` (a command that may
+/// run it on another host); panics with its error unless it succeeds.
+pub fn run_moto_setup(mut python3: Command, args: &[&str]) -> Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("s3/moto_setup.py");
-    let output = network
-        .command(host, "python3")
+    let output = python3
         .arg(script)
         .args(args)
         .output()

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use volley_tests::host_cluster::run_moto_setup;
 use volley_tests::udfs;
 
 use datafusion::dataframe::DataFrameWriteOptions;
@@ -97,18 +98,7 @@ impl S3Server {
 
 /// Runs `tests/s3/moto_setup.py` with `args`.
 fn moto_setup(args: &[&str]) -> std::process::Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("s3/moto_setup.py");
-    let output = Command::new("python3")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("run moto_setup.py");
-    assert!(
-        output.status.success(),
-        "moto_setup.py {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
+    run_moto_setup(Command::new("python3"), args)
 }
 
 /// Runs `volley sql --scheduler URL --tpch 0.01 -q --format csv -c SQL`.

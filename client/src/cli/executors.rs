@@ -8,6 +8,7 @@ use volley_client::{ClientError, SchedulerClient, v1};
 
 use super::connection::ClusterArgs;
 use super::jobs::parse_duration;
+use super::progress::human_bytes;
 
 /// Arguments of `volley executors`.
 #[derive(Debug, clap::Args)]
@@ -56,22 +57,6 @@ fn state_name(e: &v1::ExecutorInfo) -> &'static str {
     match v1::ExecutorState::try_from(e.state) {
         Ok(v1::ExecutorState::Draining) => "draining",
         _ => "active",
-    }
-}
-
-/// Bytes for people: 1.5 GiB, 300 MiB.
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }
 
