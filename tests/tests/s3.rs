@@ -1,5 +1,5 @@
 //! Tables and outputs in S3-compatible storage, against a real S3 server
-//! (moto, from the Python package `moto[server]`, which `.ci/run` installs)
+//! (moto, from the Python package `moto[server]`, which `./test.sh` installs)
 //! started on 127.0.0.1 by the test: the real scheduler and executor
 //! processes, configured by the standard `AWS_*` environment variables
 //! only, read Parquet from a bucket and write results back to it.
@@ -43,7 +43,7 @@ impl S3Server {
             .unwrap_or_else(|e| {
                 panic!(
                     "cannot start moto_server ({e}); the S3 tests need it: \
-                     pip install 'moto[server]' (.ci/run installs it)"
+                     pip install 'moto[server]' (./test.sh installs it)"
                 )
             });
         let process = Process(child);
