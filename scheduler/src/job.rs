@@ -7,12 +7,14 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::Result;
 use datafusion::physical_plan::{ExecutionPlan, displayable};
 use tokio::sync::watch;
+// The state machine's clock: tokio's, which tests pause and advance.
+use tokio::time::Instant;
 use volley_dataflow::{
     ExchangeKind, ExecutorId, JobId, MapOutputId, PartitionLocation, PartitionStats,
     ShuffleReaderExec, StageId, TaskId, encode_plan,

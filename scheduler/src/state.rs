@@ -10,9 +10,11 @@
 //! later launches refer to it by `(job, stage, attempt)`.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
+// The state machine's clock: tokio's, which tests pause and advance.
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use volley_dataflow::{ExecutorId, JobId, PartitionStats, StageId, TaskId};
 use volley_proto::v1;
@@ -1494,7 +1496,7 @@ mod tests {
         Ok(())
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn with_every_executor_gone_a_job_waits_out_the_grace_period_then_fails_saying_so()
     -> Result<()> {
         let config = SchedulerConfig {
@@ -1513,7 +1515,14 @@ mod tests {
             v1::JobState::Running as i32,
             "waits for executors"
         );
-        std::thread::sleep(Duration::from_millis(80));
+        tokio::time::advance(Duration::from_millis(49)).await;
+        state.expire_executors(Duration::from_secs(60));
+        assert_eq!(
+            watch.borrow().state,
+            v1::JobState::Running as i32,
+            "still within the grace"
+        );
+        tokio::time::advance(Duration::from_millis(2)).await;
         state.expire_executors(Duration::from_secs(60));
         let error = watch.borrow().error.clone().expect("failed");
         assert_eq!(error.kind, v1::ErrorKind::NoExecutors as i32);
