@@ -249,8 +249,15 @@ impl OutputTarget {
         let mut files = Vec::with_capacity(staged.len());
         let copied = async {
             for from in &staged {
-                let relative = from.prefix_match(staging).into_iter().flatten();
-                let to = relative.fold(prefix.clone(), |path, part| path.join(part.as_ref()));
+                let relative: Vec<String> = from
+                    .prefix_match(staging)
+                    .into_iter()
+                    .flatten()
+                    .map(|part| part.as_ref().to_string())
+                    .collect();
+                let to = relative
+                    .iter()
+                    .fold(prefix.clone(), |path, part| path.join(part.as_str()));
                 committed
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -259,12 +266,7 @@ impl OutputTarget {
                     .copy(from, &to)
                     .await
                     .map_err(|e| format!("cannot copy {from} into place: {e}"))?;
-                files.push(format!(
-                    "{url}/{}",
-                    to.as_ref()
-                        .trim_start_matches(prefix.as_ref())
-                        .trim_start_matches('/')
-                ));
+                files.push(format!("{url}/{}", relative.join("/")));
             }
             let marker = prefix.clone().join(SUCCESS_MARKER);
             committed

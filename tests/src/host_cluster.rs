@@ -116,14 +116,7 @@ impl HostCluster {
             .arg("--bind")
             .arg(format!("{}:{SCHEDULER_PORT}", scheduler_host.address))
             .args(["--executor-timeout-secs", "3", "--allow-url", &allow_url])
-            .arg("--users")
-            .arg(credentials.file("users"))
-            .arg("--cluster-secret-file")
-            .arg(credentials.file("secret"))
-            .arg("--tls-cert")
-            .arg(tls.join("node.pem"))
-            .arg("--tls-key")
-            .arg(tls.join("node-key.pem"))
+            .args(credentials.scheduler_args_with_tls(&tls))
             .envs(s3_env.iter().map(|(k, v)| (k, v)));
         let (scheduler, line) = start_logging(scheduler, Some(&logs.join("scheduler.log")));
         let url = line.rsplit(' ').next().expect("the URL").to_string();
@@ -160,14 +153,7 @@ impl HostCluster {
             .args(["--bind", "0.0.0.0:50060", "--slots", "2"])
             .arg("--work-dir")
             .arg(self.dir.path().join(format!("work-{i}")))
-            .arg("--cluster-secret-file")
-            .arg(credentials().file("secret"))
-            .arg("--tls-cert")
-            .arg(tls.join("node.pem"))
-            .arg("--tls-key")
-            .arg(tls.join("node-key.pem"))
-            .arg("--tls-ca")
-            .arg(tls.join("ca.pem"))
+            .args(credentials().executor_args_with_tls(&tls))
             .args(["--allow-url", &format!("s3://{BUCKET}/")])
             .envs(self.s3_env.iter().map(|(k, v)| (k, v)))
             .envs(env.iter().copied());

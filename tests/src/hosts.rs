@@ -155,11 +155,16 @@ impl Network {
         run("ip", &args)
     }
 
-    /// Runs a command (that must succeed) on `host`.
-    pub fn on(&self, host: &Host, command: &[&str]) -> Output {
+    /// `ip netns exec NAMESPACE COMMAND...`, the arguments of `ip`.
+    fn in_namespace<'a>(host: &'a Host, command: &[&'a str]) -> Vec<&'a str> {
         let mut args = vec!["netns", "exec", host.namespace.as_str()];
         args.extend_from_slice(command);
-        run("ip", &args)
+        args
+    }
+
+    /// Runs a command (that must succeed) on `host`.
+    pub fn on(&self, host: &Host, command: &[&str]) -> Output {
+        run("ip", &Self::in_namespace(host, command))
     }
 
     /// A command that runs `program` on `host`.
@@ -177,8 +182,7 @@ impl Network {
     /// applied.
     pub fn shape(&self, host: &Host, delay_ms: u32, rate: &str) -> String {
         let delay = format!("{delay_ms}ms");
-        let mut args = vec!["netns", "exec", host.namespace.as_str()];
-        args.extend_from_slice(&[
+        let netem = [
             "tc",
             "qdisc",
             "add",
@@ -190,7 +194,8 @@ impl Network {
             &delay,
             "rate",
             rate,
-        ]);
+        ];
+        let args = Self::in_namespace(host, &netem);
         if try_run("ip", &args) {
             return format!("netem delay {delay} rate {rate}");
         }

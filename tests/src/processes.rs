@@ -123,18 +123,31 @@ impl Credentials {
 
     /// The security arguments of `volley-scheduler`.
     pub fn scheduler_args(&self) -> Vec<OsString> {
+        self.scheduler_args_with_tls(&self.file("tls"))
+    }
+
+    /// The security arguments of `volley-scheduler` with the certificates
+    /// of `tls` (made by `volley_security::tls::generate`).
+    pub fn scheduler_args_with_tls(&self, tls: &Path) -> Vec<OsString> {
         let mut args: Vec<OsString> = vec![
             "--users".into(),
             self.file("users").into(),
             "--cluster-secret-file".into(),
             self.file("secret").into(),
-            "--tls-cert".into(),
-            self.file("tls/node.pem").into(),
-            "--tls-key".into(),
-            self.file("tls/node-key.pem").into(),
         ];
+        args.extend(Self::tls_args(tls));
         args.extend(Self::allow_paths());
         args
+    }
+
+    /// `--tls-cert` and `--tls-key` of a node with the certificates of `tls`.
+    fn tls_args(tls: &Path) -> Vec<OsString> {
+        vec![
+            "--tls-cert".into(),
+            tls.join("node.pem").into(),
+            "--tls-key".into(),
+            tls.join("node-key.pem").into(),
+        ]
     }
 
     /// [`Credentials::executor_args`] quoted for `sh -c`.
@@ -148,16 +161,19 @@ impl Credentials {
 
     /// The security arguments of `volley-executor`.
     pub fn executor_args(&self) -> Vec<OsString> {
+        self.executor_args_with_tls(&self.file("tls"))
+    }
+
+    /// The security arguments of `volley-executor` with the certificates
+    /// (and CA) of `tls`.
+    pub fn executor_args_with_tls(&self, tls: &Path) -> Vec<OsString> {
         let mut args: Vec<OsString> = vec![
             "--cluster-secret-file".into(),
             self.file("secret").into(),
-            "--tls-cert".into(),
-            self.file("tls/node.pem").into(),
-            "--tls-key".into(),
-            self.file("tls/node-key.pem").into(),
             "--tls-ca".into(),
-            self.ca().into(),
+            tls.join("ca.pem").into(),
         ];
+        args.extend(Self::tls_args(tls));
         args.extend(Self::allow_paths());
         args
     }
