@@ -24,6 +24,37 @@ pub struct SchedulerClient {
     link: Link,
 }
 
+/// A job's status stream from the scheduler.
+type Statuses = tonic::Streaming<v1::JobStatus>;
+
+/// Following a job's status across broken streams.
+struct Follow {
+    client: SchedulerClient,
+    job_id: JobId,
+    stream: Option<Statuses>,
+    ended: bool,
+}
+
+/// How long a client following a job keeps trying to reach a scheduler
+/// that went away (it may be restarting): `VOLLEY_RECONNECT_SECS`, else 120
+/// seconds.
+pub(crate) fn reconnect_patience() -> Duration {
+    std::env::var("VOLLEY_RECONNECT_SECS")
+        .ok()
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(Duration::from_secs(120), Duration::from_secs_f64)
+}
+
+/// Whether a failed call may succeed when tried again: the scheduler was
+/// unreachable or the connection broke, rather than the scheduler refusing.
+fn is_transient(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::Aborted
+    )
+}
+
 /// Refuses a plan the scheduler would refuse for its size, saying why.
 fn check_plan_size(bytes: usize) -> Result<()> {
     // Room for the rest of the request (settings, name).
@@ -282,22 +313,105 @@ impl SchedulerClient {
         }
     }
 
-    /// The job's status changes, ending after a terminal state.
-    pub async fn watch(
-        &self,
-        job_id: &JobId,
-    ) -> Result<impl Stream<Item = Result<v1::JobStatus>> + Send + use<>> {
-        let stream = self
+    /// Opens a job's status stream.
+    async fn open_watch(&self, job_id: &JobId) -> std::result::Result<Statuses, tonic::Status> {
+        Ok(self
             .inner
             .clone()
             .watch_job(v1::WatchJobRequest {
                 job_id: job_id.to_string(),
             })
-            .await
-            .map_err(|s| self.map_status(s))?
-            .into_inner();
-        let this = self.clone();
-        Ok(stream.map(move |item| item.map_err(|s| this.map_status(s))))
+            .await?
+            .into_inner())
+    }
+
+    /// Opens a job's status stream again after it broke, with backoff while
+    /// the scheduler is unreachable (restarting), for up to
+    /// [`reconnect_patience`].
+    async fn reopen_watch(&self, job_id: &JobId) -> Result<Statuses> {
+        let patience = reconnect_patience();
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.open_watch(job_id).await {
+                Ok(stream) => return Ok(stream),
+                Err(status) if status.code() == tonic::Code::NotFound => {
+                    return Err(ClientError::SchedulerUnreachable {
+                        url: self.url.clone(),
+                        message: format!(
+                            "the scheduler restarted and no longer knows job {job_id} (it keeps \
+                             jobs across restarts only with --state-dir)"
+                        ),
+                    });
+                }
+                Err(status)
+                    if is_transient(&status)
+                        && tokio::time::Instant::now() + backoff < deadline =>
+                {
+                    tracing::info!(%job_id, error = %status.message(), retry_in = ?backoff, "scheduler unreachable; following the job again soon");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(status) if is_transient(&status) => {
+                    return Err(ClientError::SchedulerUnreachable {
+                        url: self.url.clone(),
+                        message: format!(
+                            "lost the status stream of job {job_id} and could not reach the \
+                             scheduler again within {patience:?}: {}",
+                            status.message()
+                        ),
+                    });
+                }
+                Err(status) => return Err(self.map_status(status)),
+            }
+        }
+    }
+
+    /// The job's status changes, ending after a terminal state. If the
+    /// stream breaks before (the scheduler restarted, a link was cut), it is
+    /// opened again, with backoff, for up to [`reconnect_patience`]: a
+    /// scheduler restarted with its `--state-dir` still knows the job.
+    pub async fn watch(
+        &self,
+        job_id: &JobId,
+    ) -> Result<impl Stream<Item = Result<v1::JobStatus>> + Send + use<>> {
+        let first = self.open_watch(job_id).await.map_err(|s| self.map_status(s))?;
+        let follow = Follow {
+            client: self.clone(),
+            job_id: job_id.clone(),
+            stream: Some(first),
+            ended: false,
+        };
+        Ok(futures::stream::unfold(follow, |mut follow| async move {
+            if follow.ended {
+                return None;
+            }
+            loop {
+                if let Some(stream) = &mut follow.stream {
+                    match stream.message().await {
+                        Ok(Some(status)) => {
+                            follow.ended = is_terminal(status.state);
+                            return Some((Ok(status), follow));
+                        }
+                        // Ended or broken before the job did: follow again.
+                        Ok(None) => follow.stream = None,
+                        Err(status) if is_transient(&status) => follow.stream = None,
+                        Err(status) => {
+                            follow.ended = true;
+                            let error = follow.client.map_status(status);
+                            return Some((Err(error), follow));
+                        }
+                    }
+                }
+                match follow.client.reopen_watch(&follow.job_id).await {
+                    Ok(stream) => follow.stream = Some(stream),
+                    Err(error) => {
+                        follow.ended = true;
+                        return Some((Err(error), follow));
+                    }
+                }
+            }
+        }))
     }
 
     /// Follows a job to its end, calling `observe` with every status; a job

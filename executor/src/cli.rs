@@ -46,7 +46,8 @@ struct Args {
     #[arg(long, env = "VOLLEY_EXECUTOR_HOST")]
     advertise_host: Option<String>,
     /// Seconds to keep trying to reach a scheduler that does not answer yet,
-    /// with backoff, before exiting 1.
+    /// with backoff, before exiting 1. Only at start: an executor that lost
+    /// its scheduler keeps trying until it is back.
     #[arg(long, env = "VOLLEY_REGISTER_TIMEOUT_SECS", default_value_t = 60.0)]
     register_timeout_secs: f64,
     /// Seconds a draining executor (SIGTERM, or `volley executors drain`)
@@ -58,6 +59,15 @@ struct Args {
         default_value_t = 300.0
     )]
     drain_timeout_secs: f64,
+    /// Seconds the executor keeps its stored shuffle output after losing
+    /// the scheduler, for a scheduler restarted with its --state-dir to take
+    /// over.
+    #[arg(
+        long = "orphan-grace-secs",
+        env = "VOLLEY_ORPHAN_GRACE_SECS",
+        default_value_t = 600.0
+    )]
+    orphan_grace_secs: f64,
     /// Tasks run at once (default: the number of CPUs).
     #[arg(long, env = "VOLLEY_EXECUTOR_SLOTS")]
     slots: Option<usize>,
@@ -195,6 +205,7 @@ async fn run(udfs: UdfRegistry) -> ExitCode {
     config.register_patience =
         std::time::Duration::from_secs_f64(args.register_timeout_secs.max(0.0));
     config.drain_timeout = std::time::Duration::from_secs_f64(args.drain_timeout_secs.max(0.0));
+    config.orphan_grace = std::time::Duration::from_secs_f64(args.orphan_grace_secs.max(0.0));
     if let Some(slots) = args.slots {
         config.slots = slots;
     }

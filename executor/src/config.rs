@@ -130,6 +130,10 @@ pub struct ExecutorConfig {
     /// How long a draining executor waits for its running tasks and for the
     /// jobs that read its stored output before it stops anyway.
     pub drain_timeout: Duration,
+    /// How long an executor that lost its scheduler keeps its stored map
+    /// outputs while it registers again: a scheduler restarted from its
+    /// state store takes them over instead of running their tasks again.
+    pub orphan_grace: Duration,
     /// Compression of shuffle and result data sent over the network.
     pub compression: WireCompression,
     /// User functions this executor can run, by name.
@@ -152,6 +156,7 @@ impl ExecutorConfig {
             heartbeat_interval: Duration::from_secs(1),
             register_patience: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(300),
+            orphan_grace: Duration::from_secs(600),
             compression: WireCompression::Auto,
             udfs: UdfRegistry::default(),
             security: ExecutorSecurity::insecure_unrestricted(),

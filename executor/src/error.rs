@@ -25,6 +25,19 @@ pub enum ExecutorError {
         /// What the transport said.
         message: String,
     },
+    /// A scheduler answered whose state-store epoch is older than one this
+    /// executor already served: a stale scheduler, which it does not obey.
+    #[error(
+        "the scheduler at {url} is stale (epoch {epoch}, but this executor served epoch {served}); waiting for the current one"
+    )]
+    StaleScheduler {
+        /// The scheduler's URL.
+        url: String,
+        /// The epoch it announced.
+        epoch: u64,
+        /// The highest epoch served before.
+        served: u64,
+    },
     /// The scheduler closed the control stream.
     #[error("lost the scheduler: {0}")]
     SchedulerLost(String),

@@ -40,8 +40,11 @@ use crate::task_runner::TaskEnv;
 ///
 /// It stays in the cluster until it is drained: when its scheduler goes
 /// away (or declared it lost, say behind a cut link) it registers again,
-/// with backoff and a fresh id, as a new executor; what it held under the
-/// old id is dropped, since the scheduler re-ran what it needed.
+/// with backoff and a fresh id, as a new executor, reporting the map
+/// outputs it still holds. A scheduler restarted from its state store takes
+/// them over; the scheduler that declared it lost (which re-ran them), or
+/// one without a state store, has it drop them. Unclaimed, they are dropped
+/// after the orphan grace.
 #[derive(Debug)]
 pub struct Executor {
     id: watch::Receiver<ExecutorId>,
@@ -76,10 +79,21 @@ struct Membership {
     heartbeat_interval: Duration,
     register_patience: Duration,
     drain_timeout: Duration,
+    orphan_grace: Duration,
+    /// The scheduler epochs of the last registration and the highest seen.
+    epochs: std::sync::Mutex<Epochs>,
     cluster_secret: Option<ClusterSecret>,
     tasks_runtime: tokio::runtime::Handle,
     health: HealthReporter,
     id: watch::Sender<ExecutorId>,
+}
+
+/// Scheduler epochs an executor has served (0: a scheduler without a state
+/// store).
+#[derive(Debug, Default, Clone, Copy)]
+struct Epochs {
+    last: u64,
+    highest: u64,
 }
 
 /// An open control stream.
@@ -106,14 +120,23 @@ impl Membership {
         })
     }
 
-    /// Registers as `id` (retrying while the scheduler is unreachable) and
-    /// checks that the scheduler proved it holds the cluster secret.
-    async fn join(&self, id: &ExecutorId) -> Result<Control, ExecutorError> {
+    /// Registers as `id` (retrying while the scheduler is unreachable: for
+    /// `patience` at start, without end after that) and checks that the
+    /// scheduler proved it holds the cluster secret and is not stale.
+    /// Registering again (`previous` names the last registration), it
+    /// reports the outputs it still holds; if the scheduler is the one that
+    /// dropped it, or keeps no state, it drops them.
+    async fn join(
+        &self,
+        id: &ExecutorId,
+        previous: Option<&ExecutorId>,
+    ) -> Result<Control, ExecutorError> {
         let refused = |message: String| ExecutorError::Refused {
             url: self.scheduler_url.clone(),
             message,
         };
         let nonce = ClusterSecret::nonce().map_err(|e| ExecutorError::Config(e.to_string()))?;
+        let epochs = *self.epochs.lock().unwrap_or_else(|p| p.into_inner());
         let register = v1::ExecutorMessage {
             kind: Some(v1::executor_message::Kind::Register(v1::RegisterExecutor {
                 executor_id: id.to_string(),
@@ -121,12 +144,19 @@ impl Membership {
                 slots: self.slots as u32,
                 protocol_version: volley_proto::PROTOCOL_VERSION,
                 nonce: nonce.clone(),
+                previous_executor_id: previous.map(|p| p.to_string()).unwrap_or_default(),
+                previous_epoch: epochs.last,
+                held_outputs: if previous.is_some() {
+                    self.store.held()
+                } else {
+                    Vec::new()
+                },
             })),
         };
         let (outbound, mut inbound) = register_with_patience(
             &self.link,
             &self.scheduler_url,
-            self.register_patience,
+            previous.is_none().then_some(self.register_patience),
             self.heartbeat_interval,
             register,
         )
@@ -147,6 +177,25 @@ impl Membership {
                             .into(),
                     ));
                 }
+                if registered.epoch != 0 && registered.epoch < epochs.highest {
+                    return Err(ExecutorError::StaleScheduler {
+                        url: self.scheduler_url.clone(),
+                        epoch: registered.epoch,
+                        served: epochs.highest,
+                    });
+                }
+                if previous.is_some() && (registered.epoch == 0 || registered.epoch == epochs.last) {
+                    // The same scheduler dropped this executor (and re-ran
+                    // its work), or a scheduler without a state store knows
+                    // nothing of what it holds.
+                    let dropped = self.store.clear();
+                    if dropped > 0 {
+                        info!(executor_id = %id, dropped_outputs = dropped, "the scheduler will not take over stored outputs; dropped them");
+                    }
+                }
+                let mut known = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
+                known.last = registered.epoch;
+                known.highest = known.highest.max(registered.epoch);
             }
             Ok(_) => {
                 return Err(refused(
@@ -194,16 +243,38 @@ impl Membership {
                 warn!(executor_id = %id, %reason, "lost the scheduler while draining; stopping");
                 return Ok(Stopped::Drained);
             }
-            let dropped = self.store.clear();
             let new_id = ExecutorId::new_random();
-            warn!(executor_id = %id, %reason, dropped_outputs = dropped, new_id = %new_id, "control stream ended; registering again");
-            control = tokio::select! {
-                joined = self.join(&new_id) => joined?,
-                Ok(_) = drain.wait_for(|asked| *asked) => {
-                    warn!(executor_id = %id, "asked to stop while registering again; stopping");
-                    return Ok(Stopped::Drained);
+            warn!(executor_id = %id, %reason, stored_outputs = self.store.len(), orphan_grace = ?self.orphan_grace, new_id = %new_id, "control stream ended; registering again, keeping stored outputs meanwhile");
+            // Kept for a scheduler restarted from its state store to take
+            // over; dropped if none comes within the grace.
+            let orphaned = {
+                let store = Arc::clone(&self.store);
+                let grace = self.orphan_grace;
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    let dropped = store.clear();
+                    warn!(dropped_outputs = dropped, ?grace, "no scheduler took over the stored outputs in time; dropped them");
+                })
+            };
+            let joined = loop {
+                let attempt = tokio::select! {
+                    joined = self.join(&new_id, Some(&id)) => joined,
+                    Ok(_) = drain.wait_for(|asked| *asked) => {
+                        warn!(executor_id = %id, "asked to stop while registering again; stopping");
+                        orphaned.abort();
+                        return Ok(Stopped::Drained);
+                    }
+                };
+                match attempt {
+                    Err(stale @ ExecutorError::StaleScheduler { .. }) => {
+                        warn!(error = %stale, "registering again later");
+                        tokio::time::sleep(self.heartbeat_interval.max(Duration::from_secs(1))).await;
+                    }
+                    other => break other,
                 }
             };
+            orphaned.abort();
+            control = joined?;
             self.id.send_replace(new_id);
         }
     }
@@ -325,13 +396,15 @@ impl Executor {
             heartbeat_interval: config.heartbeat_interval,
             register_patience: config.register_patience,
             drain_timeout: config.drain_timeout,
+            orphan_grace: config.orphan_grace,
+            epochs: std::sync::Mutex::default(),
             cluster_secret: config.security.cluster_secret.clone(),
             tasks_runtime: tasks_runtime.handle().clone(),
             health,
             id: id_sender,
         };
         executor.tasks_runtime = Some(tasks_runtime);
-        let control = membership.join(&id).await?;
+        let control = membership.join(&id, None).await?;
         executor.control = Some(tokio::spawn(async move {
             let stopped = membership.serve(control, drain_receiver).await;
             if let Err(reason) = &stopped {
@@ -433,7 +506,7 @@ enum Attempt {
 async fn register_with_patience(
     link: &Link,
     url: &str,
-    patience: Duration,
+    patience: Option<Duration>,
     heartbeat_interval: Duration,
     register: v1::ExecutorMessage,
 ) -> Result<Control, ExecutorError> {
@@ -445,7 +518,14 @@ async fn register_with_patience(
         .http2_keep_alive_interval(heartbeat_interval.max(Duration::from_secs(1)) * 2)
         .keep_alive_timeout(heartbeat_interval.max(Duration::from_secs(1)) * 5)
         .keep_alive_while_idle(true);
-    let deadline = tokio::time::Instant::now() + patience;
+    let deadline = patience.map(|p| tokio::time::Instant::now() + p);
+    // Registering again, a scheduler that restarted waits for this
+    // executor before placing tasks: keep the gaps short.
+    let max_backoff = if patience.is_some() {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_secs(1)
+    };
     let mut backoff = Duration::from_millis(100);
     loop {
         let attempt = async {
@@ -488,10 +568,12 @@ async fn register_with_patience(
         .await;
         match attempt {
             Ok(opened) => return Ok(opened),
-            Err(Attempt::Retry(message)) if tokio::time::Instant::now() + backoff < deadline => {
+            Err(Attempt::Retry(message))
+                if deadline.is_none_or(|d| tokio::time::Instant::now() + backoff < d) =>
+            {
                 info!(%url, error = %message, retry_in = ?backoff, "scheduler not reachable yet");
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(max_backoff);
             }
             Err(Attempt::Retry(message)) => {
                 return Err(ExecutorError::SchedulerUnreachable {

@@ -72,6 +72,8 @@ impl ShuffleBudget {
 struct StoredOutput {
     schema: SchemaRef,
     partitions: Vec<StoredPartition>,
+    /// Rows and bytes of each partition, as reported when it was written.
+    stats: Vec<PartitionStats>,
     /// Holds the pool memory of the in-memory partitions until dropped.
     _reservation: MemoryReservation,
     /// And their share of the shuffle budget.
@@ -203,6 +205,21 @@ impl ShuffleStore {
     /// How many map outputs are held.
     pub(crate) fn len(&self) -> usize {
         self.outputs().len()
+    }
+
+    /// Every map output held, with its sizes: what a restarted scheduler
+    /// may take over.
+    pub(crate) fn held(&self) -> Vec<volley_proto::v1::HeldOutput> {
+        self.outputs()
+            .iter()
+            .map(|(id, output)| volley_proto::v1::HeldOutput {
+                job_id: id.job_id.to_string(),
+                stage_id: id.stage_id.0,
+                map_partition: id.map_partition,
+                partition_rows: output.stats.iter().map(|s| s.rows).collect(),
+                partition_bytes: output.stats.iter().map(|s| s.bytes).collect(),
+            })
+            .collect()
     }
 }
 
@@ -407,6 +424,7 @@ impl MapOutputWriter for StoreWriter {
         let output = StoredOutput {
             schema: Arc::clone(&self.schema),
             partitions,
+            stats: self.stats.clone(),
             _reservation: reservation,
             budget: Arc::clone(&self.store.budget),
             budget_held: std::mem::take(&mut self.budget_held),

@@ -66,6 +66,27 @@ impl JobAccess {
         Ok(Self { owner, signing })
     }
 
+    /// The access of a job kept by the state store: its owner's name and
+    /// token hash as stored (`None` for an anonymous job), signed as this
+    /// scheduler signs.
+    pub(crate) fn restored(owner: Option<(UserName, TokenHash)>, security: &SchedulerSecurity) -> Self {
+        Self {
+            owner: owner.map(|(name, reader)| Owner { name, reader }),
+            signing: security.authenticator.cluster().map(|cluster| Signing {
+                signer: TicketSigner::new(cluster, security.ticket_ttl),
+                cluster: cluster.credential().hash(),
+            }),
+        }
+    }
+
+    /// The owner's name and token hash, to store.
+    pub(crate) fn stored_owner(&self) -> (String, Vec<u8>) {
+        match &self.owner {
+            Some(owner) => (owner.name.to_string(), owner.reader.as_bytes().to_vec()),
+            None => (String::new(), Vec::new()),
+        }
+    }
+
     /// The owner's name, if the job has one.
     pub(crate) fn owner(&self) -> Option<&UserName> {
         self.owner.as_ref().map(|o| &o.name)

@@ -3,6 +3,7 @@
 //! embedded cluster.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use volley_security::{Authenticator, PathPolicy, tls::ServerTls};
@@ -65,6 +66,11 @@ pub struct SchedulerConfig {
     pub no_executor_grace: Duration,
     /// Authentication, TLS and path rules.
     pub security: SchedulerSecurity,
+    /// Where jobs are kept across restarts (`--state-dir`); `None`: in
+    /// memory only, lost with the process.
+    pub state_dir: Option<PathBuf>,
+    /// Begin with an empty state store, keeping a damaged one aside.
+    pub fresh_state: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -79,6 +85,8 @@ impl Default for SchedulerConfig {
             max_stage_attempts: 4,
             no_executor_grace: Duration::from_secs(30),
             security: SchedulerSecurity::insecure_unrestricted(),
+            state_dir: None,
+            fresh_state: false,
         }
     }
 }

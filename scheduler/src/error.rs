@@ -34,6 +34,34 @@ pub enum SchedulerError {
     /// An I/O error, e.g. binding the listen address.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The state store (`--state-dir`) cannot be opened, read or written.
+    #[error("the state store {path} cannot be used: {message}")]
+    StateStore {
+        /// The store's file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The state store is damaged; the scheduler will not guess at what it
+    /// held.
+    #[error(
+        "the state store {path} is corrupted ({message}); move it aside, or start with \
+         --fresh-state to keep it as {path}.corrupt and begin with no jobs"
+    )]
+    CorruptStateStore {
+        /// The store's file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Another scheduler claimed the state store after this one.
+    #[error("another scheduler took over the state store (epoch {current} > ours, {ours})")]
+    Fenced {
+        /// This scheduler's epoch.
+        ours: u64,
+        /// The store's epoch now.
+        current: u64,
+    },
 }
 
 impl From<SchedulerError> for tonic::Status {
@@ -45,9 +73,11 @@ impl From<SchedulerError> for tonic::Status {
             }
             SchedulerError::JobNotFound(_) => tonic::Status::not_found(message),
             SchedulerError::ProtocolMismatch { .. } => tonic::Status::failed_precondition(message),
-            SchedulerError::Transport(_) | SchedulerError::Io(_) => {
-                tonic::Status::unavailable(message)
-            }
+            SchedulerError::Transport(_)
+            | SchedulerError::Io(_)
+            | SchedulerError::StateStore { .. }
+            | SchedulerError::CorruptStateStore { .. }
+            | SchedulerError::Fenced { .. } => tonic::Status::unavailable(message),
         }
     }
 }

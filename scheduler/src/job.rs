@@ -229,6 +229,25 @@ pub(crate) struct Job {
     /// not read their output while they were alive (a network partition
     /// between executors, or a broken Flight service).
     excluded: HashSet<ExecutorId>,
+    /// A finished job loaded from the state store: its final status as
+    /// stored (it has no stages any more).
+    restored: Option<v1::JobStatus>,
+    /// Whether map outputs executors kept across a scheduler restart may
+    /// stand in for its tasks (not when it plans differently now).
+    takes_over_outputs: bool,
+    /// Map outputs executors kept across a scheduler restart for stages a
+    /// restarted script has not reached again yet.
+    offered: Vec<Offered>,
+}
+
+/// A kept map output waiting for its stage.
+#[derive(Debug)]
+struct Offered {
+    stage: StageId,
+    map: usize,
+    executor: ExecutorId,
+    endpoint: String,
+    stats: Vec<PartitionStats>,
 }
 
 impl Job {
@@ -262,11 +281,66 @@ impl Job {
             result_grants: std::sync::Mutex::default(),
             script_outputs: Vec::new(),
             excluded: HashSet::new(),
+            restored: None,
+            takes_over_outputs: true,
+            offered: Vec::new(),
         };
         job.publish();
         job
     }
 
+    /// A finished job as the state store kept it.
+    pub(crate) fn restored(status: v1::JobStatus, access: JobAccess) -> Self {
+        let phase = match v1::JobState::try_from(status.state) {
+            Ok(v1::JobState::Succeeded) => JobPhase::Succeeded,
+            Ok(v1::JobState::Cancelled) => JobPhase::Cancelled,
+            _ => JobPhase::Failed(status.error.clone().unwrap_or_default()),
+        };
+        let mut job = Self::new(
+            JobId::from(status.job_id.as_str()),
+            status.name.clone(),
+            Vec::new(),
+            HashMap::new(),
+            Vec::new(),
+        )
+        .with_access(access);
+        job.phase = phase;
+        job.started_at = UNIX_EPOCH + Duration::from_millis(status.started_at_ms);
+        job.ended_at = Some(UNIX_EPOCH + Duration::from_millis(status.ended_at_ms));
+        // Its result's time to live starts again with this scheduler.
+        job.ended_instant = Some(Instant::now());
+        job.restored = Some(status);
+        job.publish();
+        job
+    }
+
+    /// Dates a job planned again after a restart from its first submission.
+    pub(crate) fn submitted_at(mut self, millis: u64) -> Self {
+        self.started_at = UNIX_EPOCH + Duration::from_millis(millis);
+        self
+    }
+
+    /// Counts a scheduler restart the job lived through.
+    pub(crate) fn restarted(mut self) -> Self {
+        self.recovery.scheduler_restarts += 1;
+        self
+    }
+
+    /// Whether kept map outputs may stand in for this job's tasks.
+    pub(crate) fn taking_over_outputs(mut self, allowed: bool) -> Self {
+        self.takes_over_outputs = allowed;
+        self
+    }
+
+    /// Whether kept map outputs may stand in for this job's tasks.
+    pub(crate) fn takes_over_outputs(&self) -> bool {
+        self.takes_over_outputs
+    }
+
+    /// Partitions of each stage.
+    pub(crate) fn stage_partitions(&self) -> Vec<u32> {
+        self.stages.iter().map(|s| s.tasks.len() as u32).collect()
+    }
     /// Orders jobs by when they started (ties by id).
     pub(crate) fn started_key(&self) -> (SystemTime, &JobId) {
         (self.started_at, &self.id)
@@ -335,6 +409,12 @@ impl Job {
         self.stages = stages.into_iter().map(Stage::new).collect();
         self.result_schema = result_schema;
         self.traffic.clear();
+        self.adopt_offered();
+    }
+
+    /// Ids of every stage.
+    pub(crate) fn stage_ids(&self) -> Vec<u32> {
+        self.stages.iter().map(|s| s.id.0).collect()
     }
 
     /// What the current stages did (every stage's output counts as
@@ -366,6 +446,68 @@ impl Job {
         job
     }
 
+    /// Where stage `id` is in `stages` (a script's statements number their
+    /// stages on from the last one's).
+    pub(crate) fn stage_index(&self, id: StageId) -> Option<usize> {
+        let first = self.stages.first()?.id.0;
+        let index = id.0.checked_sub(first)? as usize;
+        (index < self.stages.len()).then_some(index)
+    }
+
+    /// A kept map output an executor brought back after a scheduler
+    /// restart: taken over now if its stage is there ([`Job::adopt_output`]);
+    /// for a script, kept for when its statement's stages come. Returns
+    /// whether it was taken over now.
+    pub(crate) fn offer_output(
+        &mut self,
+        stage: StageId,
+        map: usize,
+        executor: &ExecutorId,
+        endpoint: &str,
+        stats: Vec<PartitionStats>,
+    ) -> bool {
+        if self.stage_index(stage).is_none() && self.script.is_some() {
+            self.offered.push(Offered {
+                stage,
+                map,
+                executor: executor.clone(),
+                endpoint: endpoint.to_string(),
+                stats,
+            });
+            return false;
+        }
+        self.adopt_output(stage, map, executor, endpoint, stats)
+    }
+
+    /// Takes over kept outputs offered for the stages now current.
+    fn adopt_offered(&mut self) {
+        let offered = std::mem::take(&mut self.offered);
+        for offer in offered {
+            if self.stage_index(offer.stage).is_some() {
+                self.adopt_output(
+                    offer.stage,
+                    offer.map,
+                    &offer.executor,
+                    &offer.endpoint,
+                    offer.stats,
+                );
+            } else {
+                self.offered.push(offer);
+            }
+        }
+    }
+
+    /// `executor` is gone: what it offered is gone with it.
+    pub(crate) fn withdraw_offers(&mut self, executor: &ExecutorId) {
+        self.offered.retain(|o| o.executor != *executor);
+    }
+
+    /// Ids of every stage but the final one.
+    pub(crate) fn intermediate_stage_ids(&self) -> Vec<u32> {
+        let last = self.stages.len().saturating_sub(1);
+        self.stages[..last].iter().map(|s| s.id.0).collect()
+    }
+
     pub(crate) fn final_stage(&self) -> Option<&Stage> {
         self.stages.last()
     }
@@ -380,7 +522,10 @@ impl Job {
                 || !stage
                     .inputs
                     .iter()
-                    .all(|input| self.stages[input.0 as usize].is_finished())
+                    .all(|input| {
+                        self.stage_index(*input)
+                            .is_some_and(|i| self.stages[i].is_finished())
+                    })
             {
                 continue;
             }
@@ -389,7 +534,16 @@ impl Job {
                     let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() else {
                         return Ok(Transformed::no(node));
                     };
-                    let input = &self.stages[reader.input_stage().0 as usize];
+                    let Some(input) = self
+                        .stage_index(reader.input_stage())
+                        .map(|i| &self.stages[i])
+                    else {
+                        return Err(volley_dataflow::volley_internal(format!(
+                            "a reader of job {} names stage {}, which it does not have",
+                            self.id,
+                            reader.input_stage()
+                        )));
+                    };
                     let by_output =
                         input.output_locations(&self.id, |t| self.access.cluster_grant(t));
                     let locations = match reader.kind() {
@@ -448,6 +602,9 @@ impl Job {
 
     /// The job's status as clients see it.
     pub(crate) fn status(&self) -> v1::JobStatus {
+        if let Some(status) = &self.restored {
+            return status.clone();
+        }
         let state = match self.phase {
             JobPhase::Running => v1::JobState::Running,
             JobPhase::Succeeded => v1::JobState::Succeeded,

@@ -20,13 +20,16 @@ mod output_target;
 mod partition_safety;
 mod planning;
 mod recovery;
+mod restore;
 mod scan_balance;
 mod script;
 mod server;
 mod service;
 mod simulation;
+mod sqlite_store;
 mod stage_planner;
 mod state;
+mod state_store;
 #[cfg(test)]
 mod test_support;
 mod wire_memory;

@@ -55,6 +55,15 @@ struct Args {
     /// (repeatable).
     #[arg(long = "allow-url", env = "VOLLEY_ALLOW_URLS", value_delimiter = ',')]
     allow_urls: Vec<String>,
+    /// Directory of the scheduler's state store: jobs, their progress and
+    /// their history survive a restart with the same directory. Without it,
+    /// jobs live in memory only.
+    #[arg(long, env = "VOLLEY_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Begin with an empty state store: an existing (say, damaged) one is
+    /// kept aside as state.sqlite.corrupt.
+    #[arg(long, requires = "state_dir")]
+    fresh_state: bool,
     /// Seconds a signed shuffle or result ticket stays valid.
     #[arg(long, env = "VOLLEY_TICKET_TTL_SECS", default_value_t = 6 * 3600)]
     ticket_ttl_secs: u64,
@@ -127,6 +136,8 @@ async fn main() -> ExitCode {
         executor_timeout: Duration::from_secs_f64(args.executor_timeout_secs.max(0.1)),
         no_executor_grace: Duration::from_secs_f64(args.no_executor_grace_secs.max(0.0)),
         security,
+        state_dir: args.state_dir.clone(),
+        fresh_state: args.fresh_state,
         ..SchedulerConfig::default()
     };
     let server = match SchedulerServer::start(config).await {

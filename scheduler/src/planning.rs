@@ -98,10 +98,11 @@ pub(crate) fn plan_stages(
     physical: Arc<dyn ExecutionPlan>,
     output: Option<(String, OutputFormat)>,
     config: &SessionConfig,
+    first_stage: u32,
 ) -> datafusion::error::Result<(Vec<u8>, Vec<StagePlan>)> {
     let physical = prepare_for_tasks(physical, config)?;
     let schema = encode_schema(physical.schema().as_ref())?;
-    let stages = cut_into_stages(job_id, physical, output)?;
+    let stages = cut_into_stages(job_id, physical, output, first_stage)?;
     check_stages(&stages, config)?;
     Ok((schema, stages))
 }
@@ -214,6 +215,7 @@ async fn try_plan(
         physical,
         output.as_ref().map(OutputTarget::staging_target),
         state.config(),
+        0,
     )?;
     for stage in stages.iter().filter(|_| volley_dataflow::log_plans()) {
         tracing::debug!(

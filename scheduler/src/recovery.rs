@@ -186,6 +186,55 @@ impl Job {
         })
     }
 
+    /// After a scheduler restart: `executor` still holds the finished output
+    /// of map task `(stage, map)`, of these sizes per output partition. If
+    /// that task is pending (not running, not done elsewhere) and the sizes
+    /// fit the stage, the output is taken over instead of run again (plans
+    /// are deterministic, so it is what the task would write). Returns
+    /// whether it was taken over.
+    pub(crate) fn adopt_output(
+        &mut self,
+        stage: StageId,
+        map: usize,
+        executor: &ExecutorId,
+        endpoint: &str,
+        stats: Vec<volley_dataflow::PartitionStats>,
+    ) -> bool {
+        if !self.takes_over_outputs() {
+            return false;
+        }
+        let Some(slot) = self.stage_index(stage).map(|i| &mut self.stages[i]) else {
+            return false;
+        };
+        if stats.len() != slot.output_partitions
+            || !matches!(slot.tasks.get(map), Some(TaskSlot::Pending))
+        {
+            return false;
+        }
+        slot.tasks[map] = TaskSlot::Done {
+            executor: executor.clone(),
+            endpoint: endpoint.to_string(),
+            stats,
+        };
+        self.executors_used.insert(executor.clone());
+        self.recovery.outputs_recovered += 1;
+        true
+    }
+
+    /// After a scheduler restart: map outputs the store knew of that no
+    /// executor brought back are run again; counts them.
+    pub(crate) fn count_lost_outputs(&mut self, stored: &[(u32, u32)]) {
+        for (stage, map) in stored {
+            let pending = self
+                .stage_index(StageId(*stage))
+                .and_then(|i| self.stages[i].tasks.get(*map as usize))
+                .is_some_and(|slot| matches!(slot, TaskSlot::Pending));
+            if pending {
+                self.recovery.map_tasks_rerun += 1;
+            }
+        }
+    }
+
     /// A task failed retryably: it runs again, elsewhere if possible.
     pub(crate) fn retry_task(
         &mut self,
@@ -228,7 +277,7 @@ impl Job {
     ) -> Result<(), v1::JobError> {
         self.stages[consumer].tasks[partition] = TaskSlot::Pending;
         let named_still_there = matches!(
-            self.stages.get(map_stage.0 as usize).and_then(|s| s.tasks.get(map_partition)),
+            self.stage_index(map_stage).and_then(|i| self.stages[i].tasks.get(map_partition)),
             Some(TaskSlot::Done { executor, .. }) if executor == holder
         );
         if !named_still_there {

@@ -134,6 +134,8 @@ async fn run(
         prepared.map_err(|e| user_error(&e))?;
     }
     let mut last_was_query = false;
+    // Stage ids go on from one statement to the next.
+    let mut next_stage = 0u32;
     let fail_at = |number: usize, statement: &Statement, e: &DataFusionError| v1::JobError {
         kind: classify_error(e) as i32,
         message: format!(
@@ -182,7 +184,7 @@ async fn run(
             let physical = DefaultPhysicalPlanner::default()
                 .create_physical_plan(&optimized, &state)
                 .await?;
-            plan_stages(job_id, physical, target, state.config())
+            plan_stages(job_id, physical, target, state.config(), next_stage)
         }
         .await
         .map_err(|e| fail_at(number, statement, &e))?;
@@ -194,6 +196,7 @@ async fn run(
             shared.state().attach_script_output(job_id, target.clone());
             prepared.map_err(|e| fail_at(number, statement, &e))?;
         }
+        next_stage += stages.len() as u32;
         let (done, finished) = tokio::sync::oneshot::channel();
         let started = shared.state().begin_statement(
             job_id,

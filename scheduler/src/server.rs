@@ -17,8 +17,11 @@ use volley_proto::v1::scheduler_service_server::SchedulerServiceServer;
 use crate::config::SchedulerConfig;
 use crate::error::SchedulerError;
 use crate::output_target::OutputTarget;
+use crate::restore::restore;
 use crate::service::{SchedulerGrpc, Shared};
+use crate::sqlite_store::SqliteStore;
 use crate::state::SchedulerState;
+use crate::state_store::{Journal, StateStore};
 
 /// A running scheduler. Dropping it stops it.
 #[derive(Debug)]
@@ -33,16 +36,57 @@ pub struct SchedulerServer {
 impl SchedulerServer {
     /// Binds `config.bind` and starts serving.
     pub async fn start(config: SchedulerConfig) -> Result<Self, SchedulerError> {
+        // The store first: a damaged one stops the start before anything
+        // listens.
+        let stored = match &config.state_dir {
+            Some(dir) => {
+                let dir = dir.clone();
+                let fresh = config.fresh_state;
+                let opened = tokio::task::spawn_blocking(move || {
+                    let mut store = SqliteStore::open(&dir, fresh)?;
+                    let epoch = store.claim()?;
+                    let loaded = store.load()?;
+                    Ok::<_, SchedulerError>((store, epoch, loaded))
+                })
+                .await
+                .map_err(|e| SchedulerError::Io(std::io::Error::other(e)))??;
+                Some(opened)
+            }
+            None => {
+                info!(
+                    "no --state-dir: jobs live in memory only and are lost if the scheduler stops"
+                );
+                None
+            }
+        };
         let incoming = TcpIncoming::bind(config.bind)?.with_nodelay(Some(true));
         let addr = incoming.local_addr()?;
+        let mut state = SchedulerState::new(&config);
+        let (journal, loaded) = match stored {
+            Some((store, epoch, loaded)) => {
+                let journal = Journal::start(Box::new(store), epoch)?;
+                state.set_journal(journal.clone(), epoch);
+                info!(
+                    epoch = epoch.0,
+                    jobs = loaded.jobs.len(),
+                    "state store opened"
+                );
+                (Some(journal), Some(loaded))
+            }
+            None => (None, None),
+        };
         let shared = Arc::new(Shared {
-            state: Mutex::new(SchedulerState::new(&config)),
+            state: Mutex::new(state),
             config: config.clone(),
             streams: Mutex::new(JoinSet::new()),
             scripts: Mutex::new(JoinSet::new()),
             executor_joined: tokio::sync::Notify::new(),
             waiting_for_executors: tokio::sync::watch::Sender::new(0),
+            journal,
         });
+        if let Some(loaded) = loaded {
+            restore(&shared, loaded).await;
+        }
         // Object-store outputs are committed outside the state lock: the
         // state machine queues them, this commits each and reports back.
         let (commits, mut commit_queue) =

@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     pub(crate) executor_joined: tokio::sync::Notify,
     /// How many submissions wait for a first executor right now.
     pub(crate) waiting_for_executors: tokio::sync::watch::Sender<usize>,
+    /// The state store's journal (`--state-dir`).
+    pub(crate) journal: Option<crate::state_store::Journal>,
 }
 
 impl Shared {
@@ -97,6 +99,43 @@ impl SchedulerGrpc {
         }
     }
 
+    /// Stores a submission before its client hears of it, so a job a client
+    /// knows of survives a restart. Without a state store, does nothing.
+    async fn store_submission(
+        &self,
+        job_id: &JobId,
+        request: &v1::SubmitJobRequest,
+        target_partitions: usize,
+        access: &JobAccess,
+        stage_partitions: Vec<u32>,
+    ) -> Result<(), Status> {
+        let Some(journal) = &self.shared.journal else {
+            return Ok(());
+        };
+        let (owner, owner_token_hash) = access.stored_owner();
+        let record = v1::StoredJob {
+            job_id: job_id.to_string(),
+            submission: Some(request.clone()),
+            target_partitions: target_partitions as u32,
+            owner,
+            owner_token_hash,
+            submitted_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or_default(),
+            stage_partitions,
+        };
+        journal
+            .record_durably(crate::state_store::StoreOp::Submitted(Box::new(record)))
+            .await
+            .map_err(|e| {
+                warn!(job_id = %job_id, error = %e, "job refused: it could not be stored");
+                Status::unavailable(format!(
+                    "the scheduler could not store job {job_id}, so it would not survive a restart: {e}"
+                ))
+            })
+    }
+
     /// The job `id` names, if `caller` may see and act on it.
     fn visible_job(&self, caller: &Caller, id: &str) -> Result<JobId, Status> {
         let id = JobId::parse(id).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -105,6 +144,50 @@ impl SchedulerGrpc {
             None => return Err(SchedulerError::JobNotFound(id).into()),
         }
         Ok(id)
+    }
+}
+
+/// Starts script job `job_id`: its driver plans and runs the statements.
+pub(crate) fn start_script(
+    shared: &Arc<Shared>,
+    job_id: JobId,
+    request: v1::SubmitJobRequest,
+    target_partitions: usize,
+    access: JobAccess,
+) {
+    start_script_as(shared, job_id, request, target_partitions, access, |job| job);
+}
+
+/// [`start_script`], with `adjust` applied to the job before it starts (a
+/// recovered job keeps its submission time and counts the restart).
+pub(crate) fn start_script_as(
+    shared: &Arc<Shared>,
+    job_id: JobId,
+    request: v1::SubmitJobRequest,
+    target_partitions: usize,
+    access: JobAccess,
+    adjust: impl FnOnce(crate::job::Job) -> crate::job::Job,
+) {
+    match script::prepare(&job_id, &request, &shared.config.security.paths) {
+        Ok((job, statements, output)) => {
+            shared
+                .state()
+                .submit_script(adjust(job.with_access(access)));
+            let driver = script::drive(
+                Arc::clone(shared),
+                job_id,
+                statements,
+                request.settings,
+                output,
+                target_partitions,
+            );
+            let mut scripts = shared.scripts.lock().unwrap_or_else(|p| p.into_inner());
+            while scripts.try_join_next().is_some() {}
+            scripts.spawn(driver);
+        }
+        Err(error) => shared.state().submit(
+            crate::job::Job::failed_at_submit(job_id, request.name, error).with_access(access),
+        ),
     }
 }
 
@@ -164,30 +247,9 @@ impl SchedulerService for SchedulerGrpc {
             .min(limits::MAX_PARTITIONS);
         let security = &self.shared.config.security;
         if !request.script.is_empty() {
-            match script::prepare(&job_id, &request, &security.paths) {
-                Ok((job, statements, output)) => {
-                    self.shared.state().submit_script(job.with_access(access));
-                    let driver = script::drive(
-                        Arc::clone(&self.shared),
-                        job_id.clone(),
-                        statements,
-                        request.settings,
-                        output,
-                        target,
-                    );
-                    let mut scripts = self
-                        .shared
-                        .scripts
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner());
-                    while scripts.try_join_next().is_some() {}
-                    scripts.spawn(driver);
-                }
-                Err(error) => self.shared.state().submit(
-                    crate::job::Job::failed_at_submit(job_id.clone(), request.name, error)
-                        .with_access(access),
-                ),
-            }
+            self.store_submission(&job_id, &request, target, &access, Vec::new())
+                .await?;
+            start_script(&self.shared, job_id.clone(), request, target, access);
             return Ok(Response::new(v1::SubmitJobResponse {
                 job_id: job_id.to_string(),
             }));
@@ -195,7 +257,9 @@ impl SchedulerService for SchedulerGrpc {
         if request.logical_plan.is_empty() {
             return Err(SchedulerError::InvalidRequest("the job has no plan".into()).into());
         }
-        let job = plan_job(job_id.clone(), request, target, &security.paths).await;
+        let job = plan_job(job_id.clone(), request.clone(), target, &security.paths).await;
+        self.store_submission(&job_id, &request, target, &access, job.stage_partitions())
+            .await?;
         self.shared.state().submit(job.with_access(access));
         Ok(Response::new(v1::SubmitJobResponse {
             job_id: job_id.to_string(),
@@ -368,6 +432,17 @@ impl SchedulerService for SchedulerGrpc {
             .cluster()
             .map(|cluster| cluster.proof(&register.nonce))
             .unwrap_or_default();
+        let previous = crate::state::Previous {
+            id: match register.previous_executor_id.as_str() {
+                "" => None,
+                previous => Some(
+                    ExecutorId::parse(previous)
+                        .map_err(|e| Status::invalid_argument(e.to_string()))?,
+                ),
+            },
+            epoch: register.previous_epoch,
+            held: register.held_outputs,
+        };
         let (sender, receiver) = mpsc::unbounded_channel();
         self.shared.state().register_executor(
             id.clone(),
@@ -375,6 +450,7 @@ impl SchedulerService for SchedulerGrpc {
             register.slots as usize,
             sender,
             proof,
+            previous,
         )?;
         self.shared.executor_joined.notify_waiters();
         let shared = Arc::clone(&self.shared);

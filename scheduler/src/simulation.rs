@@ -35,6 +35,7 @@ pub fn simulate_placement(
                 slots,
                 sender,
                 Vec::new(),
+                Default::default(),
             )
             .map_err(|status| SchedulerError::InvalidRequest(status.message().to_string()))?;
     }

@@ -51,14 +51,18 @@ pub(crate) struct StagePlan {
 /// Cuts `plan` into stages; the last one is the final stage. With `output`,
 /// the final stage writes its partitions as files in that directory and
 /// format (a [`FileOutputExec`] root) instead of keeping them for a client.
+/// Stage ids start at `first_stage`: a script's statements number their
+/// stages on from the last one's, so no two stages of a job share an id.
 pub(crate) fn cut_into_stages(
     job_id: &JobId,
     plan: Arc<dyn ExecutionPlan>,
     output: Option<(String, OutputFormat)>,
+    first_stage: u32,
 ) -> Result<Vec<StagePlan>> {
     let mut cutter = StageCutter {
         job_id: job_id.clone(),
         stages: Vec::new(),
+        first: first_stage,
     };
     let root = match plan.downcast_ref::<CoalescePartitionsExec>() {
         Some(coalesce) if coalesce.fetch().is_none() => Arc::clone(coalesce.input()),
@@ -70,7 +74,7 @@ pub(crate) fn cut_into_stages(
             cutter.add_stage(root, None)?;
         }
         Some((dir, format)) => {
-            let id = StageId(cutter.stages.len() as u32);
+            let id = cutter.next_id();
             let mut inputs = Vec::new();
             collect_input_stages(&root, &mut inputs);
             let partitions = root.output_partitioning().partition_count();
@@ -89,9 +93,14 @@ pub(crate) fn cut_into_stages(
 struct StageCutter {
     job_id: JobId,
     stages: Vec<StagePlan>,
+    first: u32,
 }
 
 impl StageCutter {
+    fn next_id(&self) -> StageId {
+        StageId(self.first + self.stages.len() as u32)
+    }
+
     fn cut(&mut self, plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
         // A recursive query runs whole in one task: its terms share the
         // work table in memory, and the recursive term runs once per
@@ -147,7 +156,7 @@ impl StageCutter {
         input: Arc<dyn ExecutionPlan>,
         partitioning: Option<datafusion::physical_expr::Partitioning>,
     ) -> Result<StageId> {
-        let id = StageId(self.stages.len() as u32);
+        let id = self.next_id();
         let mut inputs = Vec::new();
         collect_input_stages(&input, &mut inputs);
         let partitions = input.output_partitioning().partition_count();

@@ -25,6 +25,7 @@ use crate::config::SchedulerConfig;
 use crate::job::{Job, JobPhase, TaskSlot};
 use crate::output_target::OutputTarget;
 use crate::recovery::{RecoveryLimits, is_retryable};
+use crate::state_store::{Epoch, Journal, StoreOp};
 
 /// What the scheduler sends down an executor's control stream.
 pub(crate) type ExecutorSender = mpsc::UnboundedSender<Result<v1::SchedulerMessage, tonic::Status>>;
@@ -93,6 +94,33 @@ pub(crate) struct SchedulerState {
     no_executors_since: Option<Instant>,
     /// Commits object-store outputs outside the lock (`server.rs`).
     committer: Option<Committer>,
+    /// Where changes go to be stored (`--state-dir`), and this scheduler's
+    /// epoch on that store (0: none).
+    journal: Option<Journal>,
+    epoch: u64,
+    /// Set while a restarted scheduler waits for the executors of its
+    /// previous life to re-attach before it places any task.
+    recovering: Option<Recovering>,
+}
+
+/// A restarted scheduler waiting for executors to re-attach.
+#[derive(Debug)]
+struct Recovering {
+    /// When it stops waiting.
+    deadline: Instant,
+    /// Executors registered when the previous scheduler stopped (their ids
+    /// then) that have not re-attached yet.
+    awaited: HashSet<ExecutorId>,
+    /// Map outputs the store knew of, per recovered job.
+    stored: HashMap<JobId, Vec<(u32, u32)>>,
+}
+
+/// What an executor registering again brings from its last registration.
+#[derive(Debug, Default)]
+pub(crate) struct Previous {
+    pub(crate) id: Option<ExecutorId>,
+    pub(crate) epoch: u64,
+    pub(crate) held: Vec<v1::HeldOutput>,
 }
 
 /// Where finished jobs' object-store outputs go to be committed.
@@ -110,6 +138,81 @@ impl SchedulerState {
             grace: config.no_executor_grace,
             ..Default::default()
         }
+    }
+
+    /// Stores every change through `journal`, as the scheduler of `epoch`.
+    pub(crate) fn set_journal(&mut self, journal: Journal, epoch: Epoch) {
+        self.journal = Some(journal);
+        self.epoch = epoch.0;
+    }
+
+    /// This scheduler's epoch, without a store (for tests of restarts).
+    #[cfg(test)]
+    fn set_epoch(&mut self, epoch: u64) {
+        self.epoch = epoch;
+    }
+
+    fn record(&self, op: StoreOp) {
+        if let Some(journal) = &self.journal {
+            journal.record(op);
+        }
+    }
+
+    /// A finished job kept by the state store joins the history.
+    pub(crate) fn restore_finished(&mut self, job: Job, released: bool) {
+        let id = job.id.clone();
+        if released {
+            self.released.insert(id.clone());
+        }
+        self.jobs.insert(id.clone(), job);
+        self.history.push_back(id);
+    }
+
+    /// Starts waiting, until `deadline` at the latest, for the executors
+    /// registered when the previous scheduler stopped (`awaited`) to
+    /// re-attach; no task is placed meanwhile.
+    pub(crate) fn begin_recovery(&mut self, wait: Duration, awaited: HashSet<ExecutorId>) {
+        info!(executors = awaited.len(), ?wait, "waiting for the previous scheduler's executors to re-attach");
+        self.recovering = Some(Recovering {
+            deadline: Instant::now() + wait,
+            awaited,
+            stored: HashMap::new(),
+        });
+    }
+
+    /// An unfinished job, planned again from the state store, resumes;
+    /// `stored` names the map outputs the store knew had finished.
+    pub(crate) fn recover(&mut self, job: Job, stored: Vec<(u32, u32)>) {
+        let id = job.id.clone();
+        info!(job_id = %id, stages = job.stages.len(), "job recovered from the state store");
+        if let Some(recovering) = &mut self.recovering {
+            recovering.stored.insert(id.clone(), stored);
+        }
+        self.jobs.insert(id.clone(), job);
+        self.active.push_back(id);
+    }
+
+    /// Stops waiting for executors to re-attach: outputs nobody brought
+    /// back run again, and every job resumes.
+    fn end_recovery(&mut self) {
+        let Some(recovering) = self.recovering.take() else {
+            return;
+        };
+        for id in &recovering.awaited {
+            warn!(executor_id = %id, "an executor of the previous scheduler did not re-attach");
+            self.record(StoreOp::ExecutorLeft(id.clone()));
+        }
+        for (job_id, stored) in &recovering.stored {
+            if let Some(job) = self.jobs.get_mut(job_id) {
+                job.count_lost_outputs(stored);
+            }
+        }
+        info!(jobs = self.active.len(), "recovery over; placing tasks");
+        let active: Vec<JobId> = self.active.iter().cloned().collect();
+        for id in active {
+            self.advance(&id);
+        }
+        self.schedule();
     }
 
     /// Slots of the executors that take tasks (not draining ones).
@@ -150,6 +253,7 @@ impl SchedulerState {
         slots: usize,
         sender: ExecutorSender,
         proof: Vec<u8>,
+        previous: Previous,
     ) -> Result<(), tonic::Status> {
         if let Some(existing) = self.executors.get(&id)
             && !existing.sender.is_closed()
@@ -174,11 +278,99 @@ impl SchedulerState {
         entry.send(v1::scheduler_message::Kind::Registered(v1::Registered {
             protocol_version: volley_proto::PROTOCOL_VERSION,
             proof,
+            epoch: self.epoch,
         }));
-        self.executors.insert(id, entry);
+        let endpoint = entry.endpoint.clone();
+        self.executors.insert(id.clone(), entry);
+        self.record(StoreOp::ExecutorJoined(id.clone()));
         self.no_executors_since = None;
+        self.take_over_outputs(&id, &endpoint, previous);
         self.schedule();
         Ok(())
+    }
+
+    /// An executor registering again after this scheduler restarted keeps
+    /// what it held: outputs of recovered jobs that are still to be made are
+    /// taken over, results of finished jobs not yet read are kept, and
+    /// everything else is dropped. After a registration with the same
+    /// scheduler (which lost it and re-ran its work) or without a state
+    /// store, the executor drops everything itself.
+    fn take_over_outputs(&mut self, id: &ExecutorId, endpoint: &str, previous: Previous) {
+        let restarted = self.epoch != 0 && previous.epoch != self.epoch;
+        if !restarted {
+            return;
+        }
+        let mut by_job: BTreeMap<String, Vec<v1::HeldOutput>> = BTreeMap::new();
+        for held in previous.held {
+            by_job.entry(held.job_id.clone()).or_default().push(held);
+        }
+        let mut taken = 0;
+        let mut touched = Vec::new();
+        for (job_id, held) in by_job {
+            let job_id = JobId::from(job_id.as_str());
+            let keep = match self.jobs.get_mut(&job_id) {
+                Some(job) if !job.phase.is_terminal() => {
+                    for output in held {
+                        let stats = output
+                            .partition_rows
+                            .iter()
+                            .zip(&output.partition_bytes)
+                            .map(|(rows, bytes)| PartitionStats {
+                                rows: *rows,
+                                bytes: *bytes,
+                            })
+                            .collect();
+                        if job.offer_output(
+                            StageId(output.stage_id),
+                            output.map_partition as usize,
+                            id,
+                            endpoint,
+                            stats,
+                        ) {
+                            taken += 1;
+                            let journal = self.journal.as_ref();
+                            journal.inspect(|j| j.record(StoreOp::Output {
+                                job: job_id.clone(),
+                                stage: output.stage_id,
+                                map: output.map_partition,
+                                output: v1::StoredMapOutput {
+                                    stage_attempt: 0,
+                                    executor_id: id.to_string(),
+                                    endpoint: endpoint.to_string(),
+                                    partition_rows: output.partition_rows,
+                                    partition_bytes: output.partition_bytes,
+                                },
+                            }));
+                        }
+                    }
+                    touched.push(job_id.clone());
+                    true
+                }
+                Some(job) => job.phase == JobPhase::Succeeded && !self.released.contains(&job_id),
+                None => false,
+            };
+            if !keep && let Some(entry) = self.executors.get(id) {
+                entry.send(v1::scheduler_message::Kind::RemoveJobData(
+                    v1::RemoveJobData {
+                        job_id: job_id.to_string(),
+                        stage_ids: Vec::new(),
+                    },
+                ));
+            }
+        }
+        info!(executor_id = %id, previous_id = ?previous.id.as_ref().map(|p| p.to_string()), outputs = taken, "executor re-attached after a scheduler restart");
+        for job_id in touched {
+            self.advance(&job_id);
+        }
+        let all_back = self.recovering.as_mut().is_some_and(|recovering| {
+            if let Some(previous) = &previous.id {
+                recovering.awaited.remove(previous);
+            }
+            recovering.awaited.is_empty()
+        });
+        if all_back {
+            self.end_recovery();
+        }
     }
 
     /// Any message from an executor shows it is alive.
@@ -249,6 +441,13 @@ impl SchedulerState {
     /// Declares executors silent for longer than `timeout` lost.
     pub(crate) fn expire_executors(&mut self, timeout: Duration) {
         let now = Instant::now();
+        if self
+            .recovering
+            .as_ref()
+            .is_some_and(|r| now >= r.deadline)
+        {
+            self.end_recovery();
+        }
         let expired: Vec<ExecutorId> = self
             .executors
             .iter()
@@ -283,6 +482,7 @@ impl SchedulerState {
         let Some(entry) = self.executors.remove(id) else {
             return;
         };
+        self.record(StoreOp::ExecutorLeft(id.clone()));
         if entry.drain == Drain::Released {
             info!(executor_id = %id, endpoint = %entry.endpoint, "drained executor left");
             self.schedule();
@@ -294,6 +494,7 @@ impl SchedulerState {
             let Some(job) = self.jobs.get_mut(&job_id) else {
                 continue;
             };
+            job.withdraw_offers(id);
             match job.executor_lost(id, self.limits) {
                 Ok(false) => {}
                 Ok(true) => {
@@ -320,11 +521,15 @@ impl SchedulerState {
     pub(crate) fn submit(&mut self, mut job: Job) {
         let id = job.id.clone();
         if job.phase.is_terminal() {
+            self.record(StoreOp::Ended {
+                job: id.clone(),
+                status: Box::new(job.status()),
+            });
             self.jobs.insert(id.clone(), job);
             self.remember_finished(id);
             return;
         }
-        if self.executors.is_empty() {
+        if self.executors.is_empty() && self.recovering.is_none() {
             job.finish(JobPhase::Failed(v1::JobError {
                 kind: v1::ErrorKind::NoExecutors as i32,
                 message: "no executor registered with the scheduler within the grace period \
@@ -332,6 +537,10 @@ impl SchedulerState {
                     .into(),
                 query_error: None,
             }));
+            self.record(StoreOp::Ended {
+                job: id.clone(),
+                status: Box::new(job.status()),
+            });
             self.jobs.insert(id.clone(), job);
             self.remember_finished(id);
             return;
@@ -365,19 +574,20 @@ impl SchedulerState {
         let Some(job) = self.jobs.get_mut(id).filter(|j| !j.phase.is_terminal()) else {
             return false;
         };
-        let had_stages = !job.stages.is_empty();
+        let previous = job.stage_ids();
         job.begin_statement(number, line, stages, result_schema, done);
-        if had_stages {
-            // Stage ids restart with every statement: drop the last one's
-            // data and plans first (the control stream keeps this order).
+        if !previous.is_empty() {
+            // The last statement's data and plans are not read again (its
+            // stage ids are its own: outputs kept for a later statement of
+            // a restarted script stay).
             self.broadcast(v1::scheduler_message::Kind::RemoveJobData(
                 v1::RemoveJobData {
                     job_id: id.to_string(),
-                    stage_ids: Vec::new(),
+                    stage_ids: previous,
                 },
             ));
         }
-        if self.executors.is_empty() {
+        if self.executors.is_empty() && self.recovering.is_none() {
             self.fail_job(
                 id,
                 v1::JobError {
@@ -494,6 +704,7 @@ impl SchedulerState {
     /// The client has read the result: drop it from the executors.
     pub(crate) fn release(&mut self, id: &JobId) {
         if self.jobs.contains_key(id) && self.released.insert(id.clone()) {
+            self.record(StoreOp::Released(id.clone()));
             self.broadcast(v1::scheduler_message::Kind::RemoveJobData(
                 v1::RemoveJobData {
                     job_id: id.to_string(),
@@ -549,9 +760,11 @@ impl SchedulerState {
             self.schedule();
             return;
         }
-        let Some(stage) = job.stages.get_mut(stage_id.0 as usize) else {
+        let Some(stage_index) = job.stage_index(stage_id) else {
+            self.schedule();
             return;
         };
+        let stage = &mut job.stages[stage_index];
         let partition = status.partition as usize;
         let current = matches!(
             stage.tasks.get(partition),
@@ -584,6 +797,20 @@ impl SchedulerState {
                     stage.task_busy += took;
                     stage.longest_task = stage.longest_task.max(took);
                     stage.last_finish = Some(now);
+                }
+                if let Some(journal) = &self.journal {
+                    journal.record(StoreOp::Output {
+                        job: job_id.clone(),
+                        stage: stage_id.0,
+                        map: partition as u32,
+                        output: v1::StoredMapOutput {
+                            stage_attempt: stage.attempt,
+                            executor_id: from.to_string(),
+                            endpoint: endpoint.clone(),
+                            partition_rows: success.partition_rows.clone(),
+                            partition_bytes: success.partition_bytes.clone(),
+                        },
+                    });
                 }
                 stage.tasks[partition] = TaskSlot::Done {
                     executor: from.clone(),
@@ -632,7 +859,7 @@ impl SchedulerState {
                 }
                 let recovered = match fetch {
                     Some(fetch) => job.fetch_failed(
-                        stage_id.0 as usize,
+                        stage_index,
                         partition,
                         StageId(fetch.map_stage),
                         fetch.map_partition as usize,
@@ -640,7 +867,7 @@ impl SchedulerState {
                         self.limits,
                     ),
                     None if is_retryable(error.kind) => {
-                        job.retry_task(stage_id.0 as usize, partition, from, error, self.limits)
+                        job.retry_task(stage_index, partition, from, error, self.limits)
                     }
                     None => Err(error),
                 };
@@ -792,14 +1019,20 @@ impl SchedulerState {
             target.abandon();
         }
         job.finish(phase);
-        let stage_count = job.stages.len() as u32;
+        if let Some(journal) = &self.journal {
+            journal.record(StoreOp::Ended {
+                job: id.clone(),
+                status: Box::new(job.status()),
+            });
+        }
+        let intermediate = job.intermediate_stage_ids();
         self.active.retain(|j| j != id);
         if succeeded {
-            if stage_count > 1 {
+            if !intermediate.is_empty() {
                 self.broadcast(v1::scheduler_message::Kind::RemoveJobData(
                     v1::RemoveJobData {
                         job_id: id.to_string(),
-                        stage_ids: (0..stage_count - 1).collect(),
+                        stage_ids: intermediate,
                     },
                 ));
             }
@@ -834,6 +1067,7 @@ impl SchedulerState {
                 }
                 self.released.remove(&old);
                 self.jobs.remove(&old);
+                self.record(StoreOp::Forgotten(old));
             }
         }
     }
@@ -871,6 +1105,11 @@ impl SchedulerState {
 
     /// Places pending tasks of runnable stages on free slots.
     pub(crate) fn schedule(&mut self) {
+        if self.recovering.is_some() {
+            // Executors of the previous scheduler may still bring back what
+            // pending tasks would make.
+            return;
+        }
         let mut launches: BTreeMap<(ExecutorId, JobId, StageId), Vec<v1::TaskDefinition>> =
             BTreeMap::new();
         for job_id in self.active.iter() {
@@ -941,7 +1180,7 @@ impl SchedulerState {
             else {
                 continue;
             };
-            let Some(stage) = job.stages.get_mut(stage_id.0 as usize) else {
+            let Some(stage) = job.stage_index(stage_id).map(|i| &mut job.stages[i]) else {
                 continue;
             };
             job.executors_used.insert(executor_id.clone());
@@ -1032,6 +1271,7 @@ mod tests {
                 slots,
                 sender,
                 Vec::new(),
+                Default::default(),
             )
             .expect("a fresh id");
         (id, receiver)
@@ -1577,6 +1817,191 @@ mod tests {
         );
         assert_eq!(state.executors_info()[0].free_slots, 4);
         assert!(!state.cancel(&JobId::from("test-job")), "already ended");
+        Ok(())
+    }
+
+    /// What an executor that ran `launch` to the end holds (4 output
+    /// partitions per map task).
+    fn held(launch: &v1::LaunchTasks) -> Vec<v1::HeldOutput> {
+        launch
+            .tasks
+            .iter()
+            .map(|t| v1::HeldOutput {
+                job_id: "test-job".into(),
+                stage_id: launch.stage.as_ref().map_or(0, |s| s.stage_id),
+                map_partition: t.partition,
+                partition_rows: vec![10; 4],
+                partition_bytes: vec![100; 4],
+            })
+            .collect()
+    }
+
+    /// Runs stage 0 of the GROUP_BY job on a and b (two tasks each), then
+    /// "restarts": a new scheduler of epoch 2 recovers the job, waiting for
+    /// a and b. Returns it with what a and b hold.
+    async fn restarted_after_stage_0()
+    -> Result<(SchedulerState, Vec<v1::HeldOutput>, Vec<v1::HeldOutput>)> {
+        let mut before = SchedulerState::new(&SchedulerConfig::default());
+        before.set_epoch(1);
+        let (a, mut inbox_a) = executor(&mut before, "a", 2);
+        let (b, mut inbox_b) = executor(&mut before, "b", 2);
+        before.submit(job(GROUP_BY).await?);
+        let (la, lb) = (
+            launches(&drain(&mut inbox_a)),
+            launches(&drain(&mut inbox_b)),
+        );
+        for (executor, launch) in [(&a, &la[0]), (&b, &lb[0])] {
+            for task in &launch.tasks {
+                before.task_status(executor, success(launch, task, 4));
+            }
+        }
+        let mut after = SchedulerState::new(&SchedulerConfig::default());
+        after.set_epoch(2);
+        after.begin_recovery(Duration::from_secs(10), [a, b].into_iter().collect());
+        let stored = (0..4).map(|map| (0, map)).collect();
+        after.recover(job(GROUP_BY).await?.restarted(), stored);
+        Ok((after, held(&la[0]), held(&lb[0])))
+    }
+
+    fn reattach(
+        state: &mut SchedulerState,
+        name: &str,
+        previous: &str,
+        epoch: u64,
+        held: Vec<v1::HeldOutput>,
+    ) -> (ExecutorId, Inbox) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let id = ExecutorId::from(name);
+        state
+            .register_executor(
+                id.clone(),
+                format!("http://{name}"),
+                2,
+                sender,
+                Vec::new(),
+                Previous {
+                    id: Some(ExecutorId::from(previous)),
+                    epoch,
+                    held,
+                },
+            )
+            .expect("a fresh id");
+        (id, receiver)
+    }
+
+    #[tokio::test]
+    async fn a_restarted_scheduler_takes_over_kept_outputs_and_reruns_no_finished_stage()
+    -> Result<()> {
+        let (mut state, held_a, held_b) = restarted_after_stage_0().await?;
+        let watch = state.watch(&JobId::from("test-job")).expect("recovered");
+        let (a2, mut inbox_a) = reattach(&mut state, "a2", "a", 1, held_a);
+        assert!(
+            launches(&drain(&mut inbox_a)).is_empty(),
+            "nothing is placed while b may still come back"
+        );
+        let (b2, mut inbox_b) = reattach(&mut state, "b2", "b", 1, held_b);
+        let (la, lb) = (
+            launches(&drain(&mut inbox_a)),
+            launches(&drain(&mut inbox_b)),
+        );
+        let stages: HashSet<u32> = la
+            .iter()
+            .chain(&lb)
+            .filter_map(|l| l.stage.as_ref().map(|s| s.stage_id))
+            .collect();
+        assert_eq!(stages, HashSet::from([1]), "only the unfinished stage runs");
+        let mut inboxes = vec![(a2, inbox_a), (b2, inbox_b)];
+        for (executor, launch) in [(&inboxes[0].0, &la[0]), (&inboxes[1].0, &lb[0])] {
+            for task in &launch.tasks {
+                state.task_status(executor, success(launch, task, 1));
+            }
+        }
+        run_to_end(&mut state, &mut inboxes, &[4, 1]);
+        let status = watch.borrow().clone();
+        assert_eq!(status.state, v1::JobState::Succeeded as i32, "{status:?}");
+        let recovery = status.recovery.expect("counters");
+        assert_eq!(
+            (
+                recovery.outputs_recovered,
+                recovery.map_tasks_rerun,
+                recovery.stages_rerun,
+                recovery.scheduler_restarts
+            ),
+            (4, 0, 0, 1),
+            "{recovery:?}"
+        );
+        Ok(())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn outputs_of_an_executor_that_never_comes_back_run_again_once_the_wait_is_over()
+    -> Result<()> {
+        let (mut state, held_a, _) = restarted_after_stage_0().await?;
+        let watch = state.watch(&JobId::from("test-job")).expect("recovered");
+        let (a2, mut inbox_a) = reattach(&mut state, "a2", "a", 1, held_a.clone());
+        state.expire_executors(Duration::from_secs(60));
+        assert!(launches(&drain(&mut inbox_a)).is_empty(), "still waiting for b");
+        tokio::time::advance(Duration::from_secs(10)).await;
+        state.expire_executors(Duration::from_secs(60));
+        let again = launches(&drain(&mut inbox_a));
+        let rerun: Vec<u32> = again.iter().flat_map(|l| l.tasks.iter().map(|t| t.partition)).collect();
+        let kept: Vec<u32> = held_a.iter().map(|h| h.map_partition).collect();
+        assert_eq!(again[0].stage.as_ref().map(|s| s.stage_id), Some(0));
+        assert!(
+            rerun.len() == 2 && rerun.iter().all(|p| !kept.contains(p)),
+            "only b's two map tasks run again: {rerun:?}"
+        );
+        let mut inboxes = vec![(a2, inbox_a)];
+        for task in &again[0].tasks {
+            state.task_status(&inboxes[0].0, success(&again[0], task, 4));
+        }
+        run_to_end(&mut state, &mut inboxes, &[4, 1]);
+        let status = watch.borrow().clone();
+        assert_eq!(status.state, v1::JobState::Succeeded as i32, "{status:?}");
+        let recovery = status.recovery.expect("counters");
+        assert_eq!((recovery.outputs_recovered, recovery.map_tasks_rerun), (2, 2));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_executor_back_at_the_scheduler_that_dropped_it_brings_nothing_back() -> Result<()> {
+        let (mut state, held_a, held_b) = restarted_after_stage_0().await?;
+        let watch = state.watch(&JobId::from("test-job")).expect("recovered");
+        // Registered with epoch 2 already, then cut off and back: the
+        // scheduler of epoch 2 had re-planned what it held.
+        let (_, mut inbox_a) = reattach(&mut state, "a3", "a2", 2, held_a);
+        let (_, mut inbox_b) = reattach(&mut state, "b3", "b2", 2, held_b);
+        assert_eq!(watch.borrow().recovery.expect("counters").outputs_recovered, 0);
+        tokio::time::pause();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        state.expire_executors(Duration::from_secs(60));
+        let placed: usize = [&mut inbox_a, &mut inbox_b]
+            .into_iter()
+            .flat_map(|inbox| launches(&drain(inbox)))
+            .filter(|l| l.stage.as_ref().is_some_and(|s| s.stage_id == 0))
+            .map(|l| l.tasks.len())
+            .sum();
+        assert_eq!(placed, 4, "stage 0 runs again in full");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_kept_output_of_a_job_nobody_knows_is_dropped_on_re_attaching() -> Result<()> {
+        let mut state = SchedulerState::new(&SchedulerConfig::default());
+        state.set_epoch(2);
+        let held = vec![v1::HeldOutput {
+            job_id: "forgotten-job".into(),
+            ..Default::default()
+        }];
+        let (_, mut inbox) = reattach(&mut state, "a2", "a", 1, held);
+        let removed: Vec<String> = drain(&mut inbox)
+            .into_iter()
+            .filter_map(|m| match m {
+                v1::scheduler_message::Kind::RemoveJobData(r) => Some(r.job_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(removed, vec!["forgotten-job".to_string()]);
         Ok(())
     }
 

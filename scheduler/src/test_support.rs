@@ -77,5 +77,5 @@ pub(crate) async fn physical(sql: &str) -> Result<Arc<dyn ExecutionPlan>> {
 
 /// The stages of `sql`.
 pub(crate) async fn stages(sql: &str) -> Result<Vec<StagePlan>> {
-    cut_into_stages(&JobId::from("test-job"), physical(sql).await?, None)
+    cut_into_stages(&JobId::from("test-job"), physical(sql).await?, None, 0)
 }

@@ -354,6 +354,7 @@ async fn every_attack_on_a_secure_cluster_is_refused_and_the_cluster_serves_on()
             slots,
             protocol_version: volley_proto::PROTOCOL_VERSION,
             nonce: vec![1; 32],
+            ..Default::default()
         })),
     };
     let refused = as_user_alice
@@ -684,6 +685,7 @@ impl v1::scheduler_service_server::SchedulerService for FakeScheduler {
             kind: Some(v1::scheduler_message::Kind::Registered(v1::Registered {
                 protocol_version: volley_proto::PROTOCOL_VERSION,
                 proof: vec![0; 32],
+                epoch: 0,
             })),
         };
         let remove = v1::SchedulerMessage {

@@ -1,0 +1,116 @@
+//! A restarted scheduler rebuilds its jobs from its state store.
+//!
+//! - Finished jobs join the history with their stored final status (a
+//!   succeeded job's result stays readable where executors kept it).
+//! - Unfinished plan jobs are planned again from their stored submission,
+//!   with the partitions they were first planned with; plans are
+//!   deterministic, so their stages are the same. If the stage layout
+//!   differs all the same (the tables' files changed), nothing kept is
+//!   taken over and the job runs from the start.
+//! - Unfinished script jobs run again from their first statement: their
+//!   outputs are staged until the whole script succeeds, so nothing of the
+//!   first run is visible.
+//!
+//! No task is placed until the executors registered when the last scheduler
+//! stopped have re-attached (reporting what they still hold) or the
+//! executor timeout has passed (`SchedulerState::begin_recovery`).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+use volley_dataflow::JobId;
+use volley_proto::v1;
+use volley_security::TokenHash;
+
+use crate::access::JobAccess;
+use crate::job::Job;
+use crate::planning::plan_job;
+use crate::service::{Shared, start_script_as};
+use crate::state_store::{Loaded, LoadedJob};
+
+/// Rebuilds every job `loaded` holds into `shared`'s state.
+pub(crate) async fn restore(shared: &Arc<Shared>, loaded: Loaded) {
+    let awaited: HashSet<_> = loaded.executors.into_iter().collect();
+    shared
+        .state()
+        .begin_recovery(shared.config.executor_timeout, awaited);
+    let (mut finished, mut unfinished) = (0, 0);
+    for stored in loaded.jobs {
+        let job_id = JobId::from(stored.record.job_id.as_str());
+        let access = access_of(shared, &stored.record);
+        match stored.status {
+            Some(status) => {
+                finished += 1;
+                shared
+                    .state()
+                    .restore_finished(Job::restored(status, access), stored.released);
+            }
+            None => {
+                unfinished += 1;
+                resume(shared, job_id, stored, access).await;
+            }
+        }
+    }
+    info!(
+        finished,
+        unfinished, "jobs restored from the state store"
+    );
+}
+
+/// Plans an unfinished job again and hands it to the state machine.
+async fn resume(shared: &Arc<Shared>, job_id: JobId, stored: LoadedJob, access: JobAccess) {
+    let record = stored.record;
+    let request = record.submission.unwrap_or_default();
+    let target = (record.target_partitions as usize).max(1);
+    let submitted_at = record.submitted_at_ms;
+    if !request.script.is_empty() {
+        start_script_as(shared, job_id, request, target, access, move |job| {
+            job.submitted_at(submitted_at).restarted()
+        });
+        return;
+    }
+    let job = plan_job(
+        job_id.clone(),
+        request,
+        target,
+        &shared.config.security.paths,
+    )
+    .await
+    .with_access(access)
+    .submitted_at(submitted_at)
+    .restarted();
+    if job.phase.is_terminal() {
+        // It can no longer be planned (a table went away): it fails saying
+        // why, like at submission.
+        warn!(job_id = %job_id, "a recovered job could not be planned again");
+        shared.state().submit(job);
+        return;
+    }
+    let same_layout = job.stage_partitions() == record.stage_partitions;
+    if !same_layout {
+        warn!(job_id = %job_id, "the job plans differently now; it runs again from the start");
+    }
+    let kept = if same_layout {
+        stored
+            .outputs
+            .iter()
+            .map(|(stage, map, _)| (*stage, *map))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    shared
+        .state()
+        .recover(job.taking_over_outputs(same_layout), kept);
+}
+
+/// The access a stored job had: its owner, signed as this scheduler signs.
+fn access_of(shared: &Shared, record: &v1::StoredJob) -> JobAccess {
+    let owner = record
+        .owner
+        .parse()
+        .ok()
+        .zip(TokenHash::from_bytes(&record.owner_token_hash));
+    JobAccess::restored(owner, &shared.config.security)
+}
