@@ -117,6 +117,10 @@ enum Command {
         /// Comma-separated query numbers.
         #[arg(long, value_delimiter = ',', default_value = "3,5,8,9,18,21")]
         queries: Vec<usize>,
+        /// What to kill: an `executor`, or the `scheduler` (restarted with
+        /// its --state-dir).
+        #[arg(long, default_value = "executor")]
+        kill: String,
     },
 }
 
@@ -233,9 +237,18 @@ async fn main() -> ExitCode {
             data,
             seeds,
             queries,
+            kill,
         } => {
+            let victim = match kill.as_str() {
+                "executor" => volley_tests::chaos::Victim::Executor,
+                "scheduler" => volley_tests::chaos::Victim::Scheduler,
+                other => {
+                    eprintln!("volley-bench: --kill takes executor or scheduler, not {other}");
+                    return ExitCode::from(2);
+                }
+            };
             let seeds: Vec<u64> = (1..=seeds).collect();
-            let runs = volley_tests::chaos::run_chaos(&data, &queries, &seeds).await;
+            let runs = volley_tests::chaos::run_chaos(&data, &queries, &seeds, victim).await;
             let mut recovered = 0;
             for run in &runs {
                 let ok = run.correct && run.recovered;

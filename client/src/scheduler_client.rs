@@ -51,7 +51,10 @@ pub(crate) fn reconnect_patience() -> Duration {
 fn is_transient(status: &tonic::Status) -> bool {
     matches!(
         status.code(),
-        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::Aborted
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+            | tonic::Code::Aborted
     )
 }
 
@@ -375,7 +378,10 @@ impl SchedulerClient {
         &self,
         job_id: &JobId,
     ) -> Result<impl Stream<Item = Result<v1::JobStatus>> + Send + use<>> {
-        let first = self.open_watch(job_id).await.map_err(|s| self.map_status(s))?;
+        let first = self
+            .open_watch(job_id)
+            .await
+            .map_err(|s| self.map_status(s))?;
         let follow = Follow {
             client: self.clone(),
             job_id: job_id.clone(),

@@ -184,7 +184,8 @@ impl Membership {
                         served: epochs.highest,
                     });
                 }
-                if previous.is_some() && (registered.epoch == 0 || registered.epoch == epochs.last) {
+                if previous.is_some() && (registered.epoch == 0 || registered.epoch == epochs.last)
+                {
                     // The same scheduler dropped this executor (and re-ran
                     // its work), or a scheduler without a state store knows
                     // nothing of what it holds.
@@ -253,7 +254,11 @@ impl Membership {
                 tokio::spawn(async move {
                     tokio::time::sleep(grace).await;
                     let dropped = store.clear();
-                    warn!(dropped_outputs = dropped, ?grace, "no scheduler took over the stored outputs in time; dropped them");
+                    warn!(
+                        dropped_outputs = dropped,
+                        ?grace,
+                        "no scheduler took over the stored outputs in time; dropped them"
+                    );
                 })
             };
             let joined = loop {
@@ -268,7 +273,8 @@ impl Membership {
                 match attempt {
                     Err(stale @ ExecutorError::StaleScheduler { .. }) => {
                         warn!(error = %stale, "registering again later");
-                        tokio::time::sleep(self.heartbeat_interval.max(Duration::from_secs(1))).await;
+                        tokio::time::sleep(self.heartbeat_interval.max(Duration::from_secs(1)))
+                            .await;
                     }
                     other => break other,
                 }

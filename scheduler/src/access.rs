@@ -69,7 +69,10 @@ impl JobAccess {
     /// The access of a job kept by the state store: its owner's name and
     /// token hash as stored (`None` for an anonymous job), signed as this
     /// scheduler signs.
-    pub(crate) fn restored(owner: Option<(UserName, TokenHash)>, security: &SchedulerSecurity) -> Self {
+    pub(crate) fn restored(
+        owner: Option<(UserName, TokenHash)>,
+        security: &SchedulerSecurity,
+    ) -> Self {
         Self {
             owner: owner.map(|(name, reader)| Owner { name, reader }),
             signing: security.authenticator.cluster().map(|cluster| Signing {

@@ -519,13 +519,10 @@ impl Job {
         for i in 0..self.stages.len() {
             let stage = &self.stages[i];
             if stage.encoded.is_some()
-                || !stage
-                    .inputs
-                    .iter()
-                    .all(|input| {
-                        self.stage_index(*input)
-                            .is_some_and(|i| self.stages[i].is_finished())
-                    })
+                || !stage.inputs.iter().all(|input| {
+                    self.stage_index(*input)
+                        .is_some_and(|i| self.stages[i].is_finished())
+                })
             {
                 continue;
             }

@@ -52,10 +52,7 @@ pub(crate) async fn restore(shared: &Arc<Shared>, loaded: Loaded) {
             }
         }
     }
-    info!(
-        finished,
-        unfinished, "jobs restored from the state store"
-    );
+    info!(finished, unfinished, "jobs restored from the state store");
 }
 
 /// Plans an unfinished job again and hands it to the state machine.

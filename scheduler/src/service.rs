@@ -155,7 +155,9 @@ pub(crate) fn start_script(
     target_partitions: usize,
     access: JobAccess,
 ) {
-    start_script_as(shared, job_id, request, target_partitions, access, |job| job);
+    start_script_as(shared, job_id, request, target_partitions, access, |job| {
+        job
+    });
 }
 
 /// [`start_script`], with `adjust` applied to the job before it starts (a

@@ -203,12 +203,13 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 
 impl StateStore for SqliteStore {
     fn claim(&mut self) -> Result<Epoch, SchedulerError> {
-        let transaction = self.connection.transaction().map_err(|e| {
-            SchedulerError::StateStore {
-                path: self.path.display().to_string(),
-                message: e.to_string(),
-            }
-        })?;
+        let transaction =
+            self.connection
+                .transaction()
+                .map_err(|e| SchedulerError::StateStore {
+                    path: self.path.display().to_string(),
+                    message: e.to_string(),
+                })?;
         let last: Option<i64> = transaction
             .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |row| {
                 row.get(0)
@@ -348,7 +349,10 @@ impl StateStore for SqliteStore {
                         )
                         .map_err(failed)?;
                     transaction
-                        .execute("DELETE FROM outputs WHERE job_id = ?1", params![job.as_str()])
+                        .execute(
+                            "DELETE FROM outputs WHERE job_id = ?1",
+                            params![job.as_str()],
+                        )
                         .map_err(failed)?;
                 }
                 StoreOp::Released(job) => {
@@ -380,7 +384,10 @@ impl StateStore for SqliteStore {
                         .execute("DELETE FROM jobs WHERE job_id = ?1", params![job.as_str()])
                         .map_err(failed)?;
                     transaction
-                        .execute("DELETE FROM outputs WHERE job_id = ?1", params![job.as_str()])
+                        .execute(
+                            "DELETE FROM outputs WHERE job_id = ?1",
+                            params![job.as_str()],
+                        )
                         .map_err(failed)?;
                 }
             }
@@ -481,7 +488,13 @@ mod tests {
         new.claim()?;
         let refused = old.write(epoch, &[StoreOp::Submitted(Box::new(record("job-x")))]);
         assert!(
-            matches!(refused, Err(SchedulerError::Fenced { ours: 1, current: 2 })),
+            matches!(
+                refused,
+                Err(SchedulerError::Fenced {
+                    ours: 1,
+                    current: 2
+                })
+            ),
             "{refused:?}"
         );
         assert!(new.load()?.jobs.is_empty());

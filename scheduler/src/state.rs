@@ -172,7 +172,11 @@ impl SchedulerState {
     /// registered when the previous scheduler stopped (`awaited`) to
     /// re-attach; no task is placed meanwhile.
     pub(crate) fn begin_recovery(&mut self, wait: Duration, awaited: HashSet<ExecutorId>) {
-        info!(executors = awaited.len(), ?wait, "waiting for the previous scheduler's executors to re-attach");
+        info!(
+            executors = awaited.len(),
+            ?wait,
+            "waiting for the previous scheduler's executors to re-attach"
+        );
         self.recovering = Some(Recovering {
             deadline: Instant::now() + wait,
             awaited,
@@ -329,18 +333,20 @@ impl SchedulerState {
                         ) {
                             taken += 1;
                             let journal = self.journal.as_ref();
-                            journal.inspect(|j| j.record(StoreOp::Output {
-                                job: job_id.clone(),
-                                stage: output.stage_id,
-                                map: output.map_partition,
-                                output: v1::StoredMapOutput {
-                                    stage_attempt: 0,
-                                    executor_id: id.to_string(),
-                                    endpoint: endpoint.to_string(),
-                                    partition_rows: output.partition_rows,
-                                    partition_bytes: output.partition_bytes,
-                                },
-                            }));
+                            journal.inspect(|j| {
+                                j.record(StoreOp::Output {
+                                    job: job_id.clone(),
+                                    stage: output.stage_id,
+                                    map: output.map_partition,
+                                    output: v1::StoredMapOutput {
+                                        stage_attempt: 0,
+                                        executor_id: id.to_string(),
+                                        endpoint: endpoint.to_string(),
+                                        partition_rows: output.partition_rows,
+                                        partition_bytes: output.partition_bytes,
+                                    },
+                                })
+                            });
                         }
                     }
                     touched.push(job_id.clone());
@@ -441,11 +447,7 @@ impl SchedulerState {
     /// Declares executors silent for longer than `timeout` lost.
     pub(crate) fn expire_executors(&mut self, timeout: Duration) {
         let now = Instant::now();
-        if self
-            .recovering
-            .as_ref()
-            .is_some_and(|r| now >= r.deadline)
-        {
+        if self.recovering.as_ref().is_some_and(|r| now >= r.deadline) {
             self.end_recovery();
         }
         let expired: Vec<ExecutorId> = self
@@ -1940,11 +1942,17 @@ mod tests {
         let watch = state.watch(&JobId::from("test-job")).expect("recovered");
         let (a2, mut inbox_a) = reattach(&mut state, "a2", "a", 1, held_a.clone());
         state.expire_executors(Duration::from_secs(60));
-        assert!(launches(&drain(&mut inbox_a)).is_empty(), "still waiting for b");
+        assert!(
+            launches(&drain(&mut inbox_a)).is_empty(),
+            "still waiting for b"
+        );
         tokio::time::advance(Duration::from_secs(10)).await;
         state.expire_executors(Duration::from_secs(60));
         let again = launches(&drain(&mut inbox_a));
-        let rerun: Vec<u32> = again.iter().flat_map(|l| l.tasks.iter().map(|t| t.partition)).collect();
+        let rerun: Vec<u32> = again
+            .iter()
+            .flat_map(|l| l.tasks.iter().map(|t| t.partition))
+            .collect();
         let kept: Vec<u32> = held_a.iter().map(|h| h.map_partition).collect();
         assert_eq!(again[0].stage.as_ref().map(|s| s.stage_id), Some(0));
         assert!(
@@ -1959,7 +1967,10 @@ mod tests {
         let status = watch.borrow().clone();
         assert_eq!(status.state, v1::JobState::Succeeded as i32, "{status:?}");
         let recovery = status.recovery.expect("counters");
-        assert_eq!((recovery.outputs_recovered, recovery.map_tasks_rerun), (2, 2));
+        assert_eq!(
+            (recovery.outputs_recovered, recovery.map_tasks_rerun),
+            (2, 2)
+        );
         Ok(())
     }
 
@@ -1971,7 +1982,10 @@ mod tests {
         // scheduler of epoch 2 had re-planned what it held.
         let (_, mut inbox_a) = reattach(&mut state, "a3", "a2", 2, held_a);
         let (_, mut inbox_b) = reattach(&mut state, "b3", "b2", 2, held_b);
-        assert_eq!(watch.borrow().recovery.expect("counters").outputs_recovered, 0);
+        assert_eq!(
+            watch.borrow().recovery.expect("counters").outputs_recovered,
+            0
+        );
         tokio::time::pause();
         tokio::time::advance(Duration::from_secs(10)).await;
         state.expire_executors(Duration::from_secs(60));

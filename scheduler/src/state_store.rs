@@ -52,7 +52,10 @@ pub(crate) enum StoreOp {
     },
     /// A job ended with this final status; its map outputs are no longer
     /// needed.
-    Ended { job: JobId, status: Box<v1::JobStatus> },
+    Ended {
+        job: JobId,
+        status: Box<v1::JobStatus>,
+    },
     /// A finished job's result was released.
     Released(JobId),
     /// A job left the history.

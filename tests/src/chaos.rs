@@ -4,6 +4,10 @@
 //! show the recovery ran whenever the killed executor had worked for the job.
 //! A killed executor is replaced by a new process before the next run, so
 //! every run starts with three.
+//!
+//! With [`Victim::Scheduler`], the scheduler is killed instead and started
+//! again on its port with its `--state-dir`: the client follows the job
+//! across the restart, and the job's counters must show the restart.
 
 use std::path::Path;
 use std::process::Command;
@@ -42,11 +46,20 @@ fn next_random(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// What a chaos run kills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Victim {
+    /// One executor, chosen by the seed.
+    Executor,
+    /// The scheduler, restarted with its state store.
+    Scheduler,
+}
+
 /// The chaos cluster: a scheduler and three executors as processes.
 pub struct ChaosCluster {
     /// The scheduler's URL.
     pub url: String,
-    _scheduler: Process,
+    scheduler: Process,
     /// Each executor process with its id.
     executors: Vec<(Process, String)>,
     work_dir: tempfile::TempDir,
@@ -55,22 +68,46 @@ pub struct ChaosCluster {
 impl ChaosCluster {
     /// Starts the scheduler (executor timeout of 2s) and three executors.
     pub fn start() -> Self {
-        let mut scheduler = Command::new(binary("volley-scheduler"));
-        scheduler
-            .args(["--bind", "127.0.0.1:0", "--executor-timeout-secs", "2"])
-            .args(credentials().scheduler_args());
-        let (scheduler, line) = start(scheduler);
-        let url = line.rsplit(' ').next().expect("URL").to_string();
+        let work_dir = tempfile::tempdir().expect("work dir");
+        let (scheduler, url) = Self::scheduler(work_dir.path(), "127.0.0.1:0");
         let mut cluster = Self {
             url,
-            _scheduler: scheduler,
+            scheduler,
             executors: Vec::new(),
-            work_dir: tempfile::tempdir().expect("work dir"),
+            work_dir,
         };
         while cluster.executors.len() < 3 {
             cluster.add_executor();
         }
         cluster
+    }
+
+    /// Starts a scheduler bound to `bind` with its state store in `work`.
+    fn scheduler(work: &Path, bind: &str) -> (Process, String) {
+        let mut scheduler = Command::new(binary("volley-scheduler"));
+        scheduler
+            .args([
+                "--bind",
+                bind,
+                "--executor-timeout-secs",
+                "2",
+                "--state-dir",
+            ])
+            .arg(work.join("state"))
+            .args(credentials().scheduler_args());
+        let (scheduler, line) = start(scheduler);
+        let url = line.rsplit(' ').next().expect("URL").to_string();
+        (scheduler, url)
+    }
+
+    /// Kills the scheduler with SIGKILL and starts it again on its port.
+    fn kill_and_restart_scheduler(&mut self) {
+        let _ = self.scheduler.0.kill();
+        let _ = self.scheduler.0.wait();
+        let bind = self.url.rsplit("//").next().unwrap_or_default().to_string();
+        let (scheduler, url) = Self::scheduler(self.work_dir.path(), &bind);
+        self.scheduler = scheduler;
+        self.url = url;
     }
 
     fn add_executor(&mut self) {
@@ -112,8 +149,14 @@ async fn run(ctx: &Context, sql: &str) -> datafusion::error::Result<Vec<RecordBa
     run_script(ctx, sql).await
 }
 
-/// Runs every query with every seed; `data` holds the TPC-H tables.
-pub async fn run_chaos(data: &Path, queries: &[usize], seeds: &[u64]) -> Vec<ChaosRun> {
+/// Runs every query with every seed, killing `victim`; `data` holds the
+/// TPC-H tables.
+pub async fn run_chaos(
+    data: &Path,
+    queries: &[usize],
+    seeds: &[u64],
+    victim: Victim,
+) -> Vec<ChaosRun> {
     let mut cluster = ChaosCluster::start();
     let ctx = Context::remote_with(&cluster.url, credentials().link("admin"))
         .await
@@ -132,12 +175,18 @@ pub async fn run_chaos(data: &Path, queries: &[usize], seeds: &[u64]) -> Vec<Cha
             let killed_after = Duration::from_secs_f64(
                 fault_free.as_secs_f64() * (next_random(&mut random) % 1000) as f64 / 1000.0,
             );
-            let victim = (next_random(&mut random) % 3) as usize;
+            let executor = (next_random(&mut random) % 3) as usize;
             let query_ctx = ctx.clone();
             let query_sql = sql.clone();
             let task = tokio::spawn(async move { run(&query_ctx, &query_sql).await });
             tokio::time::sleep(killed_after).await;
-            let victim = cluster.kill_and_replace(victim);
+            let killed = match victim {
+                Victim::Executor => cluster.kill_and_replace(executor),
+                Victim::Scheduler => {
+                    cluster.kill_and_restart_scheduler();
+                    String::new()
+                }
+            };
             let killed_at_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
@@ -163,18 +212,26 @@ pub async fn run_chaos(data: &Path, queries: &[usize], seeds: &[u64]) -> Vec<Cha
                         // The victim worked for the job if any of its
                         // finished tasks ran there; then the scheduler must
                         // have noticed and recovered.
-                        let victim_worked = job
-                            .stages
-                            .iter()
-                            .any(|s| s.tasks_by_executor.contains_key(&victim));
+                        let victim_worked = victim == Victim::Scheduler
+                            || job
+                                .stages
+                                .iter()
+                                .any(|s| s.tasks_by_executor.contains_key(&killed));
                         // A job that had ended before the kill needed nothing.
                         let ended_before_kill =
                             job.ended_at_ms > 0 && job.ended_at_ms <= killed_at_ms;
-                        run.recovered =
-                            recovery.executors_lost > 0 || !victim_worked || ended_before_kill;
+                        let noticed = match victim {
+                            Victim::Executor => recovery.executors_lost > 0,
+                            Victim::Scheduler => recovery.scheduler_restarts > 0,
+                        };
+                        run.recovered = noticed || !victim_worked || ended_before_kill;
                         if !run.recovered {
+                            let what = match victim {
+                                Victim::Executor => format!("executor {killed}"),
+                                Victim::Scheduler => "the scheduler".to_string(),
+                            };
                             run.problem = Some(format!(
-                                "executor {victim} was killed {killed_after:?} into the job, had run tasks for it, \
+                                "{what} was killed {killed_after:?} into the job, which had run tasks, \
                                  but recovery counted nothing: {recovery:?}"
                             ));
                         }

@@ -188,6 +188,8 @@ pub(crate) fn status_json(status: &v1::JobStatus) -> Value {
             "map_tasks_rerun": r.map_tasks_rerun,
             "stages_rerun": r.stages_rerun,
             "executors_lost": r.executors_lost,
+            "scheduler_restarts": r.scheduler_restarts,
+            "outputs_recovered": r.outputs_recovered,
         })),
     })
 }

@@ -1,0 +1,388 @@
+//! A scheduler killed (SIGKILL) mid-job and restarted with the same
+//! `--state-dir`: `volley submit --wait`, started before the kill, sees its
+//! job complete with DataFusion's answer; stages whose outputs the executors
+//! kept are not run again; finished jobs and their statuses are still
+//! listed; a damaged store stops the start with an error naming its file.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use futures::StreamExt;
+use serde_json::Value;
+use volley_client::{SchedulerClient, v1};
+use volley_tests::processes::{Process, binary, credentials, start_logging, volley_with_env};
+use volley_tests::{compare_rows, local_tpch_context, run_script, tpch_dir, tpch_query};
+
+/// A scheduler with a state store and executors, as processes, on
+/// loopback; the scheduler can be killed and started again on its port.
+struct DurableCluster {
+    url: String,
+    port: u16,
+    work: tempfile::TempDir,
+    scheduler: Option<Process>,
+    starts: usize,
+    executors: Vec<Process>,
+}
+
+impl DurableCluster {
+    fn start(executors: usize) -> Self {
+        let mut cluster = Self {
+            url: String::new(),
+            port: 0,
+            work: tempfile::tempdir().expect("work dir"),
+            scheduler: None,
+            starts: 0,
+            executors: Vec::new(),
+        };
+        std::fs::create_dir_all(cluster.logs_dir()).expect("log dir");
+        cluster.start_scheduler();
+        for i in 0..executors {
+            let mut executor = Command::new(binary("volley-executor"));
+            executor
+                .args(["--scheduler", &cluster.url, "--bind", "127.0.0.1:0"])
+                .args(["--slots", "2", "--work-dir"])
+                .arg(cluster.work.path().join("executors"))
+                .args(credentials().executor_args());
+            let log = cluster.logs_dir().join(format!("executor-{i}.log"));
+            let (process, line) = start_logging(executor, Some(&log));
+            assert!(line.contains("serving on"), "{line}");
+            cluster.executors.push(process);
+        }
+        cluster
+    }
+
+    fn logs_dir(&self) -> PathBuf {
+        self.work.path().join("logs")
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.work.path().join("state")
+    }
+
+    /// Starts the scheduler (again) on its port, with its state store.
+    fn start_scheduler(&mut self) {
+        let mut scheduler = Command::new(binary("volley-scheduler"));
+        scheduler
+            .args(["--bind", &format!("127.0.0.1:{}", self.port)])
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .args(["--executor-timeout-secs", "3"])
+            .args(credentials().scheduler_args());
+        let log = self
+            .logs_dir()
+            .join(format!("scheduler-{}.log", self.starts));
+        self.starts += 1;
+        let (process, line) = start_logging(scheduler, Some(&log));
+        let url = line
+            .rsplit(' ')
+            .next()
+            .expect("the scheduler prints its URL");
+        self.port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port in the URL");
+        self.url = url.to_string();
+        self.scheduler = Some(process);
+    }
+
+    fn kill_scheduler(&mut self) {
+        if let Some(mut scheduler) = self.scheduler.take() {
+            let _ = scheduler.0.kill();
+            let _ = scheduler.0.wait();
+        }
+    }
+
+    fn kill_executor(&mut self, index: usize) {
+        let _ = self.executors[index].0.kill();
+        let _ = self.executors[index].0.wait();
+    }
+
+    fn logs(&self) -> String {
+        let mut text = String::new();
+        for entry in std::fs::read_dir(self.logs_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            text.push_str(&format!("--- {}\n", entry.path().display()));
+            text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+        text
+    }
+
+    async fn admin(&self) -> SchedulerClient {
+        SchedulerClient::connect_with(&self.url, credentials().link("admin"))
+            .await
+            .expect("connect as admin")
+    }
+}
+
+/// The TPC-H tables and query `n`, as a script.
+fn tpch_script(n: usize) -> String {
+    let mut script = String::new();
+    for table in [
+        "customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier",
+    ] {
+        script.push_str(&format!(
+            "CREATE EXTERNAL TABLE {table} STORED AS PARQUET LOCATION '{}/';\n",
+            tpch_dir().join(table).display()
+        ));
+    }
+    script.push_str(&tpch_query(n));
+    script
+}
+
+/// `volley submit SCRIPT --wait --json --output OUT --name NAME`, started
+/// and left running.
+fn submit(url: &str, script: &Path, out: &Path, name: &str) -> Child {
+    Command::new(binary("volley"))
+        .arg("submit")
+        .arg(script)
+        .args(["--scheduler", url, "--wait", "--json", "--name", name])
+        .arg("--output")
+        .arg(out)
+        .env_remove("VOLLEY_SCHEDULER")
+        .env_remove("VOLLEY_TOKEN_FILE")
+        .envs(credentials().env("admin"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn volley submit")
+}
+
+/// Waits for `volley submit` to end; its exit status, stdout and stderr.
+fn finish(mut child: Child) -> (std::process::ExitStatus, String, String) {
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    if let Some(out) = child.stdout.as_mut() {
+        let _ = out.read_to_string(&mut stdout);
+    }
+    if let Some(err) = child.stderr.as_mut() {
+        let _ = BufReader::new(err).read_to_string(&mut stderr);
+    }
+    (
+        child.wait().expect("wait for volley submit"),
+        stdout,
+        stderr,
+    )
+}
+
+/// A small deterministic generator (SplitMix64), so moments are repeatable.
+fn next_random(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Follows the job named `name` until a seeded share of its tasks are
+/// done; the status then (the job may have ended already).
+async fn at_seeded_moment(cluster: &DurableCluster, name: &str, seed: u64) -> v1::JobStatus {
+    let client = cluster.admin().await;
+    let job_id = loop {
+        let jobs = client.list_jobs().await.expect("list jobs");
+        if let Some(job) = jobs.iter().find(|j| j.name == name) {
+            break volley_client::JobId::from(job.job_id.as_str());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut random = seed;
+    let mut updates = Box::pin(client.watch(&job_id).await.expect("watch"));
+    let mut goal = None;
+    let mut last = v1::JobStatus::default();
+    while let Some(status) = updates.next().await {
+        let status = status.expect("a status");
+        let ended = volley_client::is_terminal(status.state);
+        if goal.is_none() && status.tasks_total > 0 {
+            goal = Some(next_random(&mut random) % u64::from(status.tasks_total));
+        }
+        last = status;
+        if ended || goal.is_some_and(|g| u64::from(last.tasks_done) >= g) {
+            break;
+        }
+    }
+    last
+}
+
+/// Map outputs of finished stages (not the final one) in `status`: what
+/// the executors hold for a restarted scheduler to take over.
+fn finished_map_outputs(status: &v1::JobStatus) -> u64 {
+    let last = status.stages.iter().map(|s| s.stage_id).max();
+    status
+        .stages
+        .iter()
+        .filter(|s| Some(s.stage_id) != last && s.tasks_done == s.partitions)
+        .map(|s| u64::from(s.partitions))
+        .sum()
+}
+
+/// Checks the Parquet files in `out` against single-node DataFusion.
+async fn check_answer(query: usize, out: &Path) -> Result<(), String> {
+    let local = local_tpch_context().await.map_err(|e| e.to_string())?;
+    let expected = run_script(&local, &tpch_query(query))
+        .await
+        .map_err(|e| e.to_string())?;
+    let actual = SessionContext::new()
+        .read_parquet(
+            out.to_str().unwrap_or_default(),
+            ParquetReadOptions::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    compare_rows(&expected, &actual, false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduler_killed_mid_query_and_restarted_finishes_every_job_right_rerunning_no_kept_stage()
+ {
+    let mut cluster = DurableCluster::start(2);
+    let data = tempfile::tempdir().expect("data dir");
+    let mut finished_jobs = Vec::new();
+    let (mut killed_mid_job, mut taken_over) = (0, 0);
+    for (seed, query) in [3usize, 5, 9, 18, 21].into_iter().enumerate() {
+        let name = format!("q{query}");
+        let script = data.path().join(format!("{name}.sql"));
+        std::fs::write(&script, tpch_script(query)).expect("write the script");
+        let out = data.path().join(format!("{name}-out"));
+        let submitted = submit(&cluster.url, &script, &out, &name);
+        let before = at_seeded_moment(&cluster, &name, 1000 + seed as u64).await;
+        cluster.kill_scheduler();
+        cluster.start_scheduler();
+        let (exit, stdout, stderr) = finish(submitted);
+        assert!(
+            exit.success(),
+            "{name}: volley submit failed after the restart: {stderr}\n{}",
+            cluster.logs()
+        );
+        let status: Value = serde_json::from_str(stdout.trim()).expect("--json prints a status");
+        assert_eq!(status["state"], "succeeded", "{name}: {status}");
+        if let Err(difference) = check_answer(query, &out).await {
+            panic!("{name} after a scheduler restart: {difference}");
+        }
+        let recovery = &status["recovery"];
+        eprintln!(
+            "{name}: killed at {}/{} tasks; after the restart: {recovery}",
+            before.tasks_done, before.tasks_total
+        );
+        if !volley_client::is_terminal(before.state) {
+            killed_mid_job += 1;
+            taken_over += recovery["outputs_recovered"].as_u64().unwrap_or_default();
+            assert_eq!(recovery["scheduler_restarts"], 1, "{name}: {status}");
+            // Both executors lived: nothing they held is run again.
+            assert_eq!(recovery["map_tasks_rerun"], 0, "{name}: {status}");
+            assert_eq!(recovery["stages_rerun"], 0, "{name}: {status}");
+            assert!(
+                recovery["outputs_recovered"].as_u64() >= Some(finished_map_outputs(&before)),
+                "{name}: every output of a stage finished before the kill is taken over; \
+                 before the kill: {before:?}; after: {status}"
+            );
+        }
+        finished_jobs.push(status["job_id"].as_str().unwrap_or_default().to_string());
+    }
+    // The moments are seeded shares of each job's tasks: most fall mid-job,
+    // and the executors' kept outputs were taken over.
+    assert!(
+        killed_mid_job >= 3,
+        "only {killed_mid_job} of 5 kills fell mid-job"
+    );
+    assert!(taken_over > 0, "no kept output was taken over");
+    // History: a scheduler started again still lists the finished jobs, and
+    // knows how each ended.
+    cluster.kill_scheduler();
+    cluster.start_scheduler();
+    let listed = volley_with_env(
+        &["jobs", "list", "--json", "--scheduler", &cluster.url],
+        data.path(),
+        &[],
+    );
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    for id in &finished_jobs {
+        assert!(listed.contains(id.as_str()), "job {id} is listed: {listed}");
+        let shown = volley_with_env(
+            &["jobs", "status", id, "--json", "--scheduler", &cluster.url],
+            data.path(),
+            &[],
+        );
+        let shown: Value = serde_json::from_slice(&shown.stdout).expect("a JSON status");
+        assert_eq!(shown["state"], "succeeded", "{shown}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduler_and_an_executor_killed_together_still_finish_the_job_right() {
+    let mut cluster = DurableCluster::start(2);
+    let data = tempfile::tempdir().expect("data dir");
+    let script = data.path().join("q9.sql");
+    std::fs::write(&script, tpch_script(9)).expect("write the script");
+    let out = data.path().join("q9-out");
+    let submitted = submit(&cluster.url, &script, &out, "q9");
+    let before = at_seeded_moment(&cluster, "q9", 7).await;
+    cluster.kill_executor(1);
+    cluster.kill_scheduler();
+    cluster.start_scheduler();
+    let (exit, stdout, stderr) = finish(submitted);
+    assert!(exit.success(), "{stderr}\n{}", cluster.logs());
+    let status: Value = serde_json::from_str(stdout.trim()).expect("--json prints a status");
+    assert_eq!(status["state"], "succeeded", "{status}");
+    if let Err(difference) = check_answer(9, &out).await {
+        panic!("q9 after losing the scheduler and an executor: {difference}");
+    }
+    if !volley_client::is_terminal(before.state) {
+        assert_eq!(status["recovery"]["scheduler_restarts"], 1, "{status}");
+    }
+    assert!(
+        cluster.logs().contains("did not re-attach"),
+        "the restarted scheduler noticed the dead executor"
+    );
+}
+
+#[test]
+fn a_damaged_state_store_stops_the_start_naming_its_file_and_fresh_state_starts_over() {
+    let work = tempfile::tempdir().expect("work dir");
+    let state = work.path().join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let file = state.join("state.sqlite");
+    std::fs::write(&file, vec![0xA5u8; 64 * 1024]).expect("write garbage");
+    let start = |fresh: bool| {
+        let mut scheduler = Command::new(binary("volley-scheduler"));
+        scheduler
+            .args(["--bind", "127.0.0.1:0", "--state-dir"])
+            .arg(&state)
+            .args(credentials().scheduler_args());
+        if fresh {
+            scheduler.arg("--fresh-state");
+        }
+        scheduler
+    };
+    let refused = start(false).output().expect("run the scheduler");
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&file.display().to_string()) && stderr.contains("corrupted"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--fresh-state"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let mut fresh = start(true);
+    fresh.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = Process(fresh.spawn().expect("spawn the scheduler"));
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read the first line");
+    assert!(line.contains("listening on"), "{line}");
+    assert!(state.join("state.sqlite.corrupt").exists(), "kept aside");
+}
