@@ -109,7 +109,7 @@ async fn run_once(
     let link = &job.link;
     let job_id = link
         .scheduler
-        .submit(
+        .submit_retrying(
             job.plan.as_ref().clone(),
             job.settings.clone(),
             String::new(),

@@ -258,6 +258,42 @@ impl SchedulerClient {
         Ok(JobId::from(response.into_inner().job_id))
     }
 
+    /// [`SchedulerClient::submit`] for an interactive query: while the
+    /// scheduler is unreachable (restarting), tries again with backoff for
+    /// up to [`reconnect_patience`]. If a submission reached a scheduler
+    /// that went away before answering, that job may run as well; its
+    /// unread result expires on the executors.
+    pub async fn submit_retrying(
+        &self,
+        logical_plan: Vec<u8>,
+        settings: HashMap<String, String>,
+        name: String,
+    ) -> Result<JobId> {
+        check_plan_size(logical_plan.len())?;
+        let request = v1::SubmitJobRequest {
+            logical_plan,
+            settings,
+            name,
+            ..Default::default()
+        };
+        let deadline = tokio::time::Instant::now() + reconnect_patience();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.inner.clone().submit_job(request.clone()).await {
+                Ok(response) => return Ok(JobId::from(response.into_inner().job_id)),
+                Err(status)
+                    if is_transient(&status)
+                        && tokio::time::Instant::now() + backoff < deadline =>
+                {
+                    tracing::info!(error = %status.message(), retry_in = ?backoff, "scheduler unreachable; submitting again soon");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(status) => return Err(self.map_status(status)),
+            }
+        }
+    }
+
     /// Submits a SQL script the scheduler plans and runs itself (a detached
     /// job); `output` asks the executors to write the last query's result.
     pub async fn submit_script(
@@ -378,10 +414,13 @@ impl SchedulerClient {
         &self,
         job_id: &JobId,
     ) -> Result<impl Stream<Item = Result<v1::JobStatus>> + Send + use<>> {
-        let first = self
-            .open_watch(job_id)
-            .await
-            .map_err(|s| self.map_status(s))?;
+        let first = match self.open_watch(job_id).await {
+            Ok(stream) => stream,
+            // The scheduler went away right after the submission: follow
+            // the job once it is back.
+            Err(status) if is_transient(&status) => self.reopen_watch(job_id).await?,
+            Err(status) => return Err(self.map_status(status)),
+        };
         let follow = Follow {
             client: self.clone(),
             job_id: job_id.clone(),

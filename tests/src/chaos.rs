@@ -180,6 +180,9 @@ pub async fn run_chaos(
             let query_sql = sql.clone();
             let task = tokio::spawn(async move { run(&query_ctx, &query_sql).await });
             tokio::time::sleep(killed_after).await;
+            let kill_started_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
             let killed = match victim {
                 Victim::Executor => cluster.kill_and_replace(executor),
                 Victim::Scheduler => {
@@ -212,7 +215,11 @@ pub async fn run_chaos(
                         // The victim worked for the job if any of its
                         // finished tasks ran there; then the scheduler must
                         // have noticed and recovered.
-                        let victim_worked = victim == Victim::Scheduler
+                        // A job submitted only to the restarted scheduler
+                        // (the kill came before its submission arrived) had
+                        // nothing to recover.
+                        let victim_worked = (victim == Victim::Scheduler
+                            && job.started_at_ms < kill_started_ms)
                             || job
                                 .stages
                                 .iter()
