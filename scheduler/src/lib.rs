@@ -37,4 +37,4 @@ mod wire_memory;
 pub use config::{SchedulerConfig, SchedulerSecurity};
 pub use error::SchedulerError;
 pub use server::SchedulerServer;
-pub use simulation::simulate_placement;
+pub use simulation::{simulate_placement, simulate_tasks};

@@ -1,6 +1,8 @@
 //! The scheduler's placement without executors or data, for benchmarks:
-//! a job of `tasks` tasks placed on `executors` simulated executors.
+//! a job of `tasks` tasks placed on `executors` simulated executors, and
+//! the same job run to its end, with or without a state store.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,29 +10,43 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::physical_plan::empty::EmptyExec;
 use tokio::sync::mpsc;
 use volley_dataflow::{ExecutorId, JobId, ShuffleWriterExec, StageId};
+use volley_proto::v1;
 
 use crate::config::SchedulerConfig;
 use crate::error::SchedulerError;
 use crate::job::Job;
+use crate::sqlite_store::SqliteStore;
 use crate::stage_planner::StagePlan;
 use crate::state::SchedulerState;
+use crate::state_store::{Journal, StateStore, StoreOp};
 
-/// Places one stage of `tasks` tasks on `executors` simulated executors of
-/// `slots` slots each (messages go to channels nobody reads). Returns how
-/// many tasks were placed and how long placement took.
-pub fn simulate_placement(
-    tasks: usize,
+type Inbox = mpsc::UnboundedReceiver<Result<v1::SchedulerMessage, tonic::Status>>;
+
+/// A scheduler with `executors` simulated executors of `slots` slots each,
+/// keeping its state in `state_dir` if given; and their inboxes.
+fn simulated_cluster(
     executors: usize,
     slots: usize,
-) -> Result<(usize, Duration), SchedulerError> {
+    state_dir: Option<&Path>,
+) -> Result<(SchedulerState, Option<Journal>, Vec<(ExecutorId, Inbox)>), SchedulerError> {
     let mut state = SchedulerState::new(&SchedulerConfig::default());
+    let journal = match state_dir {
+        Some(dir) => {
+            let mut store = SqliteStore::open(dir, true)?;
+            let epoch = store.claim()?;
+            let journal = Journal::start(Box::new(store), epoch)?;
+            state.set_journal(journal.clone(), epoch);
+            Some(journal)
+        }
+        None => None,
+    };
     let mut inboxes = Vec::with_capacity(executors);
     for i in 0..executors {
         let (sender, receiver) = mpsc::unbounded_channel();
-        inboxes.push(receiver);
+        let id = ExecutorId::from(format!("sim-{i}"));
         state
             .register_executor(
-                ExecutorId::from(format!("sim-{i}")),
+                id.clone(),
                 format!("http://sim-{i}"),
                 slots,
                 sender,
@@ -38,7 +54,13 @@ pub fn simulate_placement(
                 Default::default(),
             )
             .map_err(|status| SchedulerError::InvalidRequest(status.message().to_string()))?;
+        inboxes.push((id, receiver));
     }
+    Ok((state, journal, inboxes))
+}
+
+/// A job of one stage of `tasks` tasks.
+fn simulated_job(tasks: usize) -> Result<Job, SchedulerError> {
     let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
     let scan = Arc::new(EmptyExec::new(schema).with_partitions(tasks));
     let job_id = JobId::from("simulated");
@@ -50,13 +72,25 @@ pub fn simulate_placement(
         output_partitions: 1,
         inputs: Vec::new(),
     };
-    let job = Job::new(
+    Ok(Job::new(
         job_id,
         "simulated".into(),
         vec![stage],
         Default::default(),
         Vec::new(),
-    );
+    ))
+}
+
+/// Places one stage of `tasks` tasks on `executors` simulated executors of
+/// `slots` slots each (messages go to channels nobody reads). Returns how
+/// many tasks were placed and how long placement took.
+pub fn simulate_placement(
+    tasks: usize,
+    executors: usize,
+    slots: usize,
+) -> Result<(usize, Duration), SchedulerError> {
+    let (mut state, _, inboxes) = simulated_cluster(executors, slots, None)?;
+    let job = simulated_job(tasks)?;
     let watch = job.watch.subscribe();
     let started = Instant::now();
     state.submit(job);
@@ -64,6 +98,75 @@ pub fn simulate_placement(
     let placed = watch.borrow().tasks_running as usize;
     drop(inboxes);
     Ok((placed, elapsed))
+}
+
+/// Places one stage of `tasks` tasks and reports every task finished, as
+/// executors would, until the job has succeeded; with `state_dir`, every
+/// change is kept in a state store there, and the time includes committing
+/// the last of them. Returns how many tasks finished and how long it took.
+pub fn simulate_tasks(
+    tasks: usize,
+    executors: usize,
+    slots: usize,
+    state_dir: Option<&Path>,
+) -> Result<(usize, Duration), SchedulerError> {
+    let (mut state, journal, mut inboxes) = simulated_cluster(executors, slots, state_dir)?;
+    let job = simulated_job(tasks)?;
+    let watch = job.watch.subscribe();
+    let started = Instant::now();
+    if let Some(journal) = &journal {
+        // As the service does before it answers a submission.
+        journal.record(StoreOp::Submitted(Box::new(v1::StoredJob {
+            job_id: job.id.to_string(),
+            target_partitions: tasks as u32,
+            stage_partitions: job.stage_partitions(),
+            ..Default::default()
+        })));
+    }
+    state.submit(job);
+    loop {
+        let mut finished_any = false;
+        for (executor, inbox) in &mut inboxes {
+            while let Ok(Ok(message)) = inbox.try_recv() {
+                let Some(v1::scheduler_message::Kind::LaunchTasks(launch)) = message.kind else {
+                    continue;
+                };
+                for task in &launch.tasks {
+                    finished_any = true;
+                    state.task_status(
+                        executor,
+                        v1::TaskStatus {
+                            stage: launch.stage.clone(),
+                            task_id: task.task_id,
+                            partition: task.partition,
+                            attempt: task.attempt,
+                            result: Some(v1::task_status::Result::Success(v1::TaskSuccess {
+                                partition_rows: vec![1],
+                                partition_bytes: vec![8],
+                                fetches: Vec::new(),
+                            })),
+                        },
+                    );
+                }
+            }
+        }
+        if !finished_any {
+            break;
+        }
+    }
+    if let Some(journal) = &journal {
+        journal
+            .flush_blocking()
+            .map_err(|message| SchedulerError::StateStore {
+                path: state_dir
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default(),
+                message,
+            })?;
+    }
+    let elapsed = started.elapsed();
+    let finished = watch.borrow().tasks_done as usize;
+    Ok((finished, elapsed))
 }
 
 #[cfg(test)]
@@ -76,6 +179,23 @@ mod tests {
         assert_eq!(placed, 1000);
         let (placed, _) = simulate_placement(1000, 10, 20)?;
         assert_eq!(placed, 200, "no more tasks than slots");
+        Ok(())
+    }
+
+    #[test]
+    fn a_simulated_job_runs_to_its_end_with_or_without_a_state_store() -> Result<(), SchedulerError>
+    {
+        let (finished, _) = simulate_tasks(500, 5, 10, None)?;
+        assert_eq!(finished, 500);
+        let dir = tempfile::tempdir()?;
+        let (finished, _) = simulate_tasks(500, 5, 10, Some(dir.path()))?;
+        assert_eq!(finished, 500);
+        let mut store = SqliteStore::open(dir.path(), false)?;
+        store.claim()?;
+        let loaded = store.load()?;
+        assert_eq!(loaded.executors.len(), 5, "the executors were stored");
+        assert_eq!(loaded.jobs.len(), 1, "so was the job");
+        assert!(loaded.jobs[0].status.is_some(), "which ended");
         Ok(())
     }
 }

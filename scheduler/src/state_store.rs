@@ -98,7 +98,8 @@ pub(crate) trait StateStore: Send + Debug {
 }
 
 struct Entry {
-    op: StoreOp,
+    /// `None`: only asks to be told when what came before is committed.
+    op: Option<StoreOp>,
     /// Told once `op` is committed (or could not be).
     committed: Option<oneshot::Sender<Result<(), String>>>,
 }
@@ -135,8 +136,10 @@ impl Journal {
                             Err(_) => break,
                         }
                     }
-                    let ops: Vec<StoreOp> = batch.iter().map(|e| e.op.clone()).collect();
-                    let result = if fenced {
+                    let ops: Vec<StoreOp> = batch.iter().filter_map(|e| e.op.clone()).collect();
+                    let result = if ops.is_empty() {
+                        Ok(())
+                    } else if fenced {
                         Err("this scheduler was fenced off the state store".to_string())
                     } else {
                         store.write(epoch, &ops).map_err(|e| {
@@ -162,9 +165,23 @@ impl Journal {
     pub(crate) fn record(&self, op: StoreOp) {
         // The writer only stops with the process.
         let _ = self.sender.send(Entry {
-            op,
+            op: Some(op),
             committed: None,
         });
+    }
+
+    /// Waits, blocking the thread, until every change queued so far is
+    /// committed (for benchmarks and tests, outside any runtime).
+    pub(crate) fn flush_blocking(&self) -> Result<(), String> {
+        let (committed, done) = oneshot::channel();
+        self.sender
+            .send(Entry {
+                op: None,
+                committed: Some(committed),
+            })
+            .map_err(|_| "the state store's writer stopped".to_string())?;
+        done.blocking_recv()
+            .unwrap_or_else(|_| Err("the state store's writer stopped".to_string()))
     }
 
     /// Queues a change and waits until it is committed.
@@ -172,7 +189,7 @@ impl Journal {
         let (committed, done) = oneshot::channel();
         self.sender
             .send(Entry {
-                op,
+                op: Some(op),
                 committed: Some(committed),
             })
             .map_err(|_| "the state store's writer stopped".to_string())?;
