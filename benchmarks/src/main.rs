@@ -284,8 +284,19 @@ async fn main() -> ExitCode {
             for run in &runs {
                 let ok = run.correct && run.recovered;
                 recovered += usize::from(ok);
+                let counters = run.counters.map_or(String::new(), |c| {
+                    format!(
+                        " (executors lost {}, scheduler restarts {}, outputs taken over {}, map tasks re-run {}, stages re-run {}, tasks retried {})",
+                        c.executors_lost,
+                        c.scheduler_restarts,
+                        c.outputs_recovered,
+                        c.map_tasks_rerun,
+                        c.stages_rerun,
+                        c.tasks_retried
+                    )
+                });
                 println!(
-                    "q{:02} seed {:>3} killed after {:>8.1} ms: {}",
+                    "q{:02} seed {:>3} killed after {:>8.1} ms: {}{counters}",
                     run.query,
                     run.seed,
                     run.killed_after.as_secs_f64() * 1000.0,

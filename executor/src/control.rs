@@ -57,6 +57,8 @@ pub(crate) struct ControlLoop {
     plans: HashMap<StageKey, Arc<dyn ExecutionPlan>>,
     running: JoinSet<Finished>,
     by_job: HashMap<JobId, Vec<AbortHandle>>,
+    /// Each running task by id, to cancel one attempt alone.
+    by_task: HashMap<u64, AbortHandle>,
     /// Reports `grpc.health.v1` status: not serving while draining.
     health: tonic_health::server::HealthReporter,
     drain_timeout: Duration,
@@ -83,6 +85,7 @@ impl ControlLoop {
             plans: HashMap::new(),
             running: JoinSet::new(),
             by_job: HashMap::new(),
+            by_task: HashMap::new(),
             health,
             drain_timeout,
             drain_deadline: None,
@@ -157,7 +160,10 @@ impl ControlLoop {
                 }
                 Some(joined) = self.running.join_next(), if !self.running.is_empty() => {
                     match joined {
-                        Ok(finished) => self.send(v1::executor_message::Kind::TaskStatus(finished.status)),
+                        Ok(finished) => {
+                            self.by_task.remove(&finished.status.task_id);
+                            self.send(v1::executor_message::Kind::TaskStatus(finished.status));
+                        }
                         // Aborted tasks belong to cancelled jobs: nothing to report.
                         Err(e) if e.is_cancelled() => {}
                         Err(e) => warn!(error = %e, "a task ended abnormally outside its panic guard"),
@@ -170,6 +176,16 @@ impl ControlLoop {
     fn on_message(&mut self, message: v1::SchedulerMessage) {
         match message.kind {
             Some(v1::scheduler_message::Kind::LaunchTasks(launch)) => self.launch(launch),
+            Some(v1::scheduler_message::Kind::CancelTasks(cancel)) => {
+                // A superseded attempt: it reports nothing, and a writer it
+                // had open is dropped, never stored.
+                for task_id in cancel.task_ids {
+                    if let Some(handle) = self.by_task.remove(&task_id) {
+                        debug!(task_id, "cancelling a superseded task");
+                        handle.abort();
+                    }
+                }
+            }
             Some(v1::scheduler_message::Kind::CancelJobTasks(cancel)) => {
                 let job_id = JobId::from(cancel.job_id);
                 if let Some(handles) = self.by_job.remove(&job_id) {
@@ -232,6 +248,7 @@ impl ControlLoop {
             })
         };
         let settings = Arc::new(launch.settings);
+        self.by_task.retain(|_, h| !h.is_finished());
         let handles = self.by_job.entry(job_id.clone()).or_default();
         handles.retain(|h| !h.is_finished());
         for task in launch.tasks {
@@ -296,6 +313,7 @@ impl ControlLoop {
                 });
                 Finished { status }
             });
+            self.by_task.insert(task.task_id, handle.clone());
             handles.push(handle);
         }
     }

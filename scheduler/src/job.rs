@@ -238,6 +238,9 @@ pub(crate) struct Job {
     /// Map outputs executors kept across a scheduler restart for stages a
     /// restarted script has not reached again yet.
     offered: Vec<Offered>,
+    /// Running tasks of attempts that were superseded (their stage was
+    /// re-planned), to be cancelled where they run.
+    pub(crate) superseded: Vec<(ExecutorId, TaskId)>,
 }
 
 /// A kept map output waiting for its stage.
@@ -284,6 +287,7 @@ impl Job {
             restored: None,
             takes_over_outputs: true,
             offered: Vec::new(),
+            superseded: Vec::new(),
         };
         job.publish();
         job

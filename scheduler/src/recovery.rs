@@ -81,7 +81,12 @@ impl Job {
         stage.encoded = None;
         stage.plan_sent_to.clear();
         for slot in &mut stage.tasks {
-            if matches!(slot, TaskSlot::Running { .. }) {
+            if let TaskSlot::Running {
+                task_id, executor, ..
+            } = slot
+            {
+                // The old attempt's task is told to stop.
+                self.superseded.push((executor.clone(), *task_id));
                 *slot = TaskSlot::Pending;
                 self.recovery.tasks_retried += 1;
             }

@@ -11,9 +11,10 @@
 //!   outputs are staged until the whole script succeeds, so nothing of the
 //!   first run is visible.
 //!
-//! No task is placed until the executors registered when the last scheduler
-//! stopped have re-attached (reporting what they still hold) or the
-//! executor timeout has passed (`SchedulerState::begin_recovery`).
+//! If any job is unfinished, no task is placed until the executors
+//! registered when the last scheduler stopped have re-attached (reporting
+//! what they still hold) or the executor timeout has passed
+//! (`SchedulerState::begin_recovery`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -27,14 +28,24 @@ use crate::access::JobAccess;
 use crate::job::Job;
 use crate::planning::plan_job;
 use crate::service::{Shared, start_script_as};
-use crate::state_store::{Loaded, LoadedJob};
+use crate::state_store::{Loaded, LoadedJob, StoreOp};
 
 /// Rebuilds every job `loaded` holds into `shared`'s state.
 pub(crate) async fn restore(shared: &Arc<Shared>, loaded: Loaded) {
-    let awaited: HashSet<_> = loaded.executors.into_iter().collect();
-    shared
-        .state()
-        .begin_recovery(shared.config.executor_timeout, awaited);
+    if let Some(journal) = &shared.journal {
+        // They come back, if at all, under new ids.
+        for id in &loaded.executors {
+            journal.record(StoreOp::ExecutorLeft(id.clone()));
+        }
+    }
+    // With nothing to resume there is nothing to wait for: new jobs run at
+    // once on whichever executors register.
+    if loaded.jobs.iter().any(|job| job.status.is_none()) {
+        let awaited: HashSet<_> = loaded.executors.into_iter().collect();
+        shared
+            .state()
+            .begin_recovery(shared.config.executor_timeout, awaited);
+    }
     let (mut finished, mut unfinished) = (0, 0);
     for stored in loaded.jobs {
         let job_id = JobId::from(stored.record.job_id.as_str());

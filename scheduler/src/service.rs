@@ -259,9 +259,17 @@ impl SchedulerService for SchedulerGrpc {
         if request.logical_plan.is_empty() {
             return Err(SchedulerError::InvalidRequest("the job has no plan".into()).into());
         }
-        let job = plan_job(job_id.clone(), request.clone(), target, &security.paths).await;
-        self.store_submission(&job_id, &request, target, &access, job.stage_partitions())
-            .await?;
+        let mut job = plan_job(job_id.clone(), request.clone(), target, &security.paths).await;
+        if let Err(refused) = self
+            .store_submission(&job_id, &request, target, &access, job.stage_partitions())
+            .await
+        {
+            // It will not run: its prepared output goes.
+            if let Some(target) = job.output_target.take() {
+                target.abandon();
+            }
+            return Err(refused);
+        }
         self.shared.state().submit(job.with_access(access));
         Ok(Response::new(v1::SubmitJobResponse {
             job_id: job_id.to_string(),

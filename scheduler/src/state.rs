@@ -204,7 +204,6 @@ impl SchedulerState {
         };
         for id in &recovering.awaited {
             warn!(executor_id = %id, "an executor of the previous scheduler did not re-attach");
-            self.record(StoreOp::ExecutorLeft(id.clone()));
         }
         for (job_id, stored) in &recovering.stored {
             if let Some(job) = self.jobs.get_mut(job_id) {
@@ -301,7 +300,7 @@ impl SchedulerState {
     /// store, the executor drops everything itself.
     fn take_over_outputs(&mut self, id: &ExecutorId, endpoint: &str, previous: Previous) {
         let restarted = self.epoch != 0 && previous.epoch != self.epoch;
-        if !restarted {
+        if !restarted || previous.id.is_none() {
             return;
         }
         let mut by_job: BTreeMap<String, Vec<v1::HeldOutput>> = BTreeMap::new();
@@ -888,6 +887,7 @@ impl SchedulerState {
     /// Resolves newly runnable stages; finishes the job when its final stage
     /// is done.
     fn advance(&mut self, id: &JobId) {
+        self.cancel_superseded(id);
         let Some(job) = self.jobs.get_mut(id) else {
             return;
         };
@@ -960,6 +960,29 @@ impl SchedulerState {
             self.end_job(id, JobPhase::Succeeded);
         } else {
             job.publish();
+        }
+    }
+
+    /// Stops the tasks of job `id`'s superseded attempts where they run and
+    /// frees their slots; their late statuses are ignored.
+    fn cancel_superseded(&mut self, id: &JobId) {
+        let Some(job) = self.jobs.get_mut(id) else {
+            return;
+        };
+        let mut by_executor: BTreeMap<ExecutorId, Vec<u64>> = BTreeMap::new();
+        for (executor, task_id) in job.superseded.drain(..) {
+            by_executor.entry(executor).or_default().push(task_id.0);
+        }
+        for (executor, task_ids) in by_executor {
+            if let Some(entry) = self.executors.get_mut(&executor) {
+                for task_id in &task_ids {
+                    entry.running.remove(&TaskId(*task_id));
+                }
+                debug!(job_id = %id, executor_id = %executor, tasks = task_ids.len(), "cancelling superseded tasks");
+                entry.send(v1::scheduler_message::Kind::CancelTasks(v1::CancelTasks {
+                    task_ids,
+                }));
+            }
         }
     }
 
@@ -2016,6 +2039,66 @@ mod tests {
             })
             .collect();
         assert_eq!(removed, vec!["forgotten-job".to_string()]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_replanned_stages_running_tasks_are_cancelled_where_they_run_and_free_their_slots()
+    -> Result<()> {
+        let mut state = SchedulerState::new(&SchedulerConfig::default());
+        let (a, mut inbox_a) = executor(&mut state, "a", 2);
+        let (b, mut inbox_b) = executor(&mut state, "b", 2);
+        let job = job(GROUP_BY).await?;
+        let watch = job.watch.subscribe();
+        state.submit(job);
+        let (la, lb) = (
+            launches(&drain(&mut inbox_a)),
+            launches(&drain(&mut inbox_b)),
+        );
+        let on_a = la[0].tasks[0].partition;
+        for (executor, launch) in [(&a, &la[0]), (&b, &lb[0])] {
+            for task in &launch.tasks {
+                state.task_status(executor, success(launch, task, 4));
+            }
+        }
+        let (l1_a, l1_b) = (
+            launches(&drain(&mut inbox_a)),
+            launches(&drain(&mut inbox_b)),
+        );
+        // b cannot read a's output: stage 1 is re-planned as attempt 1, and
+        // the attempt-0 tasks still running on a are superseded.
+        let lost = v1::task_failure::Reason::FetchFailed(v1::FetchFailed {
+            executor_id: "a".into(),
+            map_stage: 0,
+            map_partition: on_a,
+            message: "connection refused".into(),
+        });
+        state.task_status(&b, failure(&l1_b[0], &l1_b[0].tasks[0], lost));
+        let mut cancelled: Vec<u64> = drain(&mut inbox_a)
+            .into_iter()
+            .filter_map(|m| match m {
+                v1::scheduler_message::Kind::CancelTasks(c) => Some(c.task_ids),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        cancelled.sort_unstable();
+        let mut running_on_a: Vec<u64> = l1_a[0].tasks.iter().map(|t| t.task_id).collect();
+        running_on_a.sort_unstable();
+        assert_eq!(cancelled, running_on_a, "a is told to stop them");
+        assert_eq!(
+            state.executors_info()[0].free_slots,
+            2,
+            "their slots are free at once"
+        );
+        // A cancelled task that finished all the same changes nothing.
+        let done_before = watch.borrow().tasks_done;
+        state.task_status(&a, success(&l1_a[0], &l1_a[0].tasks[0], 1));
+        assert_eq!(watch.borrow().tasks_done, done_before);
+        let mut inboxes = vec![(b, inbox_b)];
+        run_to_end(&mut state, &mut inboxes, &[4, 1]);
+        let status = watch.borrow().clone();
+        assert_eq!(status.state, v1::JobState::Succeeded as i32, "{status:?}");
         Ok(())
     }
 

@@ -101,7 +101,23 @@ struct Entry {
     /// `None`: only asks to be told when what came before is committed.
     op: Option<StoreOp>,
     /// Told once `op` is committed (or could not be).
-    committed: Option<oneshot::Sender<Result<(), String>>>,
+    committed: Option<Committed>,
+}
+
+/// Who waits for a change to be committed: a task, or a thread.
+enum Committed {
+    Task(oneshot::Sender<Result<(), String>>),
+    Thread(mpsc::Sender<Result<(), String>>),
+}
+
+impl Committed {
+    fn tell(self, result: Result<(), String>) {
+        // A waiter that went away no longer needs to know.
+        let _ = match self {
+            Committed::Task(sender) => sender.send(result).map_err(|_| ()),
+            Committed::Thread(sender) => sender.send(result).map_err(|_| ()),
+        };
+    }
 }
 
 /// Where the state machine sends changes to be stored.
@@ -153,7 +169,7 @@ impl Journal {
                     debug!(changes = ops.len(), "state store batch committed");
                     for entry in batch {
                         if let Some(committed) = entry.committed {
-                            let _ = committed.send(result.clone());
+                            committed.tell(result.clone());
                         }
                     }
                 }
@@ -171,16 +187,16 @@ impl Journal {
     }
 
     /// Waits, blocking the thread, until every change queued so far is
-    /// committed (for benchmarks and tests, outside any runtime).
+    /// committed (for benchmarks and tests).
     pub(crate) fn flush_blocking(&self) -> Result<(), String> {
-        let (committed, done) = oneshot::channel();
+        let (committed, done) = mpsc::channel();
         self.sender
             .send(Entry {
                 op: None,
-                committed: Some(committed),
+                committed: Some(Committed::Thread(committed)),
             })
             .map_err(|_| "the state store's writer stopped".to_string())?;
-        done.blocking_recv()
+        done.recv()
             .unwrap_or_else(|_| Err("the state store's writer stopped".to_string()))
     }
 
@@ -190,7 +206,7 @@ impl Journal {
         self.sender
             .send(Entry {
                 op: Some(op),
-                committed: Some(committed),
+                committed: Some(Committed::Task(committed)),
             })
             .map_err(|_| "the state store's writer stopped".to_string())?;
         done.await

@@ -178,9 +178,8 @@ async fn killing_every_executor_process_fails_the_job_after_the_grace_period() {
         .aggregate(vec![], vec![count(lit(1))])
         .expect("count");
     let handle = ctx.submit(endless, "endless").await.expect("submit");
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Polled without a deadline: the condition is the synchronization.
     while handle.status().await.expect("status").tasks_running == 0 {
-        assert!(Instant::now() < deadline, "the job never ran a task");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     cluster.kill_executors();
@@ -193,9 +192,11 @@ async fn killing_every_executor_process_fails_the_job_after_the_grace_period() {
         other => panic!("expected the job to fail, got {other:?}"),
     }
     let waited = killed_at.elapsed();
+    // At least the grace; no upper bound (a loaded machine's clock proves
+    // nothing; the state machine's tests advance a paused clock).
     assert!(
-        waited >= Duration::from_secs(1) && waited < Duration::from_secs(20),
-        "failed {waited:?} after the executors died (grace 2s, heartbeat timeout 10s)"
+        waited >= Duration::from_secs(1),
+        "failed {waited:?} after the executors died, before the grace of 2s"
     );
 }
 
@@ -240,11 +241,10 @@ async fn a_full_spill_disk_fails_its_tasks_which_run_again_elsewhere_and_the_exe
     let pid = full_disk.0.id();
 
     let ctx = client(&cluster.url).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
     while ctx.scheduler().executors().await.expect("executors").len() < 2 {
         assert!(
-            Instant::now() < deadline,
-            "the small-disk executor never registered"
+            matches!(full_disk.0.try_wait(), Ok(None)),
+            "the small-disk executor exited before it registered"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -286,13 +286,8 @@ async fn a_full_spill_disk_fails_its_tasks_which_run_again_elsewhere_and_the_exe
         .join(pid.to_string())
         .join("root")
         .join(small_disk.strip_prefix("/").expect("absolute"));
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // The failed tasks' partial files go as their writers are dropped.
     while bytes_under(&its_disk) > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "{} bytes left on the full disk",
-            bytes_under(&its_disk)
-        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     next_query_succeeds(&ctx).await;

@@ -1,7 +1,5 @@
 //! Every exit code `volley --help` documents, provoked for real.
 
-use std::time::{Duration, Instant};
-
 use volley_tests::processes::{start_cluster, volley};
 
 use super::{endless_script, write};
@@ -70,7 +68,6 @@ fn a_job_past_its_timeout_is_cancelled_on_the_cluster_and_exits_4() {
     let cluster = start_cluster();
     let data = tempfile::tempdir().unwrap();
     let script = write(data.path(), "endless.sql", &endless_script());
-    let started = Instant::now();
     let output = volley(
         &[
             "submit",
@@ -90,7 +87,6 @@ fn a_job_past_its_timeout_is_cancelled_on_the_cluster_and_exits_4() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(started.elapsed() < Duration::from_secs(30));
     let status: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("one JSON object");
     assert_eq!(status["state"], "cancelled", "{status}");
@@ -120,12 +116,12 @@ fn waiting_on_a_job_that_is_cancelled_elsewhere_exits_5() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start volley jobs wait");
-    // Cancel from another process while the waiter waits.
+    // Cancel from another process; the endless job ends only so, and the
+    // waiter sees it end whether it began following before or after.
     let url = cluster.url.clone();
     let id = job_id.clone();
     let data_path = data.path().to_path_buf();
     let canceller = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(2));
         volley(&["jobs", "cancel", &id, "--scheduler", &url], &data_path)
     });
     let waited = waiter.wait_with_output().expect("volley jobs wait");
