@@ -182,7 +182,6 @@ impl FlightService for ShuffleFlightService {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use arrow_flight::flight_service_server::FlightServiceServer;
     use datafusion::arrow::array::Int64Array;

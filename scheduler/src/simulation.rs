@@ -22,13 +22,22 @@ use crate::state_store::{Journal, StateStore, StoreOp};
 
 type Inbox = mpsc::UnboundedReceiver<Result<v1::SchedulerMessage, tonic::Status>>;
 
+/// A scheduler with simulated executors.
+struct SimulatedCluster {
+    state: SchedulerState,
+    /// Its state store's journal, if it keeps one.
+    journal: Option<Journal>,
+    /// Each executor with what the scheduler sent it.
+    inboxes: Vec<(ExecutorId, Inbox)>,
+}
+
 /// A scheduler with `executors` simulated executors of `slots` slots each,
-/// keeping its state in `state_dir` if given; and their inboxes.
+/// keeping its state in `state_dir` if given.
 fn simulated_cluster(
     executors: usize,
     slots: usize,
     state_dir: Option<&Path>,
-) -> Result<(SchedulerState, Option<Journal>, Vec<(ExecutorId, Inbox)>), SchedulerError> {
+) -> Result<SimulatedCluster, SchedulerError> {
     let mut state = SchedulerState::new(&SchedulerConfig::default());
     let journal = match state_dir {
         Some(dir) => {
@@ -56,7 +65,11 @@ fn simulated_cluster(
             .map_err(|status| SchedulerError::InvalidRequest(status.message().to_string()))?;
         inboxes.push((id, receiver));
     }
-    Ok((state, journal, inboxes))
+    Ok(SimulatedCluster {
+        state,
+        journal,
+        inboxes,
+    })
 }
 
 /// A job of one stage of `tasks` tasks.
@@ -89,7 +102,9 @@ pub fn simulate_placement(
     executors: usize,
     slots: usize,
 ) -> Result<(usize, Duration), SchedulerError> {
-    let (mut state, _, inboxes) = simulated_cluster(executors, slots, None)?;
+    let SimulatedCluster {
+        mut state, inboxes, ..
+    } = simulated_cluster(executors, slots, None)?;
     let job = simulated_job(tasks)?;
     let watch = job.watch.subscribe();
     let started = Instant::now();
@@ -110,7 +125,11 @@ pub fn simulate_tasks(
     slots: usize,
     state_dir: Option<&Path>,
 ) -> Result<(usize, Duration), SchedulerError> {
-    let (mut state, journal, mut inboxes) = simulated_cluster(executors, slots, state_dir)?;
+    let SimulatedCluster {
+        mut state,
+        journal,
+        mut inboxes,
+    } = simulated_cluster(executors, slots, state_dir)?;
     let job = simulated_job(tasks)?;
     let watch = job.watch.subscribe();
     let started = Instant::now();
