@@ -1,9 +1,9 @@
-//! A job's stages and tasks, and the job status derived from them.
+//! A job: its stages (`stage.rs`: their states and transitions), and the
+//! job status derived from them.
 //!
 //! A stage is *waiting* until every input stage has finished, then
 //! *runnable*: its readers are resolved against the inputs' map outputs and
-//! its plan is encoded once. Each task slot goes Pending -> Running -> Done;
-//! a stage is finished when every slot is Done.
+//! its plan is encoded once (`Job::resolve_ready_stages`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -11,17 +11,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::Result;
-use datafusion::physical_plan::{ExecutionPlan, displayable};
+use datafusion::physical_plan::ExecutionPlan;
 use tokio::sync::watch;
 // The state machine's clock: tokio's, which tests pause and advance.
 use tokio::time::Instant;
 use volley_dataflow::{
-    ExchangeKind, ExecutorId, JobId, MapOutputId, PartitionLocation, PartitionStats,
-    ShuffleReaderExec, StageId, TaskId, encode_plan,
+    ExchangeKind, ExecutorId, JobId, PartitionStats, ShuffleReaderExec, StageId, TaskId,
+    encode_plan,
 };
 use volley_proto::v1;
 
 use crate::access::JobAccess;
+use crate::stage::{Stage, StageState};
 use crate::stage_planner::StagePlan;
 
 /// Where a job is in its life.
@@ -36,137 +37,6 @@ pub(crate) enum JobPhase {
 impl JobPhase {
     pub(crate) fn is_terminal(&self) -> bool {
         !matches!(self, JobPhase::Running)
-    }
-}
-
-/// One partition of a stage.
-#[derive(Clone, Debug)]
-pub(crate) enum TaskSlot {
-    Pending,
-    Running {
-        task_id: TaskId,
-        executor: ExecutorId,
-        launched: Instant,
-    },
-    Done {
-        executor: ExecutorId,
-        endpoint: String,
-        stats: Vec<PartitionStats>,
-    },
-}
-
-#[derive(Debug)]
-pub(crate) struct Stage {
-    pub(crate) id: StageId,
-    plan: Arc<dyn ExecutionPlan>,
-    pub(crate) inputs: Vec<StageId>,
-    pub(crate) output_partitions: usize,
-    pub(crate) tasks: Vec<TaskSlot>,
-    pub(crate) attempt: u32,
-    /// The resolved, encoded plan, once the stage is runnable.
-    pub(crate) encoded: Option<Arc<Vec<u8>>>,
-    /// Executors that already hold this attempt's plan.
-    pub(crate) plan_sent_to: HashSet<ExecutorId>,
-    /// Attempts started so far, per partition.
-    pub(crate) task_attempts: Vec<u32>,
-    /// Where a partition last failed, to try elsewhere next.
-    pub(crate) avoid: Vec<Option<ExecutorId>>,
-    /// How often the stage was re-planned after lost inputs.
-    pub(crate) reruns: u32,
-    /// When a task of this stage was first launched, and its last task
-    /// finished.
-    pub(crate) first_launch: Option<Instant>,
-    pub(crate) last_finish: Option<Instant>,
-    /// Launch-to-success time of its tasks, summed, and the longest.
-    pub(crate) task_busy: Duration,
-    pub(crate) longest_task: Duration,
-    display: String,
-}
-
-impl Stage {
-    fn new(plan: StagePlan) -> Self {
-        let display = displayable(plan.plan.as_ref()).indent(false).to_string();
-        Self {
-            id: plan.id,
-            plan: plan.plan,
-            inputs: plan.inputs,
-            output_partitions: plan.output_partitions,
-            tasks: vec![TaskSlot::Pending; plan.partitions],
-            attempt: 0,
-            encoded: None,
-            plan_sent_to: HashSet::new(),
-            task_attempts: vec![0; plan.partitions],
-            avoid: vec![None; plan.partitions],
-            reruns: 0,
-            first_launch: None,
-            last_finish: None,
-            task_busy: Duration::ZERO,
-            longest_task: Duration::ZERO,
-            display,
-        }
-    }
-
-    pub(crate) fn is_finished(&self) -> bool {
-        self.tasks
-            .iter()
-            .all(|t| matches!(t, TaskSlot::Done { .. }))
-    }
-
-    pub(crate) fn done_count(&self) -> usize {
-        self.tasks
-            .iter()
-            .filter(|t| matches!(t, TaskSlot::Done { .. }))
-            .count()
-    }
-
-    /// Where each piece of this finished stage's output lives, by output
-    /// partition then map partition; empty pieces are left out.
-    fn output_locations(
-        &self,
-        job_id: &JobId,
-        mut grant: impl FnMut(&v1::ShuffleTicket) -> Vec<u8>,
-    ) -> Vec<Vec<PartitionLocation>> {
-        let mut by_output = vec![Vec::new(); self.output_partitions];
-        for (map_partition, slot) in self.tasks.iter().enumerate() {
-            if let TaskSlot::Done {
-                executor,
-                endpoint,
-                stats,
-            } = slot
-            {
-                for (out, pieces) in by_output.iter_mut().enumerate() {
-                    if stats.get(out).is_some_and(|s| s.rows > 0) {
-                        let mut location = PartitionLocation {
-                            map_output: MapOutputId {
-                                job_id: job_id.clone(),
-                                stage_id: self.id,
-                                map_partition: map_partition as u32,
-                            },
-                            output_partition: out as u32,
-                            executor_id: executor.clone(),
-                            endpoint: endpoint.clone(),
-                            grant: Vec::new(),
-                        };
-                        location.grant = grant(&location.ticket());
-                        pieces.push(location);
-                    }
-                }
-            }
-        }
-        by_output
-    }
-
-    fn rows_and_bytes(&self) -> (u64, u64) {
-        let mut totals = (0, 0);
-        for slot in &self.tasks {
-            if let TaskSlot::Done { stats, .. } = slot {
-                for s in stats {
-                    totals.0 += s.rows;
-                    totals.1 += s.bytes;
-                }
-            }
-        }
-        totals
     }
 }
 
@@ -343,7 +213,7 @@ impl Job {
 
     /// Partitions of each stage.
     pub(crate) fn stage_partitions(&self) -> Vec<u32> {
-        self.stages.iter().map(|s| s.tasks.len() as u32).collect()
+        self.stages.iter().map(|s| s.partitions() as u32).collect()
     }
     /// Orders jobs by when they started (ties by id).
     pub(crate) fn started_key(&self) -> (SystemTime, &JobId) {
@@ -418,7 +288,7 @@ impl Job {
 
     /// Ids of every stage.
     pub(crate) fn stage_ids(&self) -> Vec<u32> {
-        self.stages.iter().map(|s| s.id.0).collect()
+        self.stages.iter().map(|s| s.id().0).collect()
     }
 
     /// What the current stages did (every stage's output counts as
@@ -428,7 +298,7 @@ impl Job {
         for stage in &self.stages {
             let (rows, bytes) = stage.rows_and_bytes();
             totals.stages += 1;
-            totals.tasks += stage.tasks.len() as u32;
+            totals.tasks += stage.partitions() as u32;
             totals.rows_shuffled += rows;
             totals.bytes_shuffled += bytes;
         }
@@ -453,7 +323,7 @@ impl Job {
     /// Where stage `id` is in `stages` (a script's statements number their
     /// stages on from the last one's).
     pub(crate) fn stage_index(&self, id: StageId) -> Option<usize> {
-        let first = self.stages.first()?.id.0;
+        let first = self.stages.first()?.id().0;
         let index = id.0.checked_sub(first)? as usize;
         (index < self.stages.len()).then_some(index)
     }
@@ -509,7 +379,7 @@ impl Job {
     /// Ids of every stage but the final one.
     pub(crate) fn intermediate_stage_ids(&self) -> Vec<u32> {
         let last = self.stages.len().saturating_sub(1);
-        self.stages[..last].iter().map(|s| s.id.0).collect()
+        self.stages[..last].iter().map(|s| s.id().0).collect()
     }
 
     pub(crate) fn final_stage(&self) -> Option<&Stage> {
@@ -522,15 +392,15 @@ impl Job {
         let mut ready = Vec::new();
         for i in 0..self.stages.len() {
             let stage = &self.stages[i];
-            if stage.encoded.is_some()
-                || !stage.inputs.iter().all(|input| {
+            if stage.state() != StageState::Waiting
+                || !stage.inputs().iter().all(|input| {
                     self.stage_index(*input)
                         .is_some_and(|i| self.stages[i].is_finished())
                 })
             {
                 continue;
             }
-            let resolved = Arc::clone(&stage.plan)
+            let resolved = Arc::clone(stage.plan())
                 .transform_up(|node| {
                     let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() else {
                         return Ok(Transformed::no(node));
@@ -566,8 +436,8 @@ impl Job {
                 })?
                 .data;
             let encoded = encode_plan(resolved)?;
-            self.stages[i].encoded = Some(Arc::new(encoded));
-            ready.push(self.stages[i].id);
+            self.stages[i].resolve(encoded);
+            ready.push(self.stages[i].id());
         }
         Ok(ready)
     }
@@ -625,44 +495,35 @@ impl Job {
         let last = self.stages.len().saturating_sub(1);
         for (i, stage) in self.stages.iter().enumerate() {
             let done = stage.done_count();
-            if stage.is_finished() {
+            if stage.state() == StageState::Finished {
                 status.stages_done += 1;
             }
-            status.tasks_total += stage.tasks.len() as u32;
+            status.tasks_total += stage.partitions() as u32;
             status.tasks_done += done as u32;
             // An ended job runs nothing: its leftover tasks were told to
             // stop, and their late statuses are ignored.
             if !self.phase.is_terminal() {
-                status.tasks_running += stage
-                    .tasks
-                    .iter()
-                    .filter(|t| matches!(t, TaskSlot::Running { .. }))
-                    .count() as u32;
+                status.tasks_running += stage.running_count() as u32;
             }
             let (rows, bytes) = stage.rows_and_bytes();
             if i != last {
                 status.rows_shuffled += rows;
                 status.bytes_shuffled += bytes;
             }
-            let mut tasks_by_executor = HashMap::new();
-            for slot in &stage.tasks {
-                if let TaskSlot::Done { executor, .. } = slot {
-                    *tasks_by_executor.entry(executor.to_string()).or_insert(0) += 1;
-                }
-            }
+            let (first_launch, last_finish, task_busy, longest_task) = stage.timings();
             status.stages.push(v1::StageStatus {
-                stage_id: stage.id.0,
-                plan: stage.display.clone(),
-                partitions: stage.tasks.len() as u32,
+                stage_id: stage.id().0,
+                plan: stage.display().to_string(),
+                partitions: stage.partitions() as u32,
                 tasks_done: done as u32,
-                input_stages: stage.inputs.iter().map(|s| s.0).collect(),
-                tasks_by_executor,
+                input_stages: stage.inputs().iter().map(|s| s.0).collect(),
+                tasks_by_executor: stage.tasks_by_executor(),
                 rows_out: rows,
                 bytes_out: bytes,
-                started_after_us: self.micros_since_start(stage.first_launch),
-                finished_after_us: self.micros_since_start(stage.last_finish),
-                task_busy_us: stage.task_busy.as_micros() as u64,
-                longest_task_us: stage.longest_task.as_micros() as u64,
+                started_after_us: self.micros_since_start(first_launch),
+                finished_after_us: self.micros_since_start(last_finish),
+                task_busy_us: task_busy.as_micros() as u64,
+                longest_task_us: longest_task.as_micros() as u64,
             });
         }
         if let Some(stage) = self.final_stage() {

@@ -27,6 +27,7 @@ mod server;
 mod service;
 mod simulation;
 mod sqlite_store;
+mod stage;
 mod stage_planner;
 mod state;
 mod state_store;

@@ -18,7 +18,8 @@
 use volley_dataflow::{ExecutorId, StageId};
 use volley_proto::v1;
 
-use crate::job::{Job, TaskSlot};
+use crate::job::Job;
+use crate::stage::{TaskSlot, TooManyAttempts};
 
 /// Limits of recovery.
 #[derive(Debug, Clone, Copy)]
@@ -53,46 +54,34 @@ impl Job {
         self.stages
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.inputs.contains(&stage))
+            .filter(|(_, s)| s.inputs().contains(&stage))
             .map(|(i, _)| i)
             .collect()
     }
 
     /// Re-plans a stage whose inputs changed: a new attempt, its plan to be
-    /// resolved and sent again, its running tasks to be launched again.
-    /// Fails when the stage has been re-planned too often.
+    /// resolved and sent again, its running tasks to be launched again (and
+    /// the old ones cancelled where they run). Fails when the stage has
+    /// been re-planned too often.
     fn replan(&mut self, index: usize, limits: RecoveryLimits) -> Result<(), v1::JobError> {
         let stage = &mut self.stages[index];
-        if stage.encoded.is_none() || stage.is_finished() {
-            return Ok(());
-        }
-        stage.reruns += 1;
-        if stage.reruns >= limits.max_stage_attempts {
-            return Err(v1::JobError {
+        match stage.supersede(limits.max_stage_attempts) {
+            Ok(None) => Ok(()),
+            Ok(Some(superseded)) => {
+                self.recovery.tasks_retried += superseded.len() as u32;
+                self.superseded.extend(superseded);
+                self.recovery.stages_rerun += 1;
+                Ok(())
+            }
+            Err(TooManyAttempts(reruns)) => Err(v1::JobError {
                 kind: v1::ErrorKind::FetchFailed as i32,
                 message: format!(
-                    "stage {} lost its inputs {} times; giving up",
-                    stage.id, stage.reruns
+                    "stage {} lost its inputs {reruns} times; giving up",
+                    stage.id()
                 ),
                 query_error: None,
-            });
+            }),
         }
-        stage.attempt += 1;
-        stage.encoded = None;
-        stage.plan_sent_to.clear();
-        for slot in &mut stage.tasks {
-            if let TaskSlot::Running {
-                task_id, executor, ..
-            } = slot
-            {
-                // The old attempt's task is told to stop.
-                self.superseded.push((executor.clone(), *task_id));
-                *slot = TaskSlot::Pending;
-                self.recovery.tasks_retried += 1;
-            }
-        }
-        self.recovery.stages_rerun += 1;
-        Ok(())
     }
 
     /// Marks a finished map output lost and re-plans its runnable consumers.
@@ -103,14 +92,14 @@ impl Job {
         limits: RecoveryLimits,
     ) -> Result<(), v1::JobError> {
         if !matches!(
-            self.stages[stage].tasks.get(partition),
+            self.stages[stage].slot(partition),
             Some(TaskSlot::Done { .. })
         ) {
             return Ok(());
         }
-        self.stages[stage].tasks[partition] = TaskSlot::Pending;
+        self.stages[stage].requeue(partition);
         self.recovery.map_tasks_rerun += 1;
-        let id = self.stages[stage].id;
+        let id = self.stages[stage].id();
         for consumer in self.consumers_of(id) {
             self.replan(consumer, limits)?;
         }
@@ -132,26 +121,26 @@ impl Job {
         let mut touched = false;
         let last = self.stages.len().saturating_sub(1);
         for index in 0..self.stages.len() {
-            let id = self.stages[index].id;
+            let id = self.stages[index].id();
             let needed = index != last
                 && self
                     .consumers_of(id)
                     .iter()
                     .any(|&c| !self.stages[c].is_finished());
-            for partition in 0..self.stages[index].tasks.len() {
-                match &self.stages[index].tasks[partition] {
-                    TaskSlot::Running { executor: on, .. } if on == executor => {
-                        self.stages[index].tasks[partition] = TaskSlot::Pending;
+            for partition in 0..self.stages[index].partitions() {
+                match self.stages[index].slot(partition) {
+                    Some(TaskSlot::Running { executor: on, .. }) if on == executor => {
+                        self.stages[index].requeue(partition);
                         self.recovery.tasks_retried += 1;
                         touched = true;
                     }
-                    TaskSlot::Done { executor: on, .. }
+                    Some(TaskSlot::Done { executor: on, .. })
                         if on == executor && (needed || index == last) =>
                     {
                         if index == last {
                             // The result lived there; the job cannot finish
                             // without running that partition again.
-                            self.stages[index].tasks[partition] = TaskSlot::Pending;
+                            self.stages[index].requeue(partition);
                             self.recovery.tasks_retried += 1;
                         } else {
                             self.lose_output(index, partition, limits)?;
@@ -179,11 +168,11 @@ impl Job {
             } else {
                 running
                     && self
-                        .consumers_of(stage.id)
+                        .consumers_of(stage.id())
                         .iter()
                         .any(|&c| !self.stages[c].is_finished())
             };
-            stage.tasks.iter().any(|slot| match slot {
+            stage.slots().iter().any(|slot| match slot {
                 TaskSlot::Running { executor: on, .. } => running && on == executor,
                 TaskSlot::Done { executor: on, .. } => needed && on == executor,
                 TaskSlot::Pending => false,
@@ -208,19 +197,12 @@ impl Job {
         if !self.takes_over_outputs() {
             return false;
         }
-        let Some(slot) = self.stage_index(stage).map(|i| &mut self.stages[i]) else {
+        let Some(index) = self.stage_index(stage) else {
             return false;
         };
-        if stats.len() != slot.output_partitions
-            || !matches!(slot.tasks.get(map), Some(TaskSlot::Pending))
-        {
+        if !self.stages[index].adopt(map, executor, endpoint, stats) {
             return false;
         }
-        slot.tasks[map] = TaskSlot::Done {
-            executor: executor.clone(),
-            endpoint: endpoint.to_string(),
-            stats,
-        };
         self.executors_used.insert(executor.clone());
         self.recovery.outputs_recovered += 1;
         true
@@ -232,7 +214,7 @@ impl Job {
         for (stage, map) in stored {
             let pending = self
                 .stage_index(StageId(*stage))
-                .and_then(|i| self.stages[i].tasks.get(*map as usize))
+                .and_then(|i| self.stages[i].slot(*map as usize))
                 .is_some_and(|slot| matches!(slot, TaskSlot::Pending));
             if pending {
                 self.recovery.map_tasks_rerun += 1;
@@ -249,21 +231,17 @@ impl Job {
         error: v1::JobError,
         limits: RecoveryLimits,
     ) -> Result<(), v1::JobError> {
-        let slot = &mut self.stages[stage];
-        if slot.task_attempts[partition] >= limits.max_task_attempts {
-            return Err(v1::JobError {
+        match self.stages[stage].retry(partition, executor, limits.max_task_attempts) {
+            Ok(()) => {
+                self.recovery.tasks_retried += 1;
+                Ok(())
+            }
+            Err(attempts) => Err(v1::JobError {
                 kind: error.kind,
-                message: format!(
-                    "{} (after {} attempts)",
-                    error.message, slot.task_attempts[partition]
-                ),
+                message: format!("{} (after {attempts} attempts)", error.message),
                 query_error: None,
-            });
+            }),
         }
-        slot.tasks[partition] = TaskSlot::Pending;
-        slot.avoid[partition] = Some(executor.clone());
-        self.recovery.tasks_retried += 1;
-        Ok(())
     }
 
     /// A consumer could not read map output `(map_stage, map_partition)`
@@ -280,9 +258,9 @@ impl Job {
         holder: &ExecutorId,
         limits: RecoveryLimits,
     ) -> Result<(), v1::JobError> {
-        self.stages[consumer].tasks[partition] = TaskSlot::Pending;
+        self.stages[consumer].requeue(partition);
         let named_still_there = matches!(
-            self.stage_index(map_stage).and_then(|i| self.stages[i].tasks.get(map_partition)),
+            self.stage_index(map_stage).and_then(|i| self.stages[i].slot(map_partition)),
             Some(TaskSlot::Done { executor, .. }) if executor == holder
         );
         if !named_still_there {
@@ -291,7 +269,7 @@ impl Job {
         }
         let last = self.stages.len().saturating_sub(1);
         for index in 0..last {
-            let id = self.stages[index].id;
+            let id = self.stages[index].id();
             let needed = self
                 .consumers_of(id)
                 .iter()
@@ -299,8 +277,8 @@ impl Job {
             if !needed {
                 continue;
             }
-            for map in 0..self.stages[index].tasks.len() {
-                if matches!(&self.stages[index].tasks[map], TaskSlot::Done { executor, .. } if executor == holder)
+            for map in 0..self.stages[index].partitions() {
+                if matches!(self.stages[index].slot(map), Some(TaskSlot::Done { executor, .. }) if executor == holder)
                 {
                     self.lose_output(index, map, limits)?;
                 }

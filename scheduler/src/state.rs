@@ -22,7 +22,7 @@ use volley_security::Caller;
 
 use crate::access::JobAccess;
 use crate::config::SchedulerConfig;
-use crate::job::{Job, JobPhase, TaskSlot};
+use crate::job::{Job, JobPhase};
 use crate::output_target::OutputTarget;
 use crate::recovery::{RecoveryLimits, is_retryable};
 use crate::state_store::{Epoch, Journal, StoreOp};
@@ -767,11 +767,7 @@ impl SchedulerState {
         };
         let stage = &mut job.stages[stage_index];
         let partition = status.partition as usize;
-        let current = matches!(
-            stage.tasks.get(partition),
-            Some(TaskSlot::Running { task_id: t, .. }) if *t == task_id
-        ) && stage.attempt == key.stage_attempt;
-        if !current {
+        if !stage.is_current(partition, task_id, key.stage_attempt) {
             debug!(job_id = %job_id, stage = %stage_id, %task_id, "stale task status ignored");
             self.schedule();
             return;
@@ -792,20 +788,13 @@ impl SchedulerState {
                         bytes: *bytes,
                     })
                     .collect();
-                if let Some(TaskSlot::Running { launched, .. }) = stage.tasks.get(partition) {
-                    let now = Instant::now();
-                    let took = now.saturating_duration_since(*launched);
-                    stage.task_busy += took;
-                    stage.longest_task = stage.longest_task.max(took);
-                    stage.last_finish = Some(now);
-                }
                 if let Some(journal) = &self.journal {
                     journal.record(StoreOp::Output {
                         job: job_id.clone(),
                         stage: stage_id.0,
                         map: partition as u32,
                         output: v1::StoredMapOutput {
-                            stage_attempt: stage.attempt,
+                            stage_attempt: stage.attempt(),
                             executor_id: from.to_string(),
                             endpoint: endpoint.clone(),
                             partition_rows: success.partition_rows.clone(),
@@ -813,11 +802,7 @@ impl SchedulerState {
                         },
                     });
                 }
-                stage.tasks[partition] = TaskSlot::Done {
-                    executor: from.clone(),
-                    endpoint,
-                    stats,
-                };
+                stage.succeed(partition, from, endpoint, stats);
                 for fetch in success.fetches {
                     let entry = job
                         .traffic
@@ -1143,13 +1128,7 @@ impl SchedulerState {
             };
             let excluded = job.excluded().clone();
             for stage in job.stages.iter_mut() {
-                if stage.encoded.is_none() {
-                    continue;
-                }
-                for (partition, slot) in stage.tasks.iter_mut().enumerate() {
-                    if !matches!(slot, TaskSlot::Pending) {
-                        continue;
-                    }
+                for partition in stage.pending_partitions() {
                     if self.executors.values().all(|e| e.free_slots() == 0) {
                         break;
                     }
@@ -1157,7 +1136,8 @@ impl SchedulerState {
                     // executor waits for another one, unless that executor
                     // is the only one (a full disk or a broken node would
                     // fail it again).
-                    let avoid = stage.avoid[partition].as_ref();
+                    let avoid = stage.avoided(partition).cloned();
+                    let avoid = avoid.as_ref();
                     let alone = avoid.is_some_and(|x| {
                         self.executors
                             .keys()
@@ -1176,19 +1156,13 @@ impl SchedulerState {
                         continue;
                     };
                     let task_id = TaskId(self.next_task_id);
-                    self.next_task_id += 1;
-                    stage.task_attempts[partition] += 1;
-                    let attempt = stage.task_attempts[partition] - 1;
-                    entry.running.insert(task_id, (job_id.clone(), stage.id));
-                    let launched = Instant::now();
-                    stage.first_launch.get_or_insert(launched);
-                    *slot = TaskSlot::Running {
-                        task_id,
-                        executor: executor_id.clone(),
-                        launched,
+                    let Some(attempt) = stage.start(partition, task_id, executor_id) else {
+                        continue;
                     };
+                    self.next_task_id += 1;
+                    entry.running.insert(task_id, (job_id.clone(), stage.id()));
                     launches
-                        .entry((executor_id.clone(), job_id.clone(), stage.id))
+                        .entry((executor_id.clone(), job_id.clone(), stage.id()))
                         .or_default()
                         .push(v1::TaskDefinition {
                             task_id: task_id.0,
@@ -1209,21 +1183,13 @@ impl SchedulerState {
                 continue;
             };
             job.executors_used.insert(executor_id.clone());
-            let plan = if stage.plan_sent_to.insert(executor_id.clone()) {
-                stage
-                    .encoded
-                    .as_ref()
-                    .map(|p| p.as_ref().clone())
-                    .unwrap_or_default()
-            } else {
-                Vec::new()
-            };
+            let plan = stage.plan_for(&executor_id);
             debug!(job_id = %job_id, stage = %stage_id, executor_id = %executor_id, tasks = tasks.len(), "launching tasks");
             entry.send(v1::scheduler_message::Kind::LaunchTasks(v1::LaunchTasks {
                 stage: Some(v1::StageKey {
                     job_id: job_id.to_string(),
                     stage_id: stage_id.0,
-                    stage_attempt: stage.attempt,
+                    stage_attempt: stage.attempt(),
                 }),
                 plan,
                 tasks,

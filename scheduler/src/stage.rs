@@ -1,0 +1,511 @@
+//! One stage of a job: its state, its task slots, and every transition
+//! between them, each a method that checks its precondition. Nothing
+//! outside this file changes a stage's fields.
+//!
+//! ```text
+//! Waiting ──(inputs finished: readers resolved, plan encoded; resolve)──▶ Runnable
+//! Runnable ──(every slot Done)──▶ Finished
+//! Runnable ──(an input lost an output; supersede: attempt + 1)──▶ Waiting
+//!
+//! slot: Pending ──start──▶ Running ──succeed──▶ Done
+//!       Running ──requeue (failed, executor lost, superseded)──▶ Pending
+//!       Done ──requeue (its output was lost)──▶ Pending
+//!       Pending ──adopt (kept across a scheduler restart)──▶ Done
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::physical_plan::{ExecutionPlan, displayable};
+// The state machine's clock: tokio's, which tests pause and advance.
+use tokio::time::Instant;
+use volley_dataflow::{
+    ExecutorId, JobId, MapOutputId, PartitionLocation, PartitionStats, StageId, TaskId,
+};
+use volley_proto::v1;
+
+use crate::stage_planner::StagePlan;
+
+/// Where a stage is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StageState {
+    /// Some input stage has not finished.
+    Waiting,
+    /// Its plan is resolved and encoded: its pending tasks may be placed.
+    Runnable,
+    /// Every task is done.
+    Finished,
+}
+
+/// One partition of a stage.
+#[derive(Clone, Debug)]
+pub(crate) enum TaskSlot {
+    Pending,
+    Running {
+        task_id: TaskId,
+        executor: ExecutorId,
+        launched: Instant,
+    },
+    Done {
+        executor: ExecutorId,
+        endpoint: String,
+        stats: Vec<PartitionStats>,
+    },
+}
+
+/// Why a stage cannot be re-planned again.
+#[derive(Debug)]
+pub(crate) struct TooManyAttempts(pub(crate) u32);
+
+#[derive(Debug)]
+pub(crate) struct Stage {
+    id: StageId,
+    plan: Arc<dyn ExecutionPlan>,
+    inputs: Vec<StageId>,
+    output_partitions: usize,
+    tasks: Vec<TaskSlot>,
+    attempt: u32,
+    /// The resolved, encoded plan, once the stage is runnable.
+    encoded: Option<Arc<Vec<u8>>>,
+    /// Executors that already hold this attempt's plan.
+    plan_sent_to: HashSet<ExecutorId>,
+    /// Attempts started so far, per partition.
+    task_attempts: Vec<u32>,
+    /// Where a partition last failed, to try elsewhere next.
+    avoid: Vec<Option<ExecutorId>>,
+    /// How often the stage was re-planned after lost inputs.
+    reruns: u32,
+    /// When a task of this stage was first launched, and its last task
+    /// finished.
+    first_launch: Option<Instant>,
+    last_finish: Option<Instant>,
+    /// Launch-to-success time of its tasks, summed, and the longest.
+    task_busy: Duration,
+    longest_task: Duration,
+    display: String,
+}
+
+impl Stage {
+    pub(crate) fn new(plan: StagePlan) -> Self {
+        let display = displayable(plan.plan.as_ref()).indent(false).to_string();
+        Self {
+            id: plan.id,
+            plan: plan.plan,
+            inputs: plan.inputs,
+            output_partitions: plan.output_partitions,
+            tasks: vec![TaskSlot::Pending; plan.partitions],
+            attempt: 0,
+            encoded: None,
+            plan_sent_to: HashSet::new(),
+            task_attempts: vec![0; plan.partitions],
+            avoid: vec![None; plan.partitions],
+            reruns: 0,
+            first_launch: None,
+            last_finish: None,
+            task_busy: Duration::ZERO,
+            longest_task: Duration::ZERO,
+            display,
+        }
+    }
+
+    pub(crate) fn id(&self) -> StageId {
+        self.id
+    }
+
+    /// Stages whose output this stage reads.
+    pub(crate) fn inputs(&self) -> &[StageId] {
+        &self.inputs
+    }
+
+    /// Its tasks: one per partition.
+    pub(crate) fn partitions(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Its current attempt (re-plans so far).
+    pub(crate) fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The plan as cut, with unresolved readers.
+    pub(crate) fn plan(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.plan
+    }
+
+    /// The plan as DataFusion displays it.
+    pub(crate) fn display(&self) -> &str {
+        &self.display
+    }
+
+    pub(crate) fn state(&self) -> StageState {
+        if self.is_finished() {
+            StageState::Finished
+        } else if self.encoded.is_some() {
+            StageState::Runnable
+        } else {
+            StageState::Waiting
+        }
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.tasks
+            .iter()
+            .all(|t| matches!(t, TaskSlot::Done { .. }))
+    }
+
+    /// Waiting -> Runnable: its readers resolved, `encoded` is what every
+    /// task of this attempt runs.
+    pub(crate) fn resolve(&mut self, encoded: Vec<u8>) {
+        if self.encoded.is_none() {
+            self.encoded = Some(Arc::new(encoded));
+        }
+    }
+
+    /// One slot, to read.
+    pub(crate) fn slot(&self, partition: usize) -> Option<&TaskSlot> {
+        self.tasks.get(partition)
+    }
+
+    /// Every slot, to read.
+    pub(crate) fn slots(&self) -> &[TaskSlot] {
+        &self.tasks
+    }
+
+    pub(crate) fn done_count(&self) -> usize {
+        self.tasks
+            .iter()
+            .filter(|t| matches!(t, TaskSlot::Done { .. }))
+            .count()
+    }
+
+    pub(crate) fn running_count(&self) -> usize {
+        self.tasks
+            .iter()
+            .filter(|t| matches!(t, TaskSlot::Running { .. }))
+            .count()
+    }
+
+    /// Partitions whose tasks wait to be placed, if the stage is runnable.
+    pub(crate) fn pending_partitions(&self) -> Vec<usize> {
+        if self.encoded.is_none() {
+            return Vec::new();
+        }
+        self.tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| matches!(slot, TaskSlot::Pending))
+            .map(|(partition, _)| partition)
+            .collect()
+    }
+
+    /// Where `partition` last failed, to be placed elsewhere.
+    pub(crate) fn avoided(&self, partition: usize) -> Option<&ExecutorId> {
+        self.avoid.get(partition).and_then(Option::as_ref)
+    }
+
+    /// Whether `task_id` of `attempt` is the task running `partition` now.
+    pub(crate) fn is_current(&self, partition: usize, task_id: TaskId, attempt: u32) -> bool {
+        matches!(
+            self.tasks.get(partition),
+            Some(TaskSlot::Running { task_id: t, .. }) if *t == task_id
+        ) && self.attempt == attempt
+    }
+
+    /// Pending -> Running on `executor` as `task_id`; returns the task's
+    /// attempt number. `None` (nothing changes) unless the stage is
+    /// runnable and the slot pending.
+    pub(crate) fn start(
+        &mut self,
+        partition: usize,
+        task_id: TaskId,
+        executor: &ExecutorId,
+    ) -> Option<u32> {
+        if self.encoded.is_none() || !matches!(self.tasks.get(partition), Some(TaskSlot::Pending)) {
+            return None;
+        }
+        let launched = Instant::now();
+        self.first_launch.get_or_insert(launched);
+        self.task_attempts[partition] += 1;
+        self.tasks[partition] = TaskSlot::Running {
+            task_id,
+            executor: executor.clone(),
+            launched,
+        };
+        Some(self.task_attempts[partition] - 1)
+    }
+
+    /// Running -> Done: the task wrote its output on `executor`. Returns
+    /// false (nothing changes) unless the slot was running.
+    pub(crate) fn succeed(
+        &mut self,
+        partition: usize,
+        executor: &ExecutorId,
+        endpoint: String,
+        stats: Vec<PartitionStats>,
+    ) -> bool {
+        let Some(TaskSlot::Running { launched, .. }) = self.tasks.get(partition) else {
+            return false;
+        };
+        let now = Instant::now();
+        let took = now.saturating_duration_since(*launched);
+        self.task_busy += took;
+        self.longest_task = self.longest_task.max(took);
+        self.last_finish = Some(now);
+        self.tasks[partition] = TaskSlot::Done {
+            executor: executor.clone(),
+            endpoint,
+            stats,
+        };
+        true
+    }
+
+    /// Pending -> Done without running: after a scheduler restart, an
+    /// executor kept this output. Only for a pending slot, and sizes that
+    /// fit the stage.
+    pub(crate) fn adopt(
+        &mut self,
+        partition: usize,
+        executor: &ExecutorId,
+        endpoint: &str,
+        stats: Vec<PartitionStats>,
+    ) -> bool {
+        if stats.len() != self.output_partitions
+            || !matches!(self.tasks.get(partition), Some(TaskSlot::Pending))
+        {
+            return false;
+        }
+        self.tasks[partition] = TaskSlot::Done {
+            executor: executor.clone(),
+            endpoint: endpoint.to_string(),
+            stats,
+        };
+        true
+    }
+
+    /// Running or Done -> Pending: the task runs again (it failed, its
+    /// executor was lost, or its output was). Returns what it was.
+    pub(crate) fn requeue(&mut self, partition: usize) -> Option<TaskSlot> {
+        let slot = self.tasks.get_mut(partition)?;
+        if matches!(slot, TaskSlot::Pending) {
+            return None;
+        }
+        Some(std::mem::replace(slot, TaskSlot::Pending))
+    }
+
+    /// A task failed retryably on `executor`: it runs again elsewhere if
+    /// possible. `Err(attempts)` when it has had `max_attempts` already.
+    pub(crate) fn retry(
+        &mut self,
+        partition: usize,
+        executor: &ExecutorId,
+        max_attempts: u32,
+    ) -> Result<(), u32> {
+        let attempts = self.task_attempts.get(partition).copied().unwrap_or(0);
+        if attempts >= max_attempts {
+            return Err(attempts);
+        }
+        self.requeue(partition);
+        if let Some(avoid) = self.avoid.get_mut(partition) {
+            *avoid = Some(executor.clone());
+        }
+        Ok(())
+    }
+
+    /// Runnable -> Waiting as a new attempt: its inputs changed. Its
+    /// running tasks go back to pending and are returned, to be cancelled
+    /// where they run. `Ok(None)`: nothing to do (not runnable, or
+    /// finished). `Err` once it has been re-planned `max_attempts` times.
+    pub(crate) fn supersede(
+        &mut self,
+        max_attempts: u32,
+    ) -> Result<Option<Vec<(ExecutorId, TaskId)>>, TooManyAttempts> {
+        if self.encoded.is_none() || self.is_finished() {
+            return Ok(None);
+        }
+        self.reruns += 1;
+        if self.reruns >= max_attempts {
+            return Err(TooManyAttempts(self.reruns));
+        }
+        self.attempt += 1;
+        self.encoded = None;
+        self.plan_sent_to.clear();
+        let mut superseded = Vec::new();
+        for slot in &mut self.tasks {
+            if let TaskSlot::Running {
+                task_id, executor, ..
+            } = slot
+            {
+                superseded.push((executor.clone(), *task_id));
+                *slot = TaskSlot::Pending;
+            }
+        }
+        Ok(Some(superseded))
+    }
+
+    /// The encoded plan for a launch on `executor`: whole the first time
+    /// this attempt goes there, empty after (the executor cached it).
+    pub(crate) fn plan_for(&mut self, executor: &ExecutorId) -> Vec<u8> {
+        match &self.encoded {
+            Some(plan) if self.plan_sent_to.insert(executor.clone()) => plan.as_ref().clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Where each piece of this stage's finished output lives, by output
+    /// partition then map partition; empty pieces are left out.
+    pub(crate) fn output_locations(
+        &self,
+        job_id: &JobId,
+        mut grant: impl FnMut(&v1::ShuffleTicket) -> Vec<u8>,
+    ) -> Vec<Vec<PartitionLocation>> {
+        let mut by_output = vec![Vec::new(); self.output_partitions];
+        for (map_partition, slot) in self.tasks.iter().enumerate() {
+            if let TaskSlot::Done {
+                executor,
+                endpoint,
+                stats,
+            } = slot
+            {
+                for (out, pieces) in by_output.iter_mut().enumerate() {
+                    if stats.get(out).is_some_and(|s| s.rows > 0) {
+                        let mut location = PartitionLocation {
+                            map_output: MapOutputId {
+                                job_id: job_id.clone(),
+                                stage_id: self.id,
+                                map_partition: map_partition as u32,
+                            },
+                            output_partition: out as u32,
+                            executor_id: executor.clone(),
+                            endpoint: endpoint.clone(),
+                            grant: Vec::new(),
+                        };
+                        location.grant = grant(&location.ticket());
+                        pieces.push(location);
+                    }
+                }
+            }
+        }
+        by_output
+    }
+
+    /// Rows and bytes of its finished output.
+    pub(crate) fn rows_and_bytes(&self) -> (u64, u64) {
+        let mut totals = (0, 0);
+        for slot in &self.tasks {
+            if let TaskSlot::Done { stats, .. } = slot {
+                for s in stats {
+                    totals.0 += s.rows;
+                    totals.1 += s.bytes;
+                }
+            }
+        }
+        totals
+    }
+
+    /// Finished tasks per executor.
+    pub(crate) fn tasks_by_executor(&self) -> HashMap<String, u32> {
+        let mut tasks = HashMap::new();
+        for slot in &self.tasks {
+            if let TaskSlot::Done { executor, .. } = slot {
+                *tasks.entry(executor.to_string()).or_insert(0) += 1;
+            }
+        }
+        tasks
+    }
+
+    /// When its first task was launched and its last finished; its tasks'
+    /// summed and longest launch-to-success times.
+    pub(crate) fn timings(&self) -> (Option<Instant>, Option<Instant>, Duration, Duration) {
+        (
+            self.first_launch,
+            self.last_finish,
+            self.task_busy,
+            self.longest_task,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::error::Result;
+
+    use super::*;
+    use crate::test_support::stages;
+
+    async fn map_stage() -> Result<Stage> {
+        let mut planned = stages("SELECT k % 3 AS g, count(*) FROM t GROUP BY k % 3").await?;
+        Ok(Stage::new(planned.remove(0)))
+    }
+
+    fn stats(stage: &Stage) -> Vec<PartitionStats> {
+        vec![PartitionStats { rows: 1, bytes: 8 }; stage.output_partitions]
+    }
+
+    #[tokio::test]
+    async fn a_task_starts_only_on_a_pending_slot_of_a_runnable_stage_and_succeeds_only_running()
+    -> Result<()> {
+        let mut stage = map_stage().await?;
+        let a = ExecutorId::from("a");
+        assert_eq!(stage.state(), StageState::Waiting);
+        assert_eq!(stage.start(0, TaskId(1), &a), None, "not runnable yet");
+        assert!(
+            !stage.succeed(0, &a, "http://a".into(), stats(&stage)),
+            "not running"
+        );
+        stage.resolve(vec![1, 2, 3]);
+        assert_eq!(stage.state(), StageState::Runnable);
+        assert_eq!(stage.start(0, TaskId(1), &a), Some(0));
+        assert_eq!(stage.start(0, TaskId(2), &a), None, "already running");
+        assert!(stage.is_current(0, TaskId(1), 0));
+        assert!(!stage.is_current(0, TaskId(2), 0), "another task");
+        assert_eq!(stage.plan_for(&a), vec![1, 2, 3], "the plan goes once");
+        assert!(stage.plan_for(&a).is_empty());
+        let stats = stats(&stage);
+        assert!(stage.succeed(0, &a, "http://a".into(), stats.clone()));
+        assert!(!stage.adopt(0, &a, "http://a", stats), "done already");
+        assert_eq!(stage.done_count(), 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_superseded_stage_is_a_new_attempt_and_hands_back_its_running_tasks() -> Result<()> {
+        let mut stage = map_stage().await?;
+        let (a, b) = (ExecutorId::from("a"), ExecutorId::from("b"));
+        stage.resolve(vec![1]);
+        stage.start(0, TaskId(1), &a);
+        stage.start(1, TaskId(2), &b);
+        let stats = stats(&stage);
+        stage.succeed(1, &b, "http://b".into(), stats);
+        let superseded = stage.supersede(4).ok().flatten().unwrap_or_default();
+        assert_eq!(superseded, vec![(a.clone(), TaskId(1))]);
+        assert_eq!((stage.attempt(), stage.state()), (1, StageState::Waiting));
+        assert!(
+            !stage.is_current(0, TaskId(1), 0),
+            "the old attempt's status is stale"
+        );
+        assert!(
+            stage.pending_partitions().is_empty(),
+            "nothing runs until resolved"
+        );
+        assert!(
+            matches!(stage.supersede(4), Ok(None)),
+            "a waiting stage has nothing to supersede"
+        );
+        stage.resolve(vec![2]);
+        assert_eq!(
+            stage.plan_for(&a),
+            vec![2],
+            "the new attempt's plan goes again"
+        );
+        for _ in 0..2 {
+            stage.supersede(4).ok();
+            stage.resolve(vec![3]);
+        }
+        assert!(
+            matches!(stage.supersede(4), Err(TooManyAttempts(4))),
+            "the fourth re-plan is refused"
+        );
+        Ok(())
+    }
+}
