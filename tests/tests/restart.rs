@@ -338,8 +338,10 @@ async fn a_scheduler_and_an_executor_killed_together_still_finish_the_job_right(
     // In the first half of the job, so the executor dies holding output
     // the job still needs.
     let before = at_seeded_moment(&cluster, "q9", 7, 0.5).await;
-    cluster.kill_executor(1);
+    // The scheduler first: it cannot record that the executor left, so the
+    // restarted one waits for it and then re-runs what it held.
     cluster.kill_scheduler();
+    cluster.kill_executor(1);
     cluster.start_scheduler();
     let (exit, stdout, stderr) = finish(submitted);
     assert!(exit.success(), "{stderr}\n{}", cluster.logs());
