@@ -248,6 +248,7 @@ impl ControlLoop {
             })
         };
         let settings = Arc::new(launch.settings);
+        let stage_attempt = key.stage_attempt;
         self.by_task.retain(|_, h| !h.is_finished());
         let handles = self.by_job.entry(job_id.clone()).or_default();
         handles.retain(|h| !h.is_finished());
@@ -281,6 +282,7 @@ impl ControlLoop {
                 let inner = tasks_runtime.spawn(run_task(
                     env,
                     plan,
+                    stage_attempt,
                     task.partition as usize,
                     settings,
                     task_name.clone(),

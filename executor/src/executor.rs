@@ -20,8 +20,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 use tracing::{error, info, warn};
 use volley_dataflow::{
-    EnvObjectStoreRegistry, ExecutorId, ShuffleSink, ShuffleSource, install_volley_rules,
-    session_config,
+    EnvObjectStoreRegistry, ExecutorId, ShuffleSource, install_volley_rules, session_config,
 };
 use volley_proto::v1::scheduler_service_client::SchedulerServiceClient;
 use volley_proto::{limits, v1};
@@ -32,7 +31,7 @@ use crate::control::{ControlLoop, Ended};
 use crate::error::ExecutorError;
 use crate::exchange_client::ExchangeClient;
 use crate::flight_service::ShuffleFlightService;
-use crate::shuffle_store::{ShuffleStore, StoreSink};
+use crate::shuffle_store::ShuffleStore;
 use crate::task_runner::TaskEnv;
 
 /// A running executor. Dropping it stops it at once, like a killed process:
@@ -69,7 +68,6 @@ pub enum Stopped {
 /// What an executor keeps from one registration to the next.
 struct Membership {
     state: SessionState,
-    sink: Arc<dyn ShuffleSink>,
     store: Arc<ShuffleStore>,
     link: Link,
     endpoint: String,
@@ -115,7 +113,7 @@ impl Membership {
             memory_limit: self.memory_limit,
             slots: self.slots,
             state: self.state.clone(),
-            sink: Arc::clone(&self.sink),
+            store: Arc::clone(&self.store),
             source,
         })
     }
@@ -322,7 +320,6 @@ impl Executor {
             config.shuffle_memory_bytes(),
             config.compression.for_local_files(),
         ));
-        let sink: Arc<dyn ShuffleSink> = Arc::new(StoreSink(Arc::clone(&store)));
         let security = &config.security;
         let link = Link::new(
             security
@@ -392,7 +389,6 @@ impl Executor {
         };
         let membership = Membership {
             state,
-            sink,
             store,
             link,
             endpoint,

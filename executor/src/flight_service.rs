@@ -229,7 +229,7 @@ mod tests {
         ));
         for map in 0..4 {
             let id = location(map, "").map_output;
-            let mut writer = StoreSink(Arc::clone(&store)).open(id, schema(), 1)?;
+            let mut writer = StoreSink::new(Arc::clone(&store), 0).open(id, schema(), 1)?;
             for _ in 0..4 {
                 let values = Int64Array::from_iter_values(0..250_000);
                 writer.write(0, RecordBatch::try_new(schema(), vec![Arc::new(values)])?)?;

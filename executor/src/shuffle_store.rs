@@ -20,6 +20,7 @@ use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use tracing::debug;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc::CompressionType;
@@ -74,6 +75,9 @@ struct StoredOutput {
     partitions: Vec<StoredPartition>,
     /// Rows and bytes of each partition, as reported when it was written.
     stats: Vec<PartitionStats>,
+    /// The stage attempt that wrote it: a later attempt's output replaces
+    /// it, an earlier one's never does.
+    attempt: u32,
     /// Holds the pool memory of the in-memory partitions until dropped.
     _reservation: MemoryReservation,
     /// And their share of the shuffle budget.
@@ -233,9 +237,20 @@ fn read_file(path: &Path) -> Result<FileReader<BufReader<File>>> {
     Ok(FileReader::try_new(BufReader::new(file), None)?)
 }
 
-/// The store as the [`ShuffleSink`] shuffle writers write to.
+/// The store as the [`ShuffleSink`] the shuffle writers of one task write
+/// to, tagged with the task's stage attempt.
 #[derive(Debug)]
-pub(crate) struct StoreSink(pub(crate) Arc<ShuffleStore>);
+pub(crate) struct StoreSink {
+    store: Arc<ShuffleStore>,
+    attempt: u32,
+}
+
+impl StoreSink {
+    /// Writers of a task of stage attempt `attempt`.
+    pub(crate) fn new(store: Arc<ShuffleStore>, attempt: u32) -> Self {
+        Self { store, attempt }
+    }
+}
 
 impl ShuffleSink for StoreSink {
     fn open(
@@ -246,9 +261,10 @@ impl ShuffleSink for StoreSink {
     ) -> Result<Box<dyn MapOutputWriter>> {
         let reservation = MemoryConsumer::new(format!("ShuffleOutput[{id}]"))
             .with_can_spill(true)
-            .register(&self.0.pool);
+            .register(&self.store.pool);
         Ok(Box::new(StoreWriter {
-            store: Arc::clone(&self.0),
+            store: Arc::clone(&self.store),
+            attempt: self.attempt,
             id,
             schema,
             reservation: Some(reservation),
@@ -280,6 +296,8 @@ impl SpillFile {
 
 struct StoreWriter {
     store: Arc<ShuffleStore>,
+    /// The stage attempt of the task writing.
+    attempt: u32,
     id: MapOutputId,
     schema: SchemaRef,
     reservation: Option<MemoryReservation>,
@@ -425,14 +443,25 @@ impl MapOutputWriter for StoreWriter {
             schema: Arc::clone(&self.schema),
             partitions,
             stats: self.stats.clone(),
+            attempt: self.attempt,
             _reservation: reservation,
             budget: Arc::clone(&self.store.budget),
             budget_held: std::mem::take(&mut self.budget_held),
         };
         self.finished = true;
-        self.store
-            .outputs()
-            .insert(self.id.clone(), Arc::new(output));
+        let mut outputs = self.store.outputs();
+        match outputs.get(&self.id) {
+            // A leftover task of a superseded attempt finished late: the
+            // current attempt's output stays (this one is dropped, freeing
+            // its memory and files).
+            Some(current) if current.attempt > self.attempt => {
+                debug!(id = %self.id, attempt = self.attempt, current = current.attempt, "output of a superseded attempt dropped");
+            }
+            _ => {
+                outputs.insert(self.id.clone(), Arc::new(output));
+            }
+        }
+        drop(outputs);
         Ok(std::mem::take(&mut self.stats))
     }
 }
@@ -503,7 +532,7 @@ mod tests {
         // Room for about one batch of 10k i64s, not three.
         let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(100_000));
         let store = store(&pool, dir.path(), usize::MAX);
-        let mut writer = StoreSink(Arc::clone(&store)).open(id(0), batch(1).schema(), 2)?;
+        let mut writer = StoreSink::new(Arc::clone(&store), 0).open(id(0), batch(1).schema(), 2)?;
         for _ in 0..3 {
             writer.write(1, batch(10_000))?;
         }
@@ -532,7 +561,7 @@ mod tests {
         let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1 << 20));
         // No shuffle memory: everything spills.
         let store = store(&pool, dir.path(), 0);
-        let mut writer = StoreSink(Arc::clone(&store)).open(id(0), batch.schema(), 1)?;
+        let mut writer = StoreSink::new(Arc::clone(&store), 0).open(id(0), batch.schema(), 1)?;
         writer.write(0, batch.clone())?;
         writer.finish()?;
         let (_, stream) = store.read(&id(0), 0).expect("stored");
@@ -547,7 +576,7 @@ mod tests {
         // The pool could hold all five batches; one output may hold one.
         let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1_000_000));
         let store = store(&pool, dir.path(), usize::MAX);
-        let mut writer = StoreSink(Arc::clone(&store)).open(id(1), batch(1).schema(), 1)?;
+        let mut writer = StoreSink::new(Arc::clone(&store), 0).open(id(1), batch(1).schema(), 1)?;
         for _ in 0..5 {
             writer.write(0, batch(10_000))?;
         }
@@ -565,13 +594,13 @@ mod tests {
         let one_batch = batch(10_000).get_array_memory_size();
         // Room in the budget for two batches; the pool could hold hundreds.
         let store = store(&pool, dir.path(), 2 * one_batch + 1);
-        let mut first = StoreSink(Arc::clone(&store)).open(id(4), batch(1).schema(), 1)?;
+        let mut first = StoreSink::new(Arc::clone(&store), 0).open(id(4), batch(1).schema(), 1)?;
         first.write(0, batch(10_000))?;
         first.finish()?;
         assert_eq!(store.memory_held(), one_batch);
         assert!(walk(dir.path()).is_empty(), "the first output fits");
 
-        let mut second = StoreSink(Arc::clone(&store)).open(id(5), batch(1).schema(), 1)?;
+        let mut second = StoreSink::new(Arc::clone(&store), 0).open(id(5), batch(1).schema(), 1)?;
         second.write(0, batch(10_000))?;
         second.write(0, batch(10_000))?;
         second.finish()?;
@@ -591,12 +620,46 @@ mod tests {
         Ok(())
     }
 
+    async fn rows_of(store: &ShuffleStore, id: &MapOutputId) -> Result<usize> {
+        let (_, stream) = store.read(id, 0).expect("stored");
+        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        Ok(batches.iter().map(|b| b.num_rows()).sum())
+    }
+
+    #[tokio::test]
+    async fn a_late_writer_of_a_superseded_attempt_never_replaces_the_current_output() -> Result<()>
+    {
+        let dir = tempfile::tempdir()?;
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(100_000_000));
+        let store = store(&pool, dir.path(), usize::MAX);
+        // Attempt 0's task starts, the stage is re-planned, attempt 1's task
+        // finishes first; attempt 0's finishes late.
+        let mut old = StoreSink::new(Arc::clone(&store), 0).open(id(7), batch(1).schema(), 1)?;
+        old.write(0, batch(5))?;
+        let mut new = StoreSink::new(Arc::clone(&store), 1).open(id(7), batch(1).schema(), 1)?;
+        new.write(0, batch(3))?;
+        new.finish()?;
+        old.finish()?;
+        assert_eq!(
+            rows_of(&store, &id(7)).await?,
+            3,
+            "attempt 1's output stays"
+        );
+        // A later attempt replaces an earlier one's.
+        let mut newer = StoreSink::new(Arc::clone(&store), 2).open(id(7), batch(1).schema(), 1)?;
+        newer.write(0, batch(4))?;
+        newer.finish()?;
+        assert_eq!(rows_of(&store, &id(7)).await?, 4);
+        assert_eq!(store.len(), 1);
+        Ok(())
+    }
+
     #[tokio::test]
     async fn an_unfinished_writer_leaves_nothing_behind() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(10));
         let store = store(&pool, dir.path(), usize::MAX);
-        let mut writer = StoreSink(Arc::clone(&store)).open(id(3), batch(1).schema(), 1)?;
+        let mut writer = StoreSink::new(Arc::clone(&store), 0).open(id(3), batch(1).schema(), 1)?;
         writer.write(0, batch(1000))?;
         drop(writer);
         assert!(store.read(&id(3), 0).is_none());

@@ -15,11 +15,13 @@ use datafusion::physical_plan::joins::{
 };
 use datafusion::physical_plan::{ExecutionPlan, common};
 use volley_dataflow::{
-    ExchangeContext, ExchangeError, ExecutorId, ShuffleSink, ShuffleSource, ShuffleWriterExec,
-    TrafficRecorder, apply_settings, classify_error, describe_files, find_exchange_error,
-    input_files, query_error, session_config,
+    ExchangeContext, ExchangeError, ExecutorId, ShuffleSource, ShuffleWriterExec, TrafficRecorder,
+    apply_settings, classify_error, describe_files, find_exchange_error, input_files, query_error,
+    session_config,
 };
 use volley_proto::v1;
+
+use crate::shuffle_store::{ShuffleStore, StoreSink};
 
 /// What every task of an executor shares.
 #[derive(Debug)]
@@ -29,7 +31,8 @@ pub(crate) struct TaskEnv {
     pub(crate) memory_limit: usize,
     pub(crate) slots: usize,
     pub(crate) state: SessionState,
-    pub(crate) sink: Arc<dyn ShuffleSink>,
+    /// Where the tasks' shuffle writers store their output.
+    pub(crate) store: Arc<ShuffleStore>,
     pub(crate) source: Arc<dyn ShuffleSource>,
 }
 
@@ -59,6 +62,7 @@ pub(crate) fn make_interruptible(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn
 pub(crate) async fn run_task(
     env: Arc<TaskEnv>,
     plan: Arc<dyn ExecutionPlan>,
+    stage_attempt: u32,
     partition: usize,
     settings: Arc<HashMap<String, String>>,
     task_name: String,
@@ -67,6 +71,7 @@ pub(crate) async fn run_task(
     match execute(
         &env,
         Arc::clone(&plan),
+        stage_attempt,
         partition,
         &settings,
         task_name,
@@ -114,6 +119,7 @@ pub(crate) async fn run_task(
 async fn execute(
     env: &TaskEnv,
     plan: Arc<dyn ExecutionPlan>,
+    stage_attempt: u32,
     partition: usize,
     settings: &HashMap<String, String>,
     task_name: String,
@@ -121,7 +127,9 @@ async fn execute(
 ) -> Result<Vec<volley_dataflow::PartitionStats>> {
     let exchange = ExchangeContext {
         executor_id: env.executor_id.clone(),
-        sink: Arc::clone(&env.sink),
+        // Tagged with the attempt, so a superseded attempt's late output
+        // never replaces the current one's.
+        sink: Arc::new(StoreSink::new(Arc::clone(&env.store), stage_attempt)),
         source: Arc::clone(&env.source),
         traffic,
     };

@@ -312,7 +312,9 @@ impl SchedulerState {
         for (job_id, held) in by_job {
             let job_id = JobId::from(job_id.as_str());
             let keep = match self.jobs.get_mut(&job_id) {
-                Some(job) if !job.phase.is_terminal() => {
+                // A job that plans differently now cannot use what was kept
+                // (and its tasks must not find it): dropped below.
+                Some(job) if !job.phase.is_terminal() && job.takes_over_outputs() => {
                     for output in held {
                         let stats = output
                             .partition_rows
@@ -351,7 +353,10 @@ impl SchedulerState {
                     touched.push(job_id.clone());
                     true
                 }
-                Some(job) => job.phase == JobPhase::Succeeded && !self.released.contains(&job_id),
+                Some(job) if job.phase.is_terminal() => {
+                    job.phase == JobPhase::Succeeded && !self.released.contains(&job_id)
+                }
+                Some(_) => false,
                 None => false,
             };
             if !keep && let Some(entry) = self.executors.get(id) {
