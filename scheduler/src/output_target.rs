@@ -188,12 +188,6 @@ impl OutputTarget {
         (dir, self.format)
     }
 
-    /// Whether committing takes object-store calls (so it runs outside the
-    /// scheduler's state lock, [`OutputTarget::commit`]).
-    pub(crate) fn is_remote(&self) -> bool {
-        matches!(self.location, Location::Object { .. })
-    }
-
     /// Makes a local output appear (a rename); returns its files.
     pub(crate) fn commit_local(&self) -> std::io::Result<Vec<String>> {
         let Location::Local { path, staging } = &self.location else {
@@ -428,5 +422,36 @@ mod tests {
         let err = OutputTarget::try_new(&JobId::from("j"), &spec, &PathPolicy::unrestricted())
             .unwrap_err();
         assert!(err.to_string().contains("gs://"), "{err}");
+    }
+}
+
+/// What a job that succeeded leaves to be moved into place, for plan and
+/// script jobs alike: its outputs in the order they are committed (a
+/// script's `COPY ... TO 'dir/'` outputs, then its `--output`), and whether
+/// the last one is the job's output, whose files its status lists.
+#[derive(Debug)]
+pub(crate) struct Commit {
+    pub(crate) targets: Vec<OutputTarget>,
+    pub(crate) lists_files: bool,
+}
+
+impl Commit {
+    /// Moves every output into place, in order (outside the state lock:
+    /// object-store calls); the files of the job's output.
+    pub(crate) async fn run(&self) -> Result<Option<Vec<String>>, String> {
+        let mut files = None;
+        for (i, target) in self.targets.iter().enumerate() {
+            let committed = target.commit().await?;
+            if self.lists_files && i + 1 == self.targets.len() {
+                files = Some(committed);
+            }
+        }
+        Ok(files)
+    }
+
+    /// Removes every output (the job failed or was cancelled meanwhile):
+    /// staged files, and what was already copied into place.
+    pub(crate) fn abandon(&self) {
+        self.targets.iter().for_each(OutputTarget::abandon);
     }
 }

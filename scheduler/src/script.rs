@@ -26,7 +26,7 @@ use volley_proto::v1;
 use volley_security::PathPolicy;
 
 use crate::job::Job;
-use crate::output_target::{OutputTarget, check_copy_target};
+use crate::output_target::{Commit, OutputTarget, check_copy_target};
 use crate::planning::{plan_stages, planning_context};
 use crate::service::Shared;
 
@@ -71,31 +71,18 @@ pub(crate) async fn drive(
     .await;
     match outcome {
         Ok(true) => {
-            let mut committed = Ok(None);
-            for copy in &copies {
-                if let Err(e) = copy.commit().await {
-                    committed = Err(e);
-                    break;
-                }
-            }
-            if let (Ok(_), Some(output)) = (&committed, &output) {
-                committed = output.commit().await.map(Some);
-            }
-            let files = match committed {
-                Ok(files) => files,
-                Err(e) => {
-                    shared.state().fail(
-                        &job_id,
-                        v1::JobError {
-                            kind: v1::ErrorKind::Environment as i32,
-                            message: format!("cannot move the output into place: {e}"),
-                            query_error: None,
-                        },
-                    );
-                    return;
-                }
-            };
-            shared.state().finish_script(&job_id, files);
+            // The COPY outputs, then the --output whose files the job lists:
+            // committed the way a plan job's output is.
+            let lists_files = output.is_some();
+            let mut targets = copies;
+            targets.extend(output);
+            shared.state().finish_script(
+                &job_id,
+                Commit {
+                    targets,
+                    lists_files,
+                },
+            );
         }
         Ok(false) => {
             // Failed or cancelled while running; the job says why.

@@ -16,7 +16,7 @@ use volley_proto::v1::scheduler_service_server::SchedulerServiceServer;
 
 use crate::config::SchedulerConfig;
 use crate::error::SchedulerError;
-use crate::output_target::OutputTarget;
+use crate::output_target::Commit;
 use crate::restore::restore;
 use crate::service::{SchedulerGrpc, Shared};
 use crate::sqlite_store::SqliteStore;
@@ -89,8 +89,7 @@ impl SchedulerServer {
         }
         // Object-store outputs are committed outside the state lock: the
         // state machine queues them, this commits each and reports back.
-        let (commits, mut commit_queue) =
-            tokio::sync::mpsc::unbounded_channel::<(JobId, OutputTarget)>();
+        let (commits, mut commit_queue) = tokio::sync::mpsc::unbounded_channel::<(JobId, Commit)>();
         shared.state().set_committer(commits);
         {
             let committer = Arc::clone(&shared);
@@ -99,18 +98,19 @@ impl SchedulerServer {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .spawn(async move {
-                    while let Some((job_id, target)) = commit_queue.recv().await {
+                    while let Some((job_id, commit)) = commit_queue.recv().await {
                         let shared = Arc::clone(&committer);
                         committer
                             .scripts
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .spawn(async move {
-                                let result = target.commit().await;
+                                let result = commit.run().await;
                                 let committed = result.is_ok();
-                                if !shared.state().output_committed(&job_id, result) && committed {
-                                    // Cancelled while committing.
-                                    target.abandon();
+                                if !shared.state().output_committed(&job_id, result) || !committed {
+                                    // Cancelled while committing, or a commit
+                                    // failed midway: nothing of it stays.
+                                    commit.abandon();
                                 }
                             });
                     }

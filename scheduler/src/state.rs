@@ -23,7 +23,7 @@ use volley_security::Caller;
 use crate::access::JobAccess;
 use crate::config::SchedulerConfig;
 use crate::job::{Job, JobPhase};
-use crate::output_target::OutputTarget;
+use crate::output_target::{Commit, OutputTarget};
 use crate::recovery::{RecoveryLimits, is_retryable};
 use crate::state_store::{Epoch, Journal, StoreOp};
 
@@ -123,8 +123,8 @@ pub(crate) struct Previous {
     pub(crate) held: Vec<v1::HeldOutput>,
 }
 
-/// Where finished jobs' object-store outputs go to be committed.
-pub(crate) type Committer = mpsc::UnboundedSender<(JobId, OutputTarget)>;
+/// Where succeeded jobs' outputs go to be committed (`server.rs`).
+pub(crate) type Committer = mpsc::UnboundedSender<(JobId, Commit)>;
 
 impl SchedulerState {
     pub(crate) fn new(config: &SchedulerConfig) -> Self {
@@ -627,13 +627,20 @@ impl SchedulerState {
         }
     }
 
-    pub(crate) fn finish_script(&mut self, id: &JobId, output_files: Option<Vec<String>>) {
-        if let Some(job) = self.jobs.get_mut(id).filter(|j| !j.phase.is_terminal()) {
-            // Committed by the driver: nothing of them is to be removed.
-            job.script_outputs.clear();
-            job.output_files = output_files;
+    /// A script job ran all its statements; its outputs (`commit`) are
+    /// moved into place like a plan job's, then it succeeds.
+    pub(crate) fn finish_script(&mut self, id: &JobId, commit: Commit) {
+        let Some(job) = self.jobs.get_mut(id).filter(|j| !j.phase.is_terminal()) else {
+            commit.abandon();
+            return;
+        };
+        // The committer owns them now.
+        job.script_outputs.clear();
+        if commit.targets.is_empty() {
             info!(job_id = %id, "script job succeeded");
             self.end_job(id, JobPhase::Succeeded);
+        } else {
+            self.commit(id, commit);
         }
     }
 
@@ -908,43 +915,14 @@ impl SchedulerState {
                 return;
             }
             if let Some(target) = job.output_target.take() {
-                if target.is_remote() {
-                    // Object-store calls: made outside this lock, by the
-                    // committer, which reports back (`output_committed`).
-                    match &self.committer {
-                        Some(committer) => {
-                            info!(job_id = %id, "committing the output");
-                            let _ = committer.send((id.clone(), target));
-                            job.publish();
-                        }
-                        None => {
-                            target.abandon();
-                            self.fail_job(
-                                id,
-                                v1::JobError {
-                                    kind: v1::ErrorKind::Internal as i32,
-                                    message: "this scheduler cannot commit object-store output"
-                                        .into(),
-                                    query_error: None,
-                                },
-                            );
-                        }
-                    }
-                    return;
-                }
-                match target.commit_local() {
-                    Ok(files) => job.output_files = Some(files),
-                    Err(e) => {
-                        target.abandon();
-                        let error = v1::JobError {
-                            kind: v1::ErrorKind::Environment as i32,
-                            message: format!("cannot move the output into place: {e}"),
-                            query_error: None,
-                        };
-                        self.fail_job(id, error);
-                        return;
-                    }
-                }
+                self.commit(
+                    id,
+                    Commit {
+                        targets: vec![target],
+                        lists_files: true,
+                    },
+                );
+                return;
             }
             info!(job_id = %id, "job succeeded");
             self.end_job(id, JobPhase::Succeeded);
@@ -982,20 +960,47 @@ impl SchedulerState {
         self.committer = Some(committer);
     }
 
-    /// The committer moved job `id`'s output into place (the files) or
-    /// could not; the job ends accordingly. Returns false when the job had
-    /// ended meanwhile (cancelled): the caller removes the output.
+    /// The one way a succeeded job's outputs are moved into place, for plan
+    /// and script jobs: the committer does it outside this lock and reports
+    /// back (`output_committed`); the job succeeds only then.
+    fn commit(&mut self, id: &JobId, commit: Commit) {
+        match &self.committer {
+            Some(committer) => {
+                info!(job_id = %id, outputs = commit.targets.len(), "committing the output");
+                if let Some(job) = self.jobs.get(id) {
+                    job.publish();
+                }
+                let _ = committer.send((id.clone(), commit));
+            }
+            None => {
+                commit.abandon();
+                self.fail_job(
+                    id,
+                    v1::JobError {
+                        kind: v1::ErrorKind::Internal as i32,
+                        message: "this scheduler has no committer for job outputs".into(),
+                        query_error: None,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The committer moved job `id`'s outputs into place (the files of its
+    /// output, if it lists them) or could not; the job ends accordingly.
+    /// Returns false when the job had ended meanwhile (cancelled): the
+    /// caller removes the outputs.
     pub(crate) fn output_committed(
         &mut self,
         id: &JobId,
-        result: Result<Vec<String>, String>,
+        result: Result<Option<Vec<String>>, String>,
     ) -> bool {
         let Some(job) = self.jobs.get_mut(id).filter(|j| !j.phase.is_terminal()) else {
             return false;
         };
         match result {
             Ok(files) => {
-                job.output_files = Some(files);
+                job.output_files = files;
                 info!(job_id = %id, "job succeeded");
                 self.end_job(id, JobPhase::Succeeded);
             }
