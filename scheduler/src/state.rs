@@ -2079,6 +2079,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_scripts_statements_never_share_stage_ids_and_each_drops_only_the_last_ones_data()
+    -> Result<()> {
+        let mut state = SchedulerState::new(&SchedulerConfig::default());
+        let (a, mut inbox_a) = executor(&mut state, "a", 4);
+        let id = JobId::from("test-job");
+        state.submit_script(Job::new_script(
+            id.clone(),
+            "script".into(),
+            2,
+            HashMap::new(),
+        ));
+        let (done, mut first_done) = tokio::sync::oneshot::channel();
+        assert!(state.begin_statement(&id, 1, 1, stages(GROUP_BY).await?, Vec::new(), done));
+        let mut inboxes = vec![(a, inbox_a)];
+        run_to_end(&mut state, &mut inboxes, &[4, 1]);
+        assert!(first_done.try_recv().is_ok(), "statement 1 is done");
+        let second = crate::test_support::stages_from(GROUP_BY, 2).await?;
+        let ids: Vec<u32> = second.iter().map(|s| s.id.0).collect();
+        assert_eq!(ids, vec![2, 3], "numbered on from statement 1's");
+        let (done, _second_done) = tokio::sync::oneshot::channel();
+        assert!(state.begin_statement(&id, 2, 2, second, Vec::new(), done));
+        let (_, inbox) = inboxes.pop().expect("a's inbox");
+        inbox_a = inbox;
+        let messages = drain(&mut inbox_a);
+        let removed: Vec<Vec<u32>> = messages
+            .iter()
+            .filter_map(|m| match m {
+                v1::scheduler_message::Kind::RemoveJobData(r) => Some(r.stage_ids.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(removed, vec![vec![0, 1]], "only statement 1's stages go");
+        let launched: Vec<u32> = launches(&messages)
+            .iter()
+            .filter_map(|l| l.stage.as_ref().map(|s| s.stage_id))
+            .collect();
+        assert_eq!(launched, vec![2], "statement 2 starts at its first stage");
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn a_job_submitted_to_an_empty_cluster_fails_saying_so() -> Result<()> {
         let mut state = SchedulerState::new(&SchedulerConfig::default());
         let job = job(GROUP_BY).await?;

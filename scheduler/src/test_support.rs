@@ -77,5 +77,10 @@ pub(crate) async fn physical(sql: &str) -> Result<Arc<dyn ExecutionPlan>> {
 
 /// The stages of `sql`.
 pub(crate) async fn stages(sql: &str) -> Result<Vec<StagePlan>> {
-    cut_into_stages(&JobId::from("test-job"), physical(sql).await?, None, 0)
+    stages_from(sql, 0).await
+}
+
+/// [`stages`], numbered from `first` (a later statement of a script).
+pub(crate) async fn stages_from(sql: &str, first: u32) -> Result<Vec<StagePlan>> {
+    cut_into_stages(&JobId::from("test-job"), physical(sql).await?, None, first)
 }
