@@ -243,19 +243,7 @@ impl SchedulerClient {
         settings: HashMap<String, String>,
         name: String,
     ) -> Result<JobId> {
-        check_plan_size(logical_plan.len())?;
-        let response = self
-            .inner
-            .clone()
-            .submit_job(v1::SubmitJobRequest {
-                logical_plan,
-                settings,
-                name,
-                ..Default::default()
-            })
-            .await
-            .map_err(|s| self.map_status(s))?;
-        Ok(JobId::from(response.into_inner().job_id))
+        self.submit_plan(logical_plan, settings, name, false).await
     }
 
     /// [`SchedulerClient::submit`] for an interactive query: while the
@@ -268,6 +256,16 @@ impl SchedulerClient {
         logical_plan: Vec<u8>,
         settings: HashMap<String, String>,
         name: String,
+    ) -> Result<JobId> {
+        self.submit_plan(logical_plan, settings, name, true).await
+    }
+
+    async fn submit_plan(
+        &self,
+        logical_plan: Vec<u8>,
+        settings: HashMap<String, String>,
+        name: String,
+        retry: bool,
     ) -> Result<JobId> {
         check_plan_size(logical_plan.len())?;
         let request = v1::SubmitJobRequest {
@@ -282,7 +280,8 @@ impl SchedulerClient {
             match self.inner.clone().submit_job(request.clone()).await {
                 Ok(response) => return Ok(JobId::from(response.into_inner().job_id)),
                 Err(status)
-                    if is_transient(&status)
+                    if retry
+                        && is_transient(&status)
                         && tokio::time::Instant::now() + backoff < deadline =>
                 {
                     tracing::info!(error = %status.message(), retry_in = ?backoff, "scheduler unreachable; submitting again soon");

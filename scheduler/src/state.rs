@@ -1624,22 +1624,14 @@ mod tests {
     #[tokio::test]
     async fn a_holder_its_peer_cannot_read_while_both_are_alive_gets_no_more_tasks_of_the_job()
     -> Result<()> {
-        let mut state = SchedulerState::new(&SchedulerConfig::default());
-        let (a, mut inbox_a) = executor(&mut state, "a", 2);
-        let (b, mut inbox_b) = executor(&mut state, "b", 2);
-        let job = job(GROUP_BY).await?;
-        let watch = job.watch.subscribe();
-        state.submit(job);
-        let (la, lb) = (
-            launches(&drain(&mut inbox_a)),
-            launches(&drain(&mut inbox_b)),
-        );
-        let on_a = la[0].tasks[0].partition;
-        for (executor, launch) in [(&a, &la[0]), (&b, &lb[0])] {
-            for task in &launch.tasks {
-                state.task_status(executor, success(launch, task, 4));
-            }
-        }
+        let PastStage0 {
+            mut state,
+            watch,
+            a: (a, mut inbox_a),
+            b: (b, mut inbox_b),
+            stage_0,
+        } = past_stage_0(0).await?;
+        let on_a = stage_0.0.tasks[0].partition;
         let l1 = launches(&drain(&mut inbox_b));
         let l1_on_a = launches(&drain(&mut inbox_a));
         // b cannot reach a, though a is alive (it heartbeats).
@@ -1837,31 +1829,58 @@ mod tests {
             .collect()
     }
 
-    /// Runs stage 0 of the GROUP_BY job on a and b (two tasks each), then
-    /// "restarts": a new scheduler of epoch 2 recovers the job, waiting for
-    /// a and b. Returns it with what a and b hold.
-    async fn restarted_after_stage_0()
-    -> Result<(SchedulerState, Vec<v1::HeldOutput>, Vec<v1::HeldOutput>)> {
-        let mut before = SchedulerState::new(&SchedulerConfig::default());
-        before.set_epoch(1);
-        let (a, mut inbox_a) = executor(&mut before, "a", 2);
-        let (b, mut inbox_b) = executor(&mut before, "b", 2);
-        before.submit(job(GROUP_BY).await?);
-        let (la, lb) = (
+    /// Executors a and b (2 slots each) that ran stage 0 of the GROUP_BY
+    /// job (two map tasks each) to the end; stage 1 is being launched.
+    struct PastStage0 {
+        state: SchedulerState,
+        watch: tokio::sync::watch::Receiver<v1::JobStatus>,
+        a: (ExecutorId, Inbox),
+        b: (ExecutorId, Inbox),
+        /// What a and b ran of stage 0.
+        stage_0: (v1::LaunchTasks, v1::LaunchTasks),
+    }
+
+    async fn past_stage_0(epoch: u64) -> Result<PastStage0> {
+        let mut state = SchedulerState::new(&SchedulerConfig::default());
+        state.set_epoch(epoch);
+        let (a, mut inbox_a) = executor(&mut state, "a", 2);
+        let (b, mut inbox_b) = executor(&mut state, "b", 2);
+        let job = job(GROUP_BY).await?;
+        let watch = job.watch.subscribe();
+        state.submit(job);
+        let (mut la, mut lb) = (
             launches(&drain(&mut inbox_a)),
             launches(&drain(&mut inbox_b)),
         );
         for (executor, launch) in [(&a, &la[0]), (&b, &lb[0])] {
             for task in &launch.tasks {
-                before.task_status(executor, success(launch, task, 4));
+                state.task_status(executor, success(launch, task, 4));
             }
         }
+        Ok(PastStage0 {
+            state,
+            watch,
+            a: (a, inbox_a),
+            b: (b, inbox_b),
+            stage_0: (la.remove(0), lb.remove(0)),
+        })
+    }
+
+    /// Runs stage 0 of the GROUP_BY job on a and b (two tasks each), then
+    /// "restarts": a new scheduler of epoch 2 recovers the job, waiting for
+    /// a and b. Returns it with what a and b hold.
+    async fn restarted_after_stage_0()
+    -> Result<(SchedulerState, Vec<v1::HeldOutput>, Vec<v1::HeldOutput>)> {
+        let before = past_stage_0(1).await?;
         let mut after = SchedulerState::new(&SchedulerConfig::default());
         after.set_epoch(2);
-        after.begin_recovery(Duration::from_secs(10), [a, b].into_iter().collect());
+        after.begin_recovery(
+            Duration::from_secs(10),
+            [before.a.0, before.b.0].into_iter().collect(),
+        );
         let stored = (0..4).map(|map| (0, map)).collect();
         after.recover(job(GROUP_BY).await?.restarted(), stored);
-        Ok((after, held(&la[0]), held(&lb[0])))
+        Ok((after, held(&before.stage_0.0), held(&before.stage_0.1)))
     }
 
     fn reattach(
@@ -2021,22 +2040,14 @@ mod tests {
     #[tokio::test]
     async fn a_replanned_stages_running_tasks_are_cancelled_where_they_run_and_free_their_slots()
     -> Result<()> {
-        let mut state = SchedulerState::new(&SchedulerConfig::default());
-        let (a, mut inbox_a) = executor(&mut state, "a", 2);
-        let (b, mut inbox_b) = executor(&mut state, "b", 2);
-        let job = job(GROUP_BY).await?;
-        let watch = job.watch.subscribe();
-        state.submit(job);
-        let (la, lb) = (
-            launches(&drain(&mut inbox_a)),
-            launches(&drain(&mut inbox_b)),
-        );
-        let on_a = la[0].tasks[0].partition;
-        for (executor, launch) in [(&a, &la[0]), (&b, &lb[0])] {
-            for task in &launch.tasks {
-                state.task_status(executor, success(launch, task, 4));
-            }
-        }
+        let PastStage0 {
+            mut state,
+            watch,
+            a: (a, mut inbox_a),
+            b: (b, mut inbox_b),
+            stage_0,
+        } = past_stage_0(0).await?;
+        let on_a = stage_0.0.tasks[0].partition;
         let (l1_a, l1_b) = (
             launches(&drain(&mut inbox_a)),
             launches(&drain(&mut inbox_b)),

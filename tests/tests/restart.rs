@@ -13,6 +13,7 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use futures::StreamExt;
 use serde_json::Value;
 use volley_client::{SchedulerClient, v1};
+use volley_tests::chaos::next_random;
 use volley_tests::processes::{Process, binary, credentials, start_logging, volley_with_env};
 use volley_tests::{compare_rows, local_tpch_context, run_script, tpch_dir, tpch_query};
 
@@ -169,15 +170,6 @@ fn finish(mut child: Child) -> (std::process::ExitStatus, String, String) {
         stdout,
         stderr,
     )
-}
-
-/// A small deterministic generator (SplitMix64), so moments are repeatable.
-fn next_random(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// Follows the job named `name` until a seeded share (below `at_most`) of
