@@ -5,7 +5,9 @@
 //! free slots over their control streams (`state`). Finished stages resolve
 //! their consumers' shuffle readers with the locations of their output.
 //! It never touches row data: results go from executors to clients over
-//! Arrow Flight.
+//! Arrow Flight. With a state directory it keeps its jobs in an embedded
+//! store (`state_store`, `sqlite_store`) and resumes them after a restart
+//! (`restore`), taking over the shuffle output executors kept.
 //!
 //! Entry point: [`SchedulerServer::start`] with a [`SchedulerConfig`].
 //! Neighbours: `volley-dataflow` (operators, codec, IDs), `volley-proto`
