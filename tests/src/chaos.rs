@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::record_batch::RecordBatch;
 use volley_client::Context;
 
-use crate::processes::{Process, binary, credentials, start};
+use crate::processes::{Process, binary, credentials, restartable_port, start};
 use crate::{compare_rows, is_ordered, run_script, tpch_query};
 
 /// One chaos run's outcome.
@@ -71,7 +71,9 @@ impl ChaosCluster {
     /// Starts the scheduler (executor timeout of 2s) and three executors.
     pub fn start() -> Self {
         let work_dir = tempfile::tempdir().expect("work dir");
-        let (scheduler, url) = Self::scheduler(work_dir.path(), "127.0.0.1:0");
+        // A port nothing else takes while the scheduler restarts on it.
+        let bind = format!("127.0.0.1:{}", restartable_port());
+        let (scheduler, url) = Self::scheduler(work_dir.path(), &bind);
         let mut cluster = Self {
             url,
             scheduler,

@@ -212,6 +212,25 @@ pub fn example(name: &str) -> PathBuf {
     path
 }
 
+/// A free loopback port below the kernel's ephemeral range (32768 and up
+/// by default), for a process that is killed and started again on the same
+/// port: no other process's bind to port 0 can take it in between.
+pub fn restartable_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    // Each test process starts elsewhere in the span.
+    let offset = (std::process::id() % u32::from(SPAN)) as u16;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST + (offset.wrapping_add(n.wrapping_mul(37))) % SPAN;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// A child process killed when the test ends, pass or fail.
 pub struct Process(
     /// The process.

@@ -14,7 +14,9 @@ use futures::StreamExt;
 use serde_json::Value;
 use volley_client::{SchedulerClient, v1};
 use volley_tests::chaos::next_random;
-use volley_tests::processes::{Process, binary, credentials, start_logging, volley_with_env};
+use volley_tests::processes::{
+    Process, binary, credentials, restartable_port, start_logging, volley_with_env,
+};
 use volley_tests::{compare_rows, local_tpch_context, run_script, tpch_dir, tpch_query};
 
 /// A scheduler with a state store and executors, as processes, on
@@ -32,7 +34,9 @@ impl DurableCluster {
     fn start(executors: usize) -> Self {
         let mut cluster = Self {
             url: String::new(),
-            port: 0,
+            // Not from the ephemeral range: nothing else can take it while
+            // the scheduler restarts.
+            port: restartable_port(),
             work: tempfile::tempdir().expect("work dir"),
             scheduler: None,
             starts: 0,
