@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use volley_proto::v1;
 
 use crate::error::SchedulerError;
-use volley_dataflow::ExecutorId;
+use volley_dataflow::{ExecutorId, JobId};
 
 use crate::state_store::{Epoch, Loaded, LoadedJob, StateStore, StoreOp};
 
@@ -201,6 +201,14 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)
 }
 
+/// Deletes a job's map outputs: it ended, or left the history.
+fn delete_outputs(transaction: &rusqlite::Transaction<'_>, job: &JobId) -> rusqlite::Result<usize> {
+    transaction.execute(
+        "DELETE FROM outputs WHERE job_id = ?1",
+        params![job.as_str()],
+    )
+}
+
 impl StateStore for SqliteStore {
     fn claim(&mut self) -> Result<Epoch, SchedulerError> {
         let transaction =
@@ -348,12 +356,7 @@ impl StateStore for SqliteStore {
                             params![job.as_str(), seal(status.as_ref())],
                         )
                         .map_err(failed)?;
-                    transaction
-                        .execute(
-                            "DELETE FROM outputs WHERE job_id = ?1",
-                            params![job.as_str()],
-                        )
-                        .map_err(failed)?;
+                    delete_outputs(&transaction, job).map_err(failed)?;
                 }
                 StoreOp::Released(job) => {
                     transaction
@@ -383,12 +386,7 @@ impl StateStore for SqliteStore {
                     transaction
                         .execute("DELETE FROM jobs WHERE job_id = ?1", params![job.as_str()])
                         .map_err(failed)?;
-                    transaction
-                        .execute(
-                            "DELETE FROM outputs WHERE job_id = ?1",
-                            params![job.as_str()],
-                        )
-                        .map_err(failed)?;
+                    delete_outputs(&transaction, job).map_err(failed)?;
                 }
             }
         }

@@ -1562,23 +1562,15 @@ mod tests {
     #[tokio::test]
     async fn a_fetch_failure_reruns_that_executors_map_tasks_only_and_replans_the_consumer()
     -> Result<()> {
-        let mut state = SchedulerState::new(&SchedulerConfig::default());
-        let (a, mut inbox_a) = executor(&mut state, "a", 2);
-        let (b, mut inbox_b) = executor(&mut state, "b", 2);
-        let job = job(GROUP_BY).await?;
-        let watch = job.watch.subscribe();
-        state.submit(job);
         // Stage 0: two map tasks on each executor.
-        let (la, lb) = (
-            launches(&drain(&mut inbox_a)),
-            launches(&drain(&mut inbox_b)),
-        );
-        let on_a: Vec<u32> = la[0].tasks.iter().map(|t| t.partition).collect();
-        for (executor, launch) in [(&a, &la[0]), (&b, &lb[0])] {
-            for task in &launch.tasks {
-                state.task_status(executor, success(launch, task, 4));
-            }
-        }
+        let PastStage0 {
+            mut state,
+            watch,
+            a: (a, mut inbox_a),
+            b: (b, mut inbox_b),
+            stage_0,
+        } = past_stage_0(0).await?;
+        let on_a: Vec<u32> = stage_0.0.tasks.iter().map(|t| t.partition).collect();
         // A stage-1 task on b cannot read a map output held by a.
         let l1 = launches(&drain(&mut inbox_b));
         assert_eq!(
