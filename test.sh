@@ -41,4 +41,10 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
+# A one-off run gains nothing from incremental compilation, whose caches
+# take gigabytes; CI once ran out of disk with them (override by setting
+# CARGO_INCREMENTAL). Free space is printed so a full disk is diagnosed
+# at a glance.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+df -h "${CARGO_TARGET_DIR:-target}" "${TMPDIR:-/tmp}" 2>/dev/null | sed 's/^/test.sh: /' >&2 || true
 exec cargo test --workspace "$@"

@@ -247,7 +247,7 @@ async fn run(udfs: UdfRegistry) -> ExitCode {
                 }
                 Err(reason) => {
                     eprintln!("volley-executor: {reason}");
-                    return ExitCode::from(1);
+                    break ExitCode::from(1);
                 }
             },
             _ = terminate.recv() => {
@@ -262,7 +262,8 @@ async fn run(udfs: UdfRegistry) -> ExitCode {
             _ = tokio::signal::ctrl_c() => break ExitCode::SUCCESS,
         }
     };
-    // A clean stop leaves nothing behind in the work directory.
+    // A stop, clean or on an error, leaves nothing behind in the work
+    // directory (a SIGKILL cannot be helped).
     let work_dir = executor.work_dir().to_path_buf();
     drop(executor);
     let _ = std::fs::remove_dir_all(&work_dir);
