@@ -23,8 +23,9 @@ use object_store::buffered::BufWriter as ObjectWriter;
 use object_store::path::Path as ObjectPath;
 use tokio::io::AsyncWriteExt;
 
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef};
 use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -40,6 +41,7 @@ use futures::StreamExt;
 
 use crate::error::volley_internal;
 use crate::exchange_io::PartitionStats;
+use crate::session::volley_options;
 use crate::shuffle_writer::{STATS_SCHEMA, stats_batch, stats_properties};
 
 /// File formats a job's output can be written in.
@@ -259,6 +261,52 @@ async fn check_shared(context: &TaskContext, dir: &std::path::Path) -> Result<()
     }
 }
 
+/// `schema` with Arrow's view types replaced by the plain ones (Utf8View
+/// by Utf8, BinaryView by Binary), also inside lists and structs, so that
+/// the files can be read by any Arrow or Parquet reader.
+fn without_view_types(schema: &SchemaRef) -> SchemaRef {
+    fn plain(data_type: &DataType) -> DataType {
+        match data_type {
+            DataType::Utf8View => DataType::Utf8,
+            DataType::BinaryView => DataType::Binary,
+            DataType::List(field) => DataType::List(plain_field(field)),
+            DataType::LargeList(field) => DataType::LargeList(plain_field(field)),
+            DataType::FixedSizeList(field, size) => {
+                DataType::FixedSizeList(plain_field(field), *size)
+            }
+            DataType::Struct(fields) => DataType::Struct(fields.iter().map(plain_field).collect()),
+            other => other.clone(),
+        }
+    }
+    fn plain_field(field: &FieldRef) -> FieldRef {
+        Arc::new(
+            field
+                .as_ref()
+                .clone()
+                .with_data_type(plain(field.data_type())),
+        )
+    }
+    let fields: Vec<FieldRef> = schema.fields().iter().map(plain_field).collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// `batch` cast to `schema` (the same columns with plain types).
+fn cast_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(Arc::clone(column))
+            } else {
+                cast(column, field.data_type())
+            }
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
 /// Writes `input` as one object; returns (rows, bytes). A failed write
 /// aborts the upload, so no partial object is left.
 async fn write_object(
@@ -273,10 +321,16 @@ async fn write_object(
     let buffer = SharedBuffer::default();
     let mut bytes = 0u64;
     let mut rows = 0u64;
+    let keep_views = volley_options(context.session_config()).output_view_types;
     let written = async {
-        let mut writer = Writer::new(format, buffer.clone(), input.schema())?;
+        let plain = (!keep_views).then(|| without_view_types(&input.schema()));
+        let schema = plain.clone().unwrap_or_else(|| input.schema());
+        let mut writer = Writer::new(format, buffer.clone(), schema)?;
         while let Some(batch) = input.next().await {
-            let batch = batch?;
+            let mut batch = batch?;
+            if let Some(plain) = &plain {
+                batch = cast_batch(&batch, plain)?;
+            }
             tokio::task::consume_budget().await;
             rows += batch.num_rows() as u64;
             writer.write(&batch)?;

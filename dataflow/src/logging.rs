@@ -3,6 +3,7 @@
 //! hold a query's literals and paths, are logged (at debug) only when
 //! `VOLLEY_LOG_PLANS=1` asks for them ([`log_plans`]).
 
+use std::io::IsTerminal;
 use std::sync::LazyLock;
 
 use tracing_subscriber::EnvFilter;
@@ -15,6 +16,9 @@ pub fn init_logging(default_filter: &str) {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in a log file
+        // or a CI log.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

@@ -21,6 +21,11 @@ extensions_options! {
         /// process idle partitions steal from their siblings; here each
         /// task must read exactly its own group.
         pub balance_file_groups: bool, default = true
+        /// Files a job writes keep Arrow's view types (Utf8View,
+        /// BinaryView), which DataFusion reads Parquet strings as. Off by
+        /// default: they are written as plain Utf8 and Binary, which every
+        /// reader sorts and joins (pyarrow cannot sort `binary_view`).
+        pub output_view_types: bool, default = false
     }
 }
 

@@ -1,5 +1,7 @@
 //! Batch jobs: `volley submit` and `volley jobs` as a CI script uses them.
 
+use datafusion::arrow::datatypes::DataType;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use volley_tests::processes::{start_cluster, volley};
 use volley_tests::tpch_dir;
@@ -121,6 +123,16 @@ async fn a_detached_job_outlives_its_submitter_and_its_output_is_readable_parque
     .sum();
     assert_eq!(written, expected_rows);
     assert_eq!(status["rows_out"], expected_rows);
+    // Strings are written as plain Utf8, which every reader sorts and
+    // joins, not as the Utf8View DataFusion reads them as.
+    let first = std::fs::File::open(out.join("part-00000.parquet")).unwrap();
+    let schema = std::sync::Arc::clone(
+        ParquetRecordBatchReaderBuilder::try_new(first)
+            .unwrap()
+            .schema(),
+    );
+    let flag = schema.field_with_name("l_returnflag").unwrap();
+    assert_eq!(flag.data_type(), &DataType::Utf8, "{schema:?}");
 
     // The job is in the history, and its status can be asked for later.
     let listed = volley(
