@@ -38,13 +38,21 @@ pub enum ClientError {
     /// Something waited for did not happen in time (`volley executors wait`).
     #[error("{0}")]
     WaitTimedOut(String),
-    /// A job did not finish in time; it was cancelled on the cluster.
-    #[error("job {job_id} did not finish within {after:?}; it was cancelled")]
+    /// A job did not finish in time: waiting for it stopped, and it was
+    /// cancelled on the cluster if `cancelled`.
+    #[error(
+        "job {job_id} did not finish within {after:?}; {}",
+        if *cancelled { "it was cancelled".to_string() } else {
+            format!("it goes on (cancel it with `volley jobs cancel {job_id}`)")
+        }
+    )]
     Timeout {
         /// The job.
         job_id: JobId,
         /// The time allowed.
         after: std::time::Duration,
+        /// Whether the job was cancelled when the time ran out.
+        cancelled: bool,
     },
 
     // -- The environment --------------------------------------------------
@@ -110,6 +118,24 @@ impl ClientError {
         }
     }
 
+    /// A short, stable name for this error: the `error.kind` of `volley
+    /// ... --json`. A failed job's is the kind its status reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientError::Query(e) => find_client_error(e).map_or("query", ClientError::kind),
+            ClientError::JobFailed { kind, .. } => error_kind_name(*kind),
+            ClientError::Usage(_) => "usage",
+            ClientError::Unauthenticated(_) => "unauthenticated",
+            ClientError::PermissionDenied(_) => "permission_denied",
+            ClientError::WaitTimedOut(_) | ClientError::Timeout { .. } => "timeout",
+            ClientError::SchedulerUnreachable { .. } => "scheduler_unreachable",
+            ClientError::Scheduler(_) => "scheduler",
+            ClientError::NotServing(_) => "not_serving",
+            ClientError::Embedded(_) => "embedded",
+            ClientError::Io(_) => "io",
+        }
+    }
+
     /// Moves a client error into a DataFusion error (to cross DataFusion's
     /// stream APIs) without losing its type.
     ///
@@ -136,6 +162,21 @@ impl ClientError {
 /// Finds a [`ClientError`] DataFusion wrapped on its way out.
 pub fn find_client_error(error: &DataFusionError) -> Option<&ClientError> {
     volley_dataflow::find_in_error_chain(error)
+}
+
+/// The name of a job's failure kind, as `--json` and `volley jobs status`
+/// print it.
+pub fn error_kind_name(kind: v1::ErrorKind) -> &'static str {
+    match kind {
+        v1::ErrorKind::User => "user",
+        v1::ErrorKind::ExecutorLost => "executor_lost",
+        v1::ErrorKind::FetchFailed => "fetch_failed",
+        v1::ErrorKind::ResourcesExhausted => "resources_exhausted",
+        v1::ErrorKind::Cancelled => "cancelled",
+        v1::ErrorKind::Environment => "environment",
+        v1::ErrorKind::NoExecutors => "no_executors",
+        _ => "internal",
+    }
 }
 
 /// Result with a [`ClientError`].

@@ -91,7 +91,7 @@ pub mod tpch;
 pub use context::Context;
 pub use distributed_exec::{DistributedQueryExec, JobObserver, VolleyQueryPlanner};
 pub use embedded::{EmbeddedCluster, EmbeddedClusterConfig, default_allowed_paths};
-pub use error::{ClientError, Result, find_client_error};
+pub use error::{ClientError, Result, error_kind_name, find_client_error};
 pub use job_handle::JobHandle;
 pub use scheduler_client::{
     SchedulerClient, check_health, is_terminal, link_from_env, read_token_file,

@@ -4,17 +4,9 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 #[tokio::main]
 async fn main() -> ExitCode {
+    cli::exit_quietly_on_a_closed_pipe();
     volley_dataflow::init_logging("warn");
-    let cli = cli::Cli::parse();
-    match cli.run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("Error: {}", cli::one_line(&e));
-            ExitCode::from(e.exit_code())
-        }
-    }
+    cli::main().await
 }

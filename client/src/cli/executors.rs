@@ -8,6 +8,7 @@ use volley_client::{ClientError, SchedulerClient, v1};
 
 use super::connection::ClusterArgs;
 use super::jobs::parse_duration;
+use super::json_report::print_json;
 use super::progress::human_bytes;
 
 /// Arguments of `volley executors`.
@@ -80,10 +81,7 @@ pub(crate) async fn run(args: ExecutorsArgs) -> Result<(), ClientError> {
             let client = args.cluster.connect().await?;
             let executors = client.executors().await?;
             if json {
-                println!(
-                    "{}",
-                    Value::Array(executors.iter().map(executor_json).collect())
-                );
+                print_json(&Value::Array(executors.iter().map(executor_json).collect()));
             } else {
                 println!(
                     "{:<16} {:<32} {:<9} {:>5} {:>7} {:>21} {:>7}",
@@ -111,13 +109,13 @@ pub(crate) async fn run(args: ExecutorsArgs) -> Result<(), ClientError> {
         }
         ExecutorsCommand::Wait { count, timeout } => {
             let link = args.cluster.connection.link()?;
+            let url = args.cluster.url()?;
             let deadline = tokio::time::Instant::now() + timeout;
             let waited = tokio::time::timeout_at(deadline, async {
                 loop {
                     // The scheduler may not listen yet, and executors come
                     // one by one: ask again until enough are there.
-                    if let Ok(client) =
-                        SchedulerClient::connect_with(&args.cluster.scheduler, link.clone()).await
+                    if let Ok(client) = SchedulerClient::connect_with(&url, link.clone()).await
                         && let Ok(executors) = client.executors().await
                         && executors.len() >= count
                     {
@@ -133,8 +131,7 @@ pub(crate) async fn run(args: ExecutorsArgs) -> Result<(), ClientError> {
                     Ok(())
                 }
                 Err(_) => Err(ClientError::WaitTimedOut(format!(
-                    "fewer than {count} executors registered at {} within {timeout:?}",
-                    args.cluster.scheduler
+                    "fewer than {count} executors registered at {url} within {timeout:?}"
                 ))),
             }
         }

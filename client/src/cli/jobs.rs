@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use volley_client::{ClientError, JobId, SchedulerClient, is_terminal, v1};
+use volley_client::{ClientError, JobId, SchedulerClient, error_kind_name, is_terminal, v1};
 
 use super::connection::ClusterArgs;
+use super::json_report::{print_json, timed_out};
 use super::progress::{Progress, describe, human_bytes};
 
 /// Arguments of `volley jobs`.
@@ -38,13 +39,18 @@ enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Wait for a job to end; the exit code is the job's.
+    /// Wait for a job to end; the exit code is the job's (4 when --timeout
+    /// fires first).
     Wait {
         /// The job id.
         id: String,
-        /// Give up (and cancel the job) after this long, e.g. 90s, 5m, 1h.
+        /// Stop waiting after this long, e.g. 90s, 5m, 1h; the job goes on
+        /// unless --cancel-on-timeout.
         #[arg(long, value_parser = parse_duration)]
         timeout: Option<Duration>,
+        /// When --timeout fires, also cancel the job.
+        #[arg(long, requires = "timeout")]
+        cancel_on_timeout: bool,
         /// Print the final status as JSON.
         #[arg(long)]
         json: bool,
@@ -84,7 +90,7 @@ pub(crate) async fn run(args: JobsArgs) -> Result<(), ClientError> {
         JobsCommand::List { json } => {
             let jobs = client.list_jobs().await?;
             if json {
-                println!("{}", Value::Array(jobs.iter().map(status_json).collect()));
+                print_json(&Value::Array(jobs.iter().map(status_json).collect()));
             } else {
                 print_table(&jobs);
             }
@@ -95,12 +101,30 @@ pub(crate) async fn run(args: JobsArgs) -> Result<(), ClientError> {
             print_status(&status, json);
             Ok(())
         }
-        JobsCommand::Wait { id, timeout, json } => {
-            let status = follow(&client, &JobId::from(id), timeout)
-                .await
-                .map_err(unknown_job)?;
-            print_status(&status, json);
-            outcome(&status)
+        JobsCommand::Wait {
+            id,
+            timeout,
+            cancel_on_timeout,
+            json,
+        } => {
+            let job_id = JobId::from(id);
+            let wait = Wait {
+                timeout,
+                cancel_on_timeout,
+            };
+            match follow(&client, &job_id, wait).await.map_err(unknown_job) {
+                Ok(status) => {
+                    print_status(&status, json);
+                    outcome(&status)
+                }
+                Err(e @ ClientError::Timeout { .. }) => {
+                    if json {
+                        print_timed_out(&client, &job_id, &e).await;
+                    }
+                    Err(e)
+                }
+                Err(e) => Err(e),
+            }
         }
         JobsCommand::Cancel { id } => {
             let job_id = JobId::from(id);
@@ -136,16 +160,17 @@ fn state_name(state: i32) -> &'static str {
 }
 
 fn kind_name(kind: i32) -> &'static str {
-    match v1::ErrorKind::try_from(kind) {
-        Ok(v1::ErrorKind::User) => "user",
-        Ok(v1::ErrorKind::ExecutorLost) => "executor_lost",
-        Ok(v1::ErrorKind::FetchFailed) => "fetch_failed",
-        Ok(v1::ErrorKind::ResourcesExhausted) => "resources_exhausted",
-        Ok(v1::ErrorKind::Cancelled) => "cancelled",
-        Ok(v1::ErrorKind::Environment) => "environment",
-        Ok(v1::ErrorKind::NoExecutors) => "no_executors",
-        _ => "internal",
-    }
+    error_kind_name(v1::ErrorKind::try_from(kind).unwrap_or(v1::ErrorKind::Internal))
+}
+
+/// Prints the `--json` answer of a wait that timed out: the job's status
+/// as the scheduler has it, marked `timed_out`.
+pub(crate) async fn print_timed_out(client: &SchedulerClient, job_id: &JobId, error: &ClientError) {
+    let status = match client.status(job_id).await {
+        Ok(status) => status_json(&status),
+        Err(_) => json!({"job_id": job_id.as_str(), "state": Value::Null}),
+    };
+    print_json(&timed_out(status, error));
 }
 
 fn timestamp(ms: u64) -> Value {
@@ -196,7 +221,7 @@ pub(crate) fn status_json(status: &v1::JobStatus) -> Value {
 
 fn print_status(status: &v1::JobStatus, json: bool) {
     if json {
-        println!("{}", status_json(status));
+        print_json(&status_json(status));
         return;
     }
     let name = if status.name.is_empty() {
@@ -256,13 +281,24 @@ pub(crate) fn outcome(status: &v1::JobStatus) -> Result<(), ClientError> {
     )
 }
 
-/// Follows a job to its end. Past `timeout` the job is cancelled on the
-/// cluster and the result is a [`ClientError::Timeout`].
+/// How long to follow a job, and what to do when that time is up.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Wait {
+    /// Stop after this long (no limit: `None`).
+    pub(crate) timeout: Option<Duration>,
+    /// Cancel the job when `timeout` fires.
+    pub(crate) cancel_on_timeout: bool,
+}
+
+/// Follows a job to its end. Past `wait.timeout` the result is a
+/// [`ClientError::Timeout`], and the job is cancelled on the cluster if
+/// `wait.cancel_on_timeout`.
 pub(crate) async fn follow(
     client: &SchedulerClient,
     job_id: &JobId,
-    timeout: Option<Duration>,
+    wait: Wait,
 ) -> Result<v1::JobStatus, ClientError> {
+    let timeout = wait.timeout;
     let progress = std::io::stderr().is_terminal().then(Progress::new);
     let mut updates = Box::pin(client.watch(job_id).await?);
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
@@ -278,8 +314,14 @@ pub(crate) async fn follow(
         tokio::select! {
             item = next => match item {
                 None => {
-                    client.cancel(job_id).await?;
-                    break Err(ClientError::Timeout { job_id: job_id.clone(), after: timeout.unwrap_or_default() });
+                    if wait.cancel_on_timeout {
+                        client.cancel(job_id).await?;
+                    }
+                    break Err(ClientError::Timeout {
+                        job_id: job_id.clone(),
+                        after: timeout.unwrap_or_default(),
+                        cancelled: wait.cancel_on_timeout,
+                    });
                 }
                 Some(None) => break Err(ClientError::SchedulerUnreachable {
                     url: client.url().to_string(),

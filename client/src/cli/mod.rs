@@ -5,11 +5,14 @@ mod connection;
 mod executors;
 mod health;
 mod jobs;
+mod json_report;
 mod output;
 mod progress;
 mod shell;
 mod sql;
 mod submit;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use volley_client::{ClientError, find_client_error};
@@ -83,4 +86,76 @@ pub(crate) fn one_line(error: &ClientError) -> String {
     };
     let text = inner.unwrap_or_else(|| error.to_string());
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Runs `volley` with the process's arguments; the exit code is the
+/// documented one. With `--json`, stdout carries one JSON value whatever
+/// happens, bad usage included.
+pub(crate) async fn main() -> ExitCode {
+    let json = json_report::wants_json(std::env::args_os());
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if json && e.use_stderr() => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or_default();
+            let message = first.trim_start_matches("error: ").to_string();
+            json_report::print_json(&json_report::error_object("usage", &message, 2));
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
+    match cli.run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(CLOSED_PIPE),
+        Err(e) => {
+            let message = one_line(&e);
+            if json {
+                json_report::print_error_unless_printed(&e, &message);
+            }
+            eprintln!("Error: {message}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// The exit status of a Unix tool whose output pipe closed (128 + SIGPIPE),
+/// as a shell reports `seq 1000000 | head -1` for `seq`.
+const CLOSED_PIPE: u8 = 141;
+
+/// Makes writing into a closed pipe (`volley jobs list | head -1`) end the
+/// process quietly with status 141, as for any Unix tool, instead of
+/// `println!`'s panic. SIGPIPE itself stays ignored, as the standard
+/// library sets it: the process also writes to sockets, where a vectored
+/// write to a closed connection would raise it.
+pub(crate) fn exit_quietly_on_a_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(i32::from(CLOSED_PIPE));
+        }
+        default(info);
+    }));
+}
+
+/// Whether `error` is a write into a closed pipe (stdout or a `\o` file
+/// piped onward), which is how a reader like `head` says it has enough.
+fn is_broken_pipe(error: &ClientError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    // Arrow's writers keep only the text of the I/O error.
+    error.to_string().contains("Broken pipe (os error 32)")
 }

@@ -14,7 +14,7 @@ use volley_client::tpch::{default_tpch_dir, generate_tpch, register_tpch};
 use volley_client::{ClientError, Context, EmbeddedClusterConfig, JobId, v1};
 use volley_dataflow::split_statements;
 
-use super::connection::ConnectionArgs;
+use super::connection::{ConnectionArgs, check_url};
 use super::output::{Format, write_batches};
 use super::progress::Progress;
 
@@ -138,7 +138,10 @@ pub(crate) async fn run(args: SqlArgs) -> Result<(), ClientError> {
 
 async fn connect(args: &SqlArgs) -> Result<Context, ClientError> {
     match &args.scheduler {
-        Some(url) => Context::remote_with(url, args.connection.link()?).await,
+        Some(url) => {
+            check_url(url)?;
+            Context::remote_with(url, args.connection.link()?).await
+        }
         None => {
             let mut config = EmbeddedClusterConfig::with_executors(args.executors);
             config

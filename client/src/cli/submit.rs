@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use volley_client::{ClientError, SchedulerClient, v1};
 
-use super::connection::ConnectionArgs;
-use super::jobs::{follow, outcome, parse_duration, status_json, summary};
+use super::connection::{ConnectionArgs, scheduler_url};
+use super::jobs::{Wait, follow, outcome, parse_duration, print_timed_out, status_json, summary};
+use super::json_report::print_json;
 
 /// Output formats of `--output`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -26,13 +27,10 @@ pub(crate) enum OutputFormat {
 pub(crate) struct SubmitArgs {
     /// The SQL script to run.
     file: PathBuf,
-    /// URL of the scheduler.
-    #[arg(
-        long,
-        env = "VOLLEY_SCHEDULER",
-        default_value = "http://127.0.0.1:50050"
-    )]
-    scheduler: String,
+    /// URL of the scheduler [default: http://127.0.0.1:50050, with a note on
+    /// stderr].
+    #[arg(long, env = "VOLLEY_SCHEDULER")]
+    scheduler: Option<String>,
     /// A name for the job (default: the script's file name).
     #[arg(long)]
     name: Option<String>,
@@ -59,7 +57,10 @@ pub(crate) struct SubmitArgs {
     /// Follow the job to its end; the exit code is the job's.
     #[arg(long)]
     wait: bool,
-    /// With --wait: give up after this long (e.g. 90s, 5m, 1h), cancelling the job.
+    /// With --wait: give up after this long (e.g. 90s, 5m, 1h) and cancel
+    /// the job, so that it never outlives the CI step that waits for it
+    /// (exit 4, `--json` state `timed_out`). To stop waiting but leave the
+    /// job running, use `volley jobs wait ID --timeout D` instead.
     #[arg(long, value_parser = parse_duration, requires = "wait")]
     timeout: Option<Duration>,
     /// Print the job's status as one JSON object on stdout.
@@ -241,7 +242,8 @@ pub(crate) async fn run(args: SubmitArgs) -> Result<(), ClientError> {
             OutputFormat::Json => v1::OutputFormat::Json,
         } as i32,
     });
-    let client = SchedulerClient::connect_with(&args.scheduler, args.connection.link()?).await?;
+    let url = scheduler_url(args.scheduler.as_deref())?;
+    let client = SchedulerClient::connect_with(&url, args.connection.link()?).await?;
     let job_id = client
         .submit_script(script, name, HashMap::new(), output)
         .await?;
@@ -251,11 +253,15 @@ pub(crate) async fn run(args: SubmitArgs) -> Result<(), ClientError> {
         println!("{job_id}");
     }
     let status = if args.wait {
-        match follow(&client, &job_id, args.timeout).await {
+        let wait = Wait {
+            timeout: args.timeout,
+            cancel_on_timeout: true,
+        };
+        match follow(&client, &job_id, wait).await {
             Ok(status) => status,
             Err(e @ ClientError::Timeout { .. }) => {
                 if args.json {
-                    println!("{}", status_json(&client.status(&job_id).await?));
+                    print_timed_out(&client, &job_id, &e).await;
                 }
                 return Err(e);
             }
@@ -266,14 +272,14 @@ pub(crate) async fn run(args: SubmitArgs) -> Result<(), ClientError> {
         let status = client.status(&job_id).await?;
         if status.state != v1::JobState::Failed as i32 {
             if args.json {
-                println!("{}", status_json(&status));
+                print_json(&status_json(&status));
             }
             return Ok(());
         }
         status
     };
     if args.json {
-        println!("{}", status_json(&status));
+        print_json(&status_json(&status));
     } else if std::io::stderr().is_terminal() || args.wait {
         eprintln!("{}", summary(&status));
     }
