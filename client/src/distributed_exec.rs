@@ -37,6 +37,7 @@ use volley_dataflow::{apply_settings, changed_settings, encode_logical_plan};
 use volley_proto::v1;
 
 use crate::client_tables::materialize_client_tables;
+use crate::explain::explain_on_cluster;
 use crate::result_stream::{RESULT_BUFFER_BATCHES, ResultJob, ResultMetrics, stream_job_result};
 use crate::round_trip::check_round_trip;
 use crate::scheduler_client::SchedulerClient;
@@ -83,7 +84,12 @@ impl QueryPlanner for VolleyQueryPlanner {
         session: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         match logical_plan {
-            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) | LogicalPlan::DescribeTable(_) => {
+            // EXPLAIN: the stages the cluster would run, planned there.
+            LogicalPlan::Explain(explain) => {
+                let (plan, settings) = self.encode_for_cluster(&explain.plan, session).await?;
+                explain_on_cluster(&self.link.scheduler, explain, plan, settings, session).await
+            }
+            LogicalPlan::Analyze(_) | LogicalPlan::DescribeTable(_) => {
                 DefaultPhysicalPlanner::default()
                     .create_physical_plan(logical_plan, session)
                     .await
@@ -123,23 +129,36 @@ impl QueryPlanner for VolleyQueryPlanner {
                     .await
             }
             _ => {
-                let logical_plan = with_volley_settings(logical_plan, session)?;
-                let logical_plan = materialize_client_tables(&logical_plan, session).await?;
-                let plan = encode_logical_plan(&logical_plan)?;
-                if self
-                    .link
-                    .check_round_trip
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                {
-                    check_round_trip(&logical_plan, &plan, session).await?;
-                }
-                let settings = changed_settings(session.config_options());
+                let (plan, settings) = self.encode_for_cluster(logical_plan, session).await?;
                 let schema = Arc::clone(logical_plan.schema().inner());
                 let mut exec = DistributedQueryExec::new(self.link.clone(), plan, settings, schema);
                 exec.writes_files = matches!(logical_plan, LogicalPlan::Copy(_));
                 Ok(Arc::new(exec))
             }
         }
+    }
+}
+
+impl VolleyQueryPlanner {
+    /// `logical_plan` as the cluster gets it: re-optimized under Volley's
+    /// pinned settings, client tables materialized, encoded; with the
+    /// settings the session changed.
+    async fn encode_for_cluster(
+        &self,
+        logical_plan: &LogicalPlan,
+        session: &dyn Session,
+    ) -> Result<(Vec<u8>, HashMap<String, String>)> {
+        let logical_plan = with_volley_settings(logical_plan, session)?;
+        let logical_plan = materialize_client_tables(&logical_plan, session).await?;
+        let plan = encode_logical_plan(&logical_plan)?;
+        if self
+            .link
+            .check_round_trip
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            check_round_trip(&logical_plan, &plan, session).await?;
+        }
+        Ok((plan, changed_settings(session.config_options())))
     }
 }
 

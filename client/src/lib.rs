@@ -81,6 +81,7 @@ mod context;
 mod distributed_exec;
 mod embedded;
 mod error;
+mod explain;
 mod job_handle;
 mod result_stream;
 mod round_trip;
@@ -92,6 +93,7 @@ pub use context::Context;
 pub use distributed_exec::{DistributedQueryExec, JobObserver, VolleyQueryPlanner};
 pub use embedded::{EmbeddedCluster, EmbeddedClusterConfig, default_allowed_paths};
 pub use error::{ClientError, Result, error_kind_name, find_client_error};
+pub use explain::DISTRIBUTED_PLAN;
 pub use job_handle::JobHandle;
 pub use scheduler_client::{
     SchedulerClient, check_health, is_terminal, link_from_env, read_token_file,

@@ -487,6 +487,25 @@ impl SchedulerClient {
         }
     }
 
+    /// Plans the encoded `plan` as a job would be planned, without running
+    /// it, and describes its stages (`EXPLAIN`).
+    pub async fn explain(
+        &self,
+        plan: Vec<u8>,
+        settings: HashMap<String, String>,
+    ) -> Result<v1::ExplainJobResponse> {
+        Ok(self
+            .inner
+            .clone()
+            .explain_job(v1::ExplainJobRequest {
+                logical_plan: plan,
+                settings,
+            })
+            .await
+            .map_err(|s| self.map_status(s))?
+            .into_inner())
+    }
+
     /// Cancels a job; `false` if it had already ended.
     pub async fn cancel(&self, job_id: &JobId) -> Result<bool> {
         Ok(self

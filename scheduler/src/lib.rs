@@ -17,6 +17,7 @@
 mod access;
 mod config;
 mod error;
+mod explain;
 mod job;
 mod output_target;
 mod partition_safety;

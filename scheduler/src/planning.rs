@@ -143,7 +143,7 @@ pub(crate) fn check_requirements(
 
 /// Planning reads file metadata; DataFusion's decoders do not always say
 /// which file failed, so name the tables' locations.
-fn with_table_paths(error: DataFusionError, plan: &LogicalPlan) -> DataFusionError {
+pub(crate) fn with_table_paths(error: DataFusionError, plan: &LogicalPlan) -> DataFusionError {
     // Only errors from reading files: a planning error about the query
     // itself (a bad window frame, an unknown column) reads as DataFusion's.
     if classify_error(&error) != v1::ErrorKind::User

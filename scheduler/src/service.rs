@@ -18,6 +18,7 @@ use volley_security::Caller;
 use crate::access::JobAccess;
 use crate::config::SchedulerConfig;
 use crate::error::SchedulerError;
+use crate::explain::explain_job;
 use crate::planning::plan_job;
 use crate::script;
 use crate::state::SchedulerState;
@@ -63,6 +64,16 @@ fn is_terminal(status: &v1::JobStatus) -> bool {
 }
 
 impl SchedulerGrpc {
+    /// The partitions a job is planned with: `--target-partitions`, else
+    /// the cluster's slots right now.
+    fn target_partitions(&self) -> usize {
+        self.shared
+            .config
+            .target_partitions
+            .unwrap_or_else(|| self.shared.state().total_slots())
+            .min(limits::MAX_PARTITIONS)
+    }
+
     /// Who sent `request`: `Unauthenticated` unless their credential is good.
     fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         self.shared
@@ -241,12 +252,7 @@ impl SchedulerService for SchedulerGrpc {
         let job_id = JobId::new_random();
         info!(job_id = %job_id, owner = access.owner().map_or("anonymous", |o| o.as_str()), "job submitted");
         self.wait_for_executors().await;
-        let target = self
-            .shared
-            .config
-            .target_partitions
-            .unwrap_or_else(|| self.shared.state().total_slots())
-            .min(limits::MAX_PARTITIONS);
+        let target = self.target_partitions();
         let security = &self.shared.config.security;
         if !request.script.is_empty() {
             self.store_submission(&job_id, &request, target, &access, Vec::new())
@@ -324,6 +330,27 @@ impl SchedulerService for SchedulerGrpc {
         let id = self.visible_job(&caller, &request.into_inner().job_id)?;
         self.shared.state().release(&id);
         Ok(Response::new(v1::ReleaseJobResponse {}))
+    }
+
+    async fn explain_job(
+        &self,
+        request: Request<v1::ExplainJobRequest>,
+    ) -> Result<Response<v1::ExplainJobResponse>, Status> {
+        let caller = self.caller(&request)?;
+        JobAccess::for_submitter(&caller, &self.shared.config.security)?;
+        let request = request.into_inner();
+        check_submission_limits(&v1::SubmitJobRequest {
+            settings: request.settings.clone(),
+            ..Default::default()
+        })?;
+        if request.logical_plan.is_empty() {
+            return Err(SchedulerError::InvalidRequest("nothing to explain".into()).into());
+        }
+        let paths = &self.shared.config.security.paths;
+        match explain_job(request, self.target_partitions(), paths).await {
+            Ok(explained) => Ok(Response::new(explained)),
+            Err(e) => Err(Status::invalid_argument(e.to_string())),
+        }
     }
 
     async fn cluster_info(

@@ -168,6 +168,15 @@ async fn every_attack_on_a_secure_cluster_is_refused_and_the_cluster_serves_on()
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated);
+    // EXPLAIN lists files like a job does: no credential, no plan.
+    let explain = anonymous
+        .explain_job(v1::ExplainJobRequest {
+            logical_plan: vec![1, 2, 3],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(explain.code(), Code::Unauthenticated);
     assert_serves(&cluster, "no token, wrong token").await;
 
     // 2. A `read` user submitting.
@@ -651,6 +660,13 @@ impl v1::scheduler_service_server::SchedulerService for FakeScheduler {
         &self,
         _: tonic::Request<v1::ReleaseJobRequest>,
     ) -> Result<tonic::Response<v1::ReleaseJobResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("fake"))
+    }
+
+    async fn explain_job(
+        &self,
+        _: tonic::Request<v1::ExplainJobRequest>,
+    ) -> Result<tonic::Response<v1::ExplainJobResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("fake"))
     }
 

@@ -92,6 +92,35 @@ fn write_markdown(out: &mut dyn Write, batches: &[RecordBatch]) -> Result<()> {
     Ok(())
 }
 
+/// Whether `batches` answer an EXPLAIN: the columns `plan_type, plan`.
+fn is_explain(batches: &[RecordBatch]) -> bool {
+    batches.first().is_some_and(|b| {
+        let names: Vec<&str> = b
+            .schema_ref()
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        names == ["plan_type", "plan"]
+    })
+}
+
+/// An EXPLAIN answer as a person reads it: each plan under its name, its
+/// lines indented as they are, never squeezed into a table cell.
+fn write_explain(out: &mut dyn Write, batches: &[RecordBatch]) -> Result<()> {
+    for batch in batches {
+        for row in 0..batch.num_rows() {
+            let plan_type = cell_text(batch.column(0).as_ref(), row)?;
+            let plan = cell_text(batch.column(1).as_ref(), row)?;
+            writeln!(out, "{plan_type}:")?;
+            for line in plan.lines() {
+                writeln!(out, "  {line}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Writes `batches` in `format`; a table shows at most `max_rows` rows (0:
 /// all) and says how many it left out.
 pub(crate) fn write_batches(
@@ -101,6 +130,7 @@ pub(crate) fn write_batches(
     max_rows: usize,
 ) -> Result<()> {
     match format {
+        Format::Table if is_explain(batches) => write_explain(out, batches)?,
         Format::Table => {
             let (shown, omitted) = truncate(batches, max_rows);
             if shown.iter().any(|b| b.num_rows() > 0) {

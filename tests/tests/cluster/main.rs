@@ -4,6 +4,7 @@
 mod bad_input;
 mod dataframes;
 mod distribution;
+mod explain;
 mod functions;
 mod memory;
 mod startup;
