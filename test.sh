@@ -7,7 +7,10 @@
 #   the S3 and multi-host tests;
 # - kubernetes-validate (Python): checks the Kubernetes manifests;
 # - ip and tc (iproute2) and nft (nftables): the multi-host tests create
-#   network namespaces, shape and cut their links; they need root.
+#   network namespaces, shape and cut their links; they need root;
+# - chromium and chromium-driver (Debian), selenium and prometheus-client
+#   (Python): the web UI is driven in headless Chromium, and /metrics is
+#   parsed by the official Prometheus client's parser.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -23,7 +26,17 @@ if ! command -v kubernetes-validate >/dev/null 2>&1; then
     if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 fi
 
+for module in selenium prometheus_client; do
+    if ! python3 -c "import $module" >/dev/null 2>&1; then
+        package=${module/_/-}
+        echo "test.sh: installing $package (the web UI and /metrics tests)" >&2
+        python3 -m pip install --quiet "$package"
+    fi
+done
+
 missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v tc >/dev/null 2>&1 || missing+=(iproute2)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
@@ -32,7 +45,7 @@ if ((${#missing[@]})); then
         echo "test.sh: the multi-host tests need root and ${missing[*]}; run as root" >&2
         exit 1
     fi
-    echo "test.sh: installing ${missing[*]} (network namespaces for the multi-host tests)" >&2
+    echo "test.sh: installing ${missing[*]} (network namespaces, headless browser)" >&2
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

@@ -164,20 +164,7 @@ pub fn find_client_error(error: &DataFusionError) -> Option<&ClientError> {
     volley_dataflow::find_in_error_chain(error)
 }
 
-/// The name of a job's failure kind, as `--json` and `volley jobs status`
-/// print it.
-pub fn error_kind_name(kind: v1::ErrorKind) -> &'static str {
-    match kind {
-        v1::ErrorKind::User => "user",
-        v1::ErrorKind::ExecutorLost => "executor_lost",
-        v1::ErrorKind::FetchFailed => "fetch_failed",
-        v1::ErrorKind::ResourcesExhausted => "resources_exhausted",
-        v1::ErrorKind::Cancelled => "cancelled",
-        v1::ErrorKind::Environment => "environment",
-        v1::ErrorKind::NoExecutors => "no_executors",
-        _ => "internal",
-    }
-}
+pub use volley_proto::error_kind_name;
 
 /// Result with a [`ClientError`].
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;

@@ -89,6 +89,11 @@ struct Args {
     /// none, lz4 or zstd.
     #[arg(long, env = "VOLLEY_SHUFFLE_COMPRESSION", default_value = "auto")]
     shuffle_compression: WireCompression,
+    /// Address of Prometheus `/metrics` (HTTPS with --tls-cert; readable
+    /// with the cluster's metrics token, `volley secret metrics-token`),
+    /// e.g. 127.0.0.1:50090. Off unless given.
+    #[arg(long, env = "VOLLEY_METRICS_BIND")]
+    metrics_bind: Option<std::net::SocketAddr>,
     /// The file holding the secret shared with the scheduler.
     #[arg(long, env = "VOLLEY_CLUSTER_SECRET_FILE")]
     cluster_secret_file: Option<PathBuf>,
@@ -153,6 +158,16 @@ fn security(args: &Args) -> Result<ExecutorSecurity, String> {
         }
         None => None,
     };
+    if let Some(metrics) = args.metrics_bind
+        && server_tls.is_none()
+        && !metrics.ip().is_loopback()
+        && !args.insecure
+    {
+        return Err(format!(
+            "refusing to serve /metrics on {metrics} without TLS; pass --tls-cert and \
+             --tls-key, or --insecure"
+        ));
+    }
     if server_tls.is_none() && !args.bind.ip().is_loopback() && !args.insecure {
         return Err(format!(
             "refusing to serve data on {} without TLS; pass --tls-cert and --tls-key, or \
@@ -211,6 +226,7 @@ async fn run(udfs: UdfRegistry) -> ExitCode {
     }
     config.memory_limit = args.memory_limit.unwrap_or_else(default_memory_limit);
     config.compression = args.shuffle_compression;
+    config.metrics_bind = args.metrics_bind;
     config.shuffle_memory = args.shuffle_memory;
     config.udfs = udfs;
     config.security = security;

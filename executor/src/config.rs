@@ -136,6 +136,8 @@ pub struct ExecutorConfig {
     pub orphan_grace: Duration,
     /// Compression of shuffle and result data sent over the network.
     pub compression: WireCompression,
+    /// Where `/metrics` listens (`--metrics-bind`); `None`: not served.
+    pub metrics_bind: Option<SocketAddr>,
     /// User functions this executor can run, by name.
     pub udfs: UdfRegistry,
     /// Credentials, TLS and path rules.
@@ -158,6 +160,7 @@ impl ExecutorConfig {
             drain_timeout: Duration::from_secs(300),
             orphan_grace: Duration::from_secs(600),
             compression: WireCompression::Auto,
+            metrics_bind: None,
             udfs: UdfRegistry::default(),
             security: ExecutorSecurity::insecure_unrestricted(),
         }

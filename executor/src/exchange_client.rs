@@ -13,7 +13,7 @@ use tonic::transport::Channel;
 use volley_dataflow::{ExchangeError, ExecutorId, PartitionLocation, ShuffleSource};
 use volley_security::Link;
 
-use crate::flight_fetch::{fetch_location, flight_channel};
+use crate::flight_fetch::{fetch_counting, flight_channel};
 use crate::shuffle_store::ShuffleStore;
 
 #[derive(Debug)]
@@ -72,7 +72,8 @@ impl ShuffleSource for ExchangeClient {
         }
         let channel = self.channel(location)?;
         tracing::debug!(map_output = %location.map_output, output = location.output_partition, from = %location.executor_id, "fetching shuffle piece");
-        let fetched = fetch_location(channel, location, schema, &self.link).await;
+        let wire_in = Some(self.store.metrics().flight_bytes_in.clone());
+        let fetched = fetch_counting(channel, location, schema, &self.link, wire_in).await;
         tracing::debug!(map_output = %location.map_output, output = location.output_partition, from = %location.executor_id, ok = fetched.is_ok(), "shuffle piece opened");
         fetched
     }

@@ -52,6 +52,8 @@ pub struct Executor {
     /// Runs the tasks; its threads are the executor's slots.
     tasks_runtime: Option<tokio::runtime::Runtime>,
     flight: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    /// `/metrics` (`--metrics-bind`): where, and its server's task.
+    metrics: Option<(std::net::SocketAddr, JoinHandle<()>)>,
     control: Option<JoinHandle<Result<Stopped, ExecutorError>>>,
     drain: watch::Sender<bool>,
 }
@@ -314,6 +316,7 @@ impl Executor {
         install_volley_rules(&mut state)?;
         config.udfs.register_into(&mut state)?;
 
+        let pool_for_metrics = Arc::clone(&pool);
         let store = Arc::new(ShuffleStore::new(
             pool,
             work_dir.join("shuffle"),
@@ -360,6 +363,16 @@ impl Executor {
             Some(secret) => Authenticator::new(Users::default(), secret.clone()),
             None => Authenticator::insecure(),
         };
+        let metrics = match config.metrics_bind {
+            Some(bind) => Some(crate::metrics::serve(
+                bind,
+                Arc::clone(&store),
+                Arc::clone(&pool_for_metrics),
+                authenticator.clone(),
+                security.server_tls.clone(),
+            )?),
+            None => None,
+        };
         let health_service = InterceptedService::new(health_service, authenticator.require_known());
         let mut server = tonic::transport::Server::builder();
         if let Some(tls) = &security.server_tls {
@@ -384,6 +397,7 @@ impl Executor {
             work_dir,
             tasks_runtime: None,
             flight: Some(flight),
+            metrics,
             control: None,
             drain,
         };
@@ -426,6 +440,19 @@ impl Executor {
     /// `http://host:port` of its Flight service.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// `http://host:port` (`https://` with TLS) of its `/metrics`, if
+    /// `--metrics-bind` was given.
+    pub fn metrics_url(&self) -> Option<String> {
+        let scheme = if self.endpoint.starts_with("https://") {
+            "https"
+        } else {
+            "http"
+        };
+        self.metrics
+            .as_ref()
+            .map(|(addr, _)| format!("{scheme}://{addr}"))
     }
 
     /// Its work directory (spill and shuffle files).
@@ -474,6 +501,9 @@ impl Drop for Executor {
         }
         if let Some(flight) = self.flight.take() {
             flight.abort();
+        }
+        if let Some((_, metrics)) = self.metrics.take() {
+            metrics.abort();
         }
         if let Some(runtime) = self.tasks_runtime.take() {
             // Dropping a runtime may block; this may run inside another one.

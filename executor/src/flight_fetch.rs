@@ -15,6 +15,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::TryStreamExt;
+use prometheus_client::metrics::counter::Counter;
 use tonic::transport::Channel;
 use volley_dataflow::{ExchangeError, PartitionLocation, from_wire};
 use volley_proto::limits::MAX_FLIGHT_MESSAGE_BYTES;
@@ -62,6 +63,18 @@ pub async fn fetch_location(
     schema: SchemaRef,
     link: &Link,
 ) -> Result<SendableRecordBatchStream, ExchangeError> {
+    fetch_counting(channel, location, schema, link, None).await
+}
+
+/// [`fetch_location`], adding the bytes received (as encoded on the wire)
+/// to `wire_in`.
+pub(crate) async fn fetch_counting(
+    channel: Channel,
+    location: &PartitionLocation,
+    schema: SchemaRef,
+    link: &Link,
+    wire_in: Option<Counter>,
+) -> Result<SendableRecordBatchStream, ExchangeError> {
     let mut client =
         FlightServiceClient::new(channel).max_decoding_message_size(MAX_FLIGHT_MESSAGE_BYTES);
     let mut ticket = tonic::Request::new(Ticket {
@@ -80,6 +93,11 @@ pub async fn fetch_location(
     let stream = FlightRecordBatchStream::new_from_flight_data(
         response
             .into_inner()
+            .inspect_ok(move |data| {
+                if let Some(wire_in) = &wire_in {
+                    wire_in.inc_by((data.data_header.len() + data.data_body.len()) as u64);
+                }
+            })
             .map_err(|status| FlightError::Tonic(Box::new(status))),
     )
     .map_err(move |e| {

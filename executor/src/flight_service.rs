@@ -136,6 +136,11 @@ impl FlightService for ShuffleFlightService {
             .store
             .read(&id, ticket.output_partition as usize)
             .ok_or_else(|| Status::not_found(format!("this executor holds no output of {id}")))?;
+        let served = self.store.metrics().shuffle_bytes_served.clone();
+        let stream = stream.inspect_ok(move |batch| {
+            served.inc_by(batch.get_array_memory_size() as u64);
+        });
+        let wire_out = self.store.metrics().flight_bytes_out.clone();
         let options = IpcWriteOptions::default()
             .try_with_compression(compression)
             .map_err(|e| Status::internal(e.to_string()))?;
@@ -147,6 +152,9 @@ impl FlightService for ShuffleFlightService {
         .map_err(|e| match e {
             FlightError::Tonic(status) => *status,
             other => Status::internal(other.to_string()),
+        })
+        .inspect_ok(move |data| {
+            wire_out.inc_by((data.data_header.len() + data.data_body.len()) as u64);
         });
         Ok(Response::new(Box::pin(encoded)))
     }

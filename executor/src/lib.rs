@@ -24,6 +24,7 @@ mod executor;
 mod flight_encode;
 mod flight_fetch;
 mod flight_service;
+mod metrics;
 mod shuffle_store;
 mod task_runner;
 

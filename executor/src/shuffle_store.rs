@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tracing::debug;
 
+use crate::metrics::ExecutorMetrics;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc::CompressionType;
 use datafusion::arrow::ipc::reader::FileReader;
@@ -111,6 +112,9 @@ pub(crate) struct ShuffleStore {
     budget: Arc<ShuffleBudget>,
     spill_compression: Option<CompressionType>,
     dir: PathBuf,
+    /// What `/metrics` exports; the store is what every part of the
+    /// executor shares.
+    metrics: ExecutorMetrics,
 }
 
 impl ShuffleStore {
@@ -136,7 +140,13 @@ impl ShuffleStore {
             }),
             spill_compression,
             dir,
+            metrics: ExecutorMetrics::new(),
         }
+    }
+
+    /// The executor's metrics.
+    pub(crate) fn metrics(&self) -> &ExecutorMetrics {
+        &self.metrics
     }
 
     /// Bytes of shuffle output held in memory now.
@@ -370,6 +380,10 @@ impl StoreWriter {
         for out in 0..self.memory.len() {
             let batches = std::mem::take(&mut self.memory[out]);
             for batch in batches {
+                self.store
+                    .metrics
+                    .shuffle_bytes_spilled
+                    .inc_by(data_size(&batch));
                 self.file_for(out)?.write(batch)?;
             }
         }
@@ -408,8 +422,10 @@ impl MapOutputWriter for StoreWriter {
         let stats = self.stats.get_mut(output_partition).ok_or_else(|| {
             volley_dataflow::volley_internal(format!("no output partition {output_partition}"))
         })?;
+        let data = data_size(&batch);
         stats.rows += batch.num_rows() as u64;
-        stats.bytes += data_size(&batch);
+        stats.bytes += data;
+        self.store.metrics.shuffle_bytes_written.inc_by(data);
         if !self.spilled {
             if self.try_hold(size) {
                 self.memory[output_partition].push(batch);
@@ -417,6 +433,7 @@ impl MapOutputWriter for StoreWriter {
             }
             self.spill_all()?;
         }
+        self.store.metrics.shuffle_bytes_spilled.inc_by(data);
         self.file_for(output_partition)?.write(batch)
     }
 

@@ -68,7 +68,7 @@ pub(crate) async fn run_task(
     task_name: String,
 ) -> v1::task_status::Result {
     let traffic = Arc::new(TrafficRecorder::default());
-    match execute(
+    let outcome = match execute(
         &env,
         Arc::clone(&plan),
         stage_attempt,
@@ -113,7 +113,24 @@ pub(crate) async fn run_task(
             }
             v1::task_status::Result::Failure(failure)
         }
+    };
+    let metrics = env.store.metrics();
+    for (from, bytes, _) in traffic.snapshot() {
+        metrics.shuffle_read(from == env.executor_id, bytes);
     }
+    match &outcome {
+        v1::task_status::Result::Success(_) => metrics.task_ended(true),
+        v1::task_status::Result::Failure(failure) => {
+            metrics.task_ended(false);
+            if matches!(
+                failure.reason,
+                Some(v1::task_failure::Reason::FetchFailed(_))
+            ) {
+                metrics.fetch_failures.inc();
+            }
+        }
+    }
+    outcome
 }
 
 async fn execute(

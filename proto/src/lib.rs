@@ -50,3 +50,18 @@ pub mod limits {
 pub mod v1 {
     tonic::include_proto!("volley.v1");
 }
+
+/// The name of a failure kind, as `volley ... --json`, `volley jobs status`
+/// and the metrics' `kind` label print it.
+pub fn error_kind_name(kind: v1::ErrorKind) -> &'static str {
+    match kind {
+        v1::ErrorKind::User => "user",
+        v1::ErrorKind::ExecutorLost => "executor_lost",
+        v1::ErrorKind::FetchFailed => "fetch_failed",
+        v1::ErrorKind::ResourcesExhausted => "resources_exhausted",
+        v1::ErrorKind::Cancelled => "cancelled",
+        v1::ErrorKind::Environment => "environment",
+        v1::ErrorKind::NoExecutors => "no_executors",
+        _ => "internal",
+    }
+}

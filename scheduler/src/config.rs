@@ -71,6 +71,9 @@ pub struct SchedulerConfig {
     pub state_dir: Option<PathBuf>,
     /// Begin with an empty state store, keeping a damaged one aside.
     pub fresh_state: bool,
+    /// Where the web UI and `/metrics` listen (`--http-bind`); `None`: no
+    /// HTTP port.
+    pub http_bind: Option<SocketAddr>,
 }
 
 impl Default for SchedulerConfig {
@@ -87,6 +90,7 @@ impl Default for SchedulerConfig {
             security: SchedulerSecurity::insecure_unrestricted(),
             state_dir: None,
             fresh_state: false,
+            http_bind: None,
         }
     }
 }

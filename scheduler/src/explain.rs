@@ -55,8 +55,8 @@ pub(crate) async fn explain_job(
 }
 
 /// How a stage's output reaches the stage that reads it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Exchange {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Exchange {
     /// Hash-partitioned on keys: consumer task `j` reads partition `j` of
     /// every producer task.
     Hash,
@@ -72,7 +72,7 @@ enum Exchange {
 }
 
 impl Exchange {
-    fn name(&self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Exchange::Hash => "hash",
             Exchange::Repartition => "repartition",
@@ -81,6 +81,13 @@ impl Exchange {
             Exchange::PassThrough => "pass-through",
         }
     }
+}
+
+/// What [`exchanges`] needs of a stage: planned or running.
+pub(crate) struct StageShape<'a> {
+    pub(crate) id: StageId,
+    pub(crate) plan: &'a Arc<dyn ExecutionPlan>,
+    pub(crate) tasks: usize,
 }
 
 /// The readers in `plan`: (input stage, whether a merge above it reads all
@@ -100,12 +107,42 @@ fn readers(
     }
 }
 
-/// Where a stage's output goes, from its writer's partitioning.
-fn output_of(stage: &StagePlan) -> String {
-    if let Some(output) = stage.plan.downcast_ref::<FileOutputExec>() {
+/// Every edge of the stage graph: (consumer, input, how it is read).
+pub(crate) fn exchanges(stages: &[StageShape<'_>]) -> Vec<(StageId, StageId, Exchange)> {
+    let writer_of = |id: StageId| {
+        stages
+            .iter()
+            .find(|s| s.id == id)
+            .and_then(|s| s.plan.downcast_ref::<ShuffleWriterExec>())
+            .and_then(ShuffleWriterExec::partitioning)
+    };
+    let mut edges = Vec::new();
+    for stage in stages {
+        let mut found = Vec::new();
+        readers(stage.plan, false, &mut found);
+        for (input, merged, kind) in found {
+            let exchange = match kind {
+                ExchangeKind::Repartition => match writer_of(input) {
+                    Some(Partitioning::Hash(..)) => Exchange::Hash,
+                    _ => Exchange::Repartition,
+                },
+                ExchangeKind::Passthrough if merged && stage.tasks > 1 => Exchange::Broadcast,
+                ExchangeKind::Passthrough if merged => Exchange::Gather,
+                ExchangeKind::Passthrough => Exchange::PassThrough,
+            };
+            edges.push((stage.id, input, exchange));
+        }
+    }
+    edges
+}
+
+/// Where a stage's output goes, from its root: its writer's partitioning,
+/// or the files it writes.
+pub(crate) fn output_of(plan: &Arc<dyn ExecutionPlan>) -> String {
+    if let Some(output) = plan.downcast_ref::<FileOutputExec>() {
         return format!("files in {}", output.dir());
     }
-    let Some(writer) = stage.plan.downcast_ref::<ShuffleWriterExec>() else {
+    let Some(writer) = plan.downcast_ref::<ShuffleWriterExec>() else {
         return "kept for the client".into();
     };
     match writer.partitioning() {
@@ -122,38 +159,27 @@ fn output_of(stage: &StagePlan) -> String {
 /// The text of a distributed plan: one block per stage, in id order
 /// (inputs first); the last stage is the final one.
 pub(crate) fn describe_stages(stages: &[StagePlan]) -> String {
-    let tasks: BTreeMap<StageId, usize> = stages.iter().map(|s| (s.id, s.partitions)).collect();
+    let shapes: Vec<StageShape<'_>> = stages
+        .iter()
+        .map(|s| StageShape {
+            id: s.id,
+            plan: &s.plan,
+            tasks: s.partitions,
+        })
+        .collect();
     let mut consumers: BTreeMap<StageId, Vec<(StageId, Exchange)>> = BTreeMap::new();
     let mut inputs: BTreeMap<StageId, Vec<(StageId, Exchange)>> = BTreeMap::new();
-    for stage in stages {
-        let mut found = Vec::new();
-        readers(&stage.plan, false, &mut found);
-        for (input, merged, kind) in found {
-            let exchange = match kind {
-                ExchangeKind::Repartition => match stages
-                    .iter()
-                    .find(|s| s.id == input)
-                    .and_then(|s| s.plan.downcast_ref::<ShuffleWriterExec>())
-                    .and_then(ShuffleWriterExec::partitioning)
-                {
-                    Some(Partitioning::Hash(..)) => Exchange::Hash,
-                    _ => Exchange::Repartition,
-                },
-                ExchangeKind::Passthrough if merged && stage.partitions > 1 => Exchange::Broadcast,
-                ExchangeKind::Passthrough if merged => Exchange::Gather,
-                ExchangeKind::Passthrough => Exchange::PassThrough,
-            };
-            consumers
-                .entry(input)
-                .or_default()
-                .push((stage.id, exchange.clone()));
-            inputs.entry(stage.id).or_default().push((input, exchange));
-        }
+    for (consumer, input, exchange) in exchanges(&shapes) {
+        consumers
+            .entry(input)
+            .or_default()
+            .push((consumer, exchange));
+        inputs.entry(consumer).or_default().push((input, exchange));
     }
     let last = stages.last().map(|s| s.id);
     let mut text = String::new();
     for stage in stages {
-        let n = tasks.get(&stage.id).copied().unwrap_or_default();
+        let n = stage.partitions;
         let final_mark = if Some(stage.id) == last {
             " (final)"
         } else {
@@ -179,9 +205,9 @@ pub(crate) fn describe_stages(stages: &[StagePlan]) -> String {
                     .iter()
                     .map(|(reader, exchange)| format!("stage {reader} ({})", exchange.name()))
                     .collect();
-                format!("{}, read by {}", output_of(stage), readers.join(", "))
+                format!("{}, read by {}", output_of(&stage.plan), readers.join(", "))
             }
-            None if stage.plan.is::<FileOutputExec>() => output_of(stage),
+            None if stage.plan.is::<FileOutputExec>() => output_of(&stage.plan),
             None => "returned to the client".into(),
         };
         let _ = writeln!(text, "  output: {destination}");

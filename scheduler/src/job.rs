@@ -38,6 +38,16 @@ impl JobPhase {
     pub(crate) fn is_terminal(&self) -> bool {
         !matches!(self, JobPhase::Running)
     }
+
+    /// The phase as metrics and the web UI name it.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            JobPhase::Running => "running",
+            JobPhase::Succeeded => "succeeded",
+            JobPhase::Failed(_) => "failed",
+            JobPhase::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// Totals of what a script's finished statements did.
@@ -460,6 +470,20 @@ impl Job {
         self.ended_at = Some(SystemTime::now());
         self.ended_instant = Some(Instant::now());
         self.publish();
+    }
+
+    /// How long the job has run: to its end, or until now.
+    pub(crate) fn run_time(&self) -> Duration {
+        self.ended_instant
+            .unwrap_or_else(Instant::now)
+            .saturating_duration_since(self.started_instant)
+    }
+
+    /// Milliseconds from the job's start to `at`.
+    pub(crate) fn millis_at(&self, at: Instant) -> f64 {
+        at.saturating_duration_since(self.started_instant)
+            .as_secs_f64()
+            * 1000.0
     }
 
     /// Microseconds from the job's start to `at` (0 for none).

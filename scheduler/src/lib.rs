@@ -19,6 +19,7 @@ mod config;
 mod error;
 mod explain;
 mod job;
+mod metrics;
 mod output_target;
 mod partition_safety;
 mod planning;
@@ -36,6 +37,8 @@ mod state;
 mod state_store;
 #[cfg(test)]
 mod test_support;
+mod web_pages;
+mod web_ui;
 mod wire_memory;
 
 pub use config::{SchedulerConfig, SchedulerSecurity};

@@ -64,6 +64,11 @@ struct Args {
     /// kept aside as state.sqlite.corrupt.
     #[arg(long, requires = "state_dir")]
     fresh_state: bool,
+    /// Address of the web UI and Prometheus `/metrics` (HTTP, or HTTPS with
+    /// --tls-cert; the same tokens as gRPC), e.g. 127.0.0.1:50080. Off
+    /// unless given.
+    #[arg(long, env = "VOLLEY_HTTP_BIND")]
+    http_bind: Option<SocketAddr>,
     /// Seconds a signed shuffle or result ticket stays valid.
     #[arg(long, env = "VOLLEY_TICKET_TTL_SECS", default_value_t = 6 * 3600)]
     ticket_ttl_secs: u64,
@@ -94,6 +99,16 @@ fn security(args: &Args) -> Result<SchedulerSecurity, String> {
         }
         _ => None,
     };
+    if let Some(http) = args.http_bind
+        && tls.is_none()
+        && !http.ip().is_loopback()
+        && !args.insecure
+    {
+        return Err(format!(
+            "refusing to serve the web UI on {http} without TLS: tokens would cross the \
+             network in clear text; pass --tls-cert and --tls-key, or --insecure"
+        ));
+    }
     if tls.is_none() && !args.bind.ip().is_loopback() && !args.insecure {
         return Err(format!(
             "refusing to listen on {} without TLS: credentials would cross the network in \
@@ -138,6 +153,7 @@ async fn main() -> ExitCode {
         security,
         state_dir: args.state_dir.clone(),
         fresh_state: args.fresh_state,
+        http_bind: args.http_bind,
         ..SchedulerConfig::default()
     };
     let server = match SchedulerServer::start(config).await {
@@ -148,6 +164,9 @@ async fn main() -> ExitCode {
         }
     };
     println!("volley-scheduler listening on {}", server.url());
+    if let Some(http) = server.http_url() {
+        println!("volley-scheduler web UI and /metrics on {http}");
+    }
     let _ = std::io::stdout().flush();
     tokio::select! {
         result = server.wait() => match result {

@@ -30,6 +30,8 @@ pub struct SchedulerServer {
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     reaper: JoinHandle<()>,
+    /// The web UI and `/metrics` (`--http-bind`): where, and its task.
+    http: Option<(SocketAddr, JoinHandle<()>)>,
     shared: Arc<Shared>,
 }
 
@@ -159,12 +161,17 @@ impl SchedulerServer {
                 }
             })
         };
+        let http = match config.http_bind {
+            Some(bind) => Some(crate::web_ui::start(Arc::clone(&shared), bind)?),
+            None => None,
+        };
         info!(%addr, "scheduler listening");
         Ok(Self {
             addr,
             shutdown: Some(shutdown),
             server: Some(server),
             reaper,
+            http,
             shared,
         })
     }
@@ -179,6 +186,15 @@ impl SchedulerServer {
     pub fn url(&self) -> String {
         let scheme = volley_security::tls::scheme(self.shared.config.security.tls.is_some());
         format!("{scheme}://{}", self.addr)
+    }
+
+    /// `http://host:port` (`https://` with TLS) of the web UI and
+    /// `/metrics`, if `--http-bind` was given.
+    pub fn http_url(&self) -> Option<String> {
+        let scheme = volley_security::tls::scheme(self.shared.config.security.tls.is_some());
+        self.http
+            .as_ref()
+            .map(|(addr, _)| format!("{scheme}://{addr}"))
     }
 
     /// Waits until `n` submissions are waiting for a first executor (for
@@ -214,6 +230,9 @@ impl Drop for SchedulerServer {
             server.abort();
         }
         self.reaper.abort();
+        if let Some((_, http)) = &self.http {
+            http.abort();
+        }
         for set in [&self.shared.streams, &self.shared.scripts] {
             set.lock().unwrap_or_else(|p| p.into_inner()).abort_all();
         }

@@ -54,6 +54,40 @@ pub(crate) enum TaskSlot {
     },
 }
 
+/// How one task attempt ended, for the web UI's timeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RunOutcome {
+    Running,
+    Succeeded,
+    /// It failed, or its executor was lost, and the task ran again.
+    Failed,
+    /// Its stage was re-planned while it ran; it was cancelled.
+    Superseded,
+}
+
+impl RunOutcome {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            RunOutcome::Running => "running",
+            RunOutcome::Succeeded => "succeeded",
+            RunOutcome::Failed => "failed",
+            RunOutcome::Superseded => "superseded",
+        }
+    }
+}
+
+/// One attempt of one task: where and when it ran, and how it ended.
+#[derive(Clone, Debug)]
+pub(crate) struct TaskRun {
+    pub(crate) partition: usize,
+    /// The task's attempt (0 first).
+    pub(crate) attempt: u32,
+    pub(crate) executor: ExecutorId,
+    pub(crate) launched: Instant,
+    pub(crate) ended: Option<Instant>,
+    pub(crate) outcome: RunOutcome,
+}
+
 /// Why a stage cannot be re-planned again.
 #[derive(Debug)]
 pub(crate) struct TooManyAttempts(pub(crate) u32);
@@ -84,6 +118,8 @@ pub(crate) struct Stage {
     task_busy: Duration,
     longest_task: Duration,
     display: String,
+    /// Every task attempt launched, in launch order.
+    runs: Vec<TaskRun>,
 }
 
 impl Stage {
@@ -106,6 +142,7 @@ impl Stage {
             task_busy: Duration::ZERO,
             longest_task: Duration::ZERO,
             display,
+            runs: Vec::new(),
         }
     }
 
@@ -232,6 +269,14 @@ impl Stage {
             executor: executor.clone(),
             launched,
         };
+        self.runs.push(TaskRun {
+            partition,
+            attempt: self.task_attempts[partition] - 1,
+            executor: executor.clone(),
+            launched,
+            ended: None,
+            outcome: RunOutcome::Running,
+        });
         Some(self.task_attempts[partition] - 1)
     }
 
@@ -252,6 +297,7 @@ impl Stage {
         self.task_busy += took;
         self.longest_task = self.longest_task.max(took);
         self.last_finish = Some(now);
+        self.close_run(partition, RunOutcome::Succeeded, now);
         self.tasks[partition] = TaskSlot::Done {
             executor: executor.clone(),
             endpoint,
@@ -290,7 +336,29 @@ impl Stage {
         if matches!(slot, TaskSlot::Pending) {
             return None;
         }
-        Some(std::mem::replace(slot, TaskSlot::Pending))
+        let was = std::mem::replace(slot, TaskSlot::Pending);
+        if matches!(was, TaskSlot::Running { .. }) {
+            self.close_run(partition, RunOutcome::Failed, Instant::now());
+        }
+        Some(was)
+    }
+
+    /// Ends the running attempt of `partition` in the timeline.
+    fn close_run(&mut self, partition: usize, outcome: RunOutcome, at: Instant) {
+        if let Some(run) = self
+            .runs
+            .iter_mut()
+            .rev()
+            .find(|r| r.partition == partition && r.outcome == RunOutcome::Running)
+        {
+            run.outcome = outcome;
+            run.ended = Some(at);
+        }
+    }
+
+    /// Every task attempt launched, in launch order.
+    pub(crate) fn runs(&self) -> &[TaskRun] {
+        &self.runs
     }
 
     /// A task failed retryably on `executor`: it runs again elsewhere if
@@ -331,6 +399,7 @@ impl Stage {
         self.encoded = None;
         self.plan_sent_to.clear();
         let mut superseded = Vec::new();
+        let now = Instant::now();
         for slot in &mut self.tasks {
             if let TaskSlot::Running {
                 task_id, executor, ..
@@ -338,6 +407,12 @@ impl Stage {
             {
                 superseded.push((executor.clone(), *task_id));
                 *slot = TaskSlot::Pending;
+            }
+        }
+        for run in &mut self.runs {
+            if run.outcome == RunOutcome::Running {
+                run.outcome = RunOutcome::Superseded;
+                run.ended = Some(now);
             }
         }
         Ok(Some(superseded))

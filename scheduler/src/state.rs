@@ -17,14 +17,16 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use volley_dataflow::{ExecutorId, JobId, PartitionStats, StageId, TaskId};
-use volley_proto::v1;
+use volley_proto::{error_kind_name, v1};
 use volley_security::Caller;
 
 use crate::access::JobAccess;
 use crate::config::SchedulerConfig;
 use crate::job::{Job, JobPhase};
+use crate::metrics::SchedulerMetrics;
 use crate::output_target::{Commit, OutputTarget};
 use crate::recovery::{RecoveryLimits, is_retryable};
+use crate::stage::TaskSlot;
 use crate::state_store::{Epoch, Journal, StoreOp};
 
 /// What the scheduler sends down an executor's control stream.
@@ -98,6 +100,8 @@ pub(crate) struct SchedulerState {
     /// epoch on that store (0: none).
     journal: Option<Journal>,
     epoch: u64,
+    /// What `/metrics` exports.
+    pub(crate) metrics: SchedulerMetrics,
     /// Set while a restarted scheduler waits for the executors of its
     /// previous life to re-attach before it places any task.
     recovering: Option<Recovering>,
@@ -495,6 +499,8 @@ impl SchedulerState {
             return;
         }
         warn!(executor_id = %id, endpoint = %entry.endpoint, %reason, "executor lost");
+        self.metrics
+            .tasks_failed("executor_lost", entry.running.len() as u64);
         let active: Vec<JobId> = self.active.iter().cloned().collect();
         for job_id in active {
             let Some(job) = self.jobs.get_mut(&job_id) else {
@@ -526,7 +532,9 @@ impl SchedulerState {
     /// Adds a planned job and starts what can start.
     pub(crate) fn submit(&mut self, mut job: Job) {
         let id = job.id.clone();
+        self.metrics.job_submitted();
         if job.phase.is_terminal() {
+            self.metrics.job_finished(job.phase.name(), job.run_time());
             self.record(StoreOp::Ended {
                 job: id.clone(),
                 status: Box::new(job.status()),
@@ -543,6 +551,7 @@ impl SchedulerState {
                     .into(),
                 query_error: None,
             }));
+            self.metrics.job_finished(job.phase.name(), job.run_time());
             self.record(StoreOp::Ended {
                 job: id.clone(),
                 status: Box::new(job.status()),
@@ -561,6 +570,7 @@ impl SchedulerState {
     /// Adds a script job; its driver feeds it one statement at a time.
     pub(crate) fn submit_script(&mut self, job: Job) {
         let id = job.id.clone();
+        self.metrics.job_submitted();
         info!(job_id = %id, "script job submitted");
         self.jobs.insert(id.clone(), job);
         self.active.push_back(id);
@@ -661,12 +671,7 @@ impl SchedulerState {
         before: Option<&JobId>,
         limit: usize,
     ) -> (Vec<v1::JobStatus>, Option<String>) {
-        let mut visible: Vec<&Job> = self
-            .jobs
-            .values()
-            .filter(|job| job.access.visible_to(caller))
-            .collect();
-        visible.sort_by(|a, b| b.started_key().cmp(&a.started_key()));
+        let visible = self.jobs_visible_to(caller);
         let start = match before {
             Some(id) => visible
                 .iter()
@@ -692,6 +697,22 @@ impl SchedulerState {
             })
             .collect();
         (jobs, next)
+    }
+
+    /// The jobs `caller` may see, newest first.
+    pub(crate) fn jobs_visible_to(&self, caller: &Caller) -> Vec<&Job> {
+        let mut visible: Vec<&Job> = self
+            .jobs
+            .values()
+            .filter(|job| job.access.visible_to(caller))
+            .collect();
+        visible.sort_by(|a, b| b.started_key().cmp(&a.started_key()));
+        visible
+    }
+
+    /// Job `id`, if it is known.
+    pub(crate) fn job(&self, id: &JobId) -> Option<&Job> {
+        self.jobs.get(id)
     }
 
     /// Who may see job `id`, if it is known.
@@ -814,6 +835,9 @@ impl SchedulerState {
                         },
                     });
                 }
+                if let Some(TaskSlot::Running { launched, .. }) = stage.slot(partition) {
+                    self.metrics.task_succeeded(launched.elapsed());
+                }
                 stage.succeed(partition, from, endpoint, stats);
                 for fetch in success.fetches {
                     let entry = job
@@ -832,6 +856,12 @@ impl SchedulerState {
                     _ => None,
                 };
                 let error = task_failure_to_job_error(&job_id, stage_id, partition, from, failure);
+                self.metrics.tasks_failed(
+                    error_kind_name(
+                        v1::ErrorKind::try_from(error.kind).unwrap_or(v1::ErrorKind::Internal),
+                    ),
+                    1,
+                );
                 warn!(job_id = %job_id, stage = %stage_id, %task_id, executor_id = %from, error = %error.message, "task failed");
                 if let Some(fetch) = &fetch {
                     // The holder is alive, yet `from` could not read from
@@ -1039,6 +1069,7 @@ impl SchedulerState {
             target.abandon();
         }
         job.finish(phase);
+        self.metrics.job_finished(job.phase.name(), job.run_time());
         if let Some(journal) = &self.journal {
             journal.record(StoreOp::Ended {
                 job: id.clone(),
@@ -1130,6 +1161,8 @@ impl SchedulerState {
             // pending tasks would make.
             return;
         }
+        let pass_began = Instant::now();
+        let mut launched = 0u64;
         let mut launches: BTreeMap<(ExecutorId, JobId, StageId), Vec<v1::TaskDefinition>> =
             BTreeMap::new();
         for job_id in self.active.iter() {
@@ -1170,6 +1203,7 @@ impl SchedulerState {
                         continue;
                     };
                     self.next_task_id += 1;
+                    launched += 1;
                     entry.running.insert(task_id, (job_id.clone(), stage.id()));
                     launches
                         .entry((executor_id.clone(), job_id.clone(), stage.id()))
@@ -1212,7 +1246,43 @@ impl SchedulerState {
                 job.publish();
             }
         }
+        if launched > 0 {
+            self.metrics.placed(launched, pass_began.elapsed());
+        }
         self.release_drained();
+    }
+
+    /// `/metrics`: the counters, and gauges of jobs, executors and slots
+    /// by state as they are now.
+    pub(crate) fn encode_metrics(&self) -> String {
+        let mut jobs: BTreeMap<&str, i64> = ["running", "succeeded", "failed", "cancelled"]
+            .into_iter()
+            .map(|state| (state, 0))
+            .collect();
+        for job in self.jobs.values() {
+            *jobs.entry(job.phase.name()).or_default() += 1;
+        }
+        let draining = self
+            .executors
+            .values()
+            .filter(|e| e.drain != Drain::Active)
+            .count() as i64;
+        let busy: i64 = self
+            .executors
+            .values()
+            .map(|e| e.running.len() as i64)
+            .sum();
+        let free: i64 = self.executors.values().map(|e| e.free_slots() as i64).sum();
+        let jobs: Vec<(&str, i64)> = jobs.into_iter().collect();
+        self.metrics.set_gauges(
+            &jobs,
+            &[
+                ("active", self.executors.len() as i64 - draining),
+                ("draining", draining),
+            ],
+            &[("busy", busy), ("free", free)],
+        );
+        self.metrics.encode()
     }
 }
 

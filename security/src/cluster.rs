@@ -68,6 +68,13 @@ impl ClusterSecret {
         Secret::new(hex::encode(self.derive("volley/executor-credential/v1")))
     }
 
+    /// What a metrics scraper (Prometheus) presents to read `/metrics` on
+    /// the scheduler and every executor, and nothing else: derived from
+    /// the secret (`volley secret metrics-token`).
+    pub fn metrics_credential(&self) -> Secret {
+        Secret::new(hex::encode(self.derive("volley/metrics-credential/v1")))
+    }
+
     /// The key tickets are signed with.
     pub(crate) fn ticket_key(&self) -> hmac::Key {
         hmac::Key::new(

@@ -11,6 +11,8 @@
 //!   certificates made with rcgen.
 //! - [`PathPolicy`]: the local roots and object-store URLs a node may read
 //!   or write.
+//! - [`HttpServer`], [`http_caller`]: the HTTP endpoints (web UI,
+//!   `/metrics`) authenticated and encrypted as gRPC is.
 //!
 //! The scheduler (`volley-scheduler`) authenticates every RPC with
 //! [`Authenticator`]; executors (`volley-executor`) verify tickets and the
@@ -21,6 +23,7 @@ mod authenticator;
 pub mod bearer;
 mod cluster;
 mod error;
+mod http;
 mod link;
 mod paths;
 mod secret;
@@ -31,6 +34,7 @@ mod users;
 pub use authenticator::{Authenticator, Caller};
 pub use cluster::ClusterSecret;
 pub use error::SecurityError;
+pub use http::{HttpServer, SESSION_COOKIE, http_caller, may_read_metrics, session_cookie};
 pub use link::Link;
 pub use paths::PathPolicy;
 pub use secret::{Secret, TokenHash};

@@ -108,6 +108,12 @@ impl Credentials {
         let secret = std::fs::read_to_string(self.file("secret")).expect("the secret file");
         secrets.push(secret.trim().to_string());
         secrets.push(self.cluster_secret().credential().expose().to_string());
+        secrets.push(
+            self.cluster_secret()
+                .metrics_credential()
+                .expose()
+                .to_string(),
+        );
         secrets
     }
 
@@ -288,6 +294,9 @@ pub struct ClusterSpec {
     /// Object-store prefixes the scheduler and executors may use
     /// (`--allow-url`).
     pub allow_urls: Vec<String>,
+    /// Serve the scheduler's web UI and every node's `/metrics`
+    /// (`--http-bind`, `--metrics-bind`) on free ports.
+    pub http: bool,
 }
 
 impl Default for ClusterSpec {
@@ -299,6 +308,7 @@ impl Default for ClusterSpec {
             env: Vec::new(),
             log_dir: None,
             allow_urls: Vec::new(),
+            http: false,
         }
     }
 }
@@ -314,6 +324,11 @@ pub struct Cluster {
     _work_dir: tempfile::TempDir,
     /// Where the scheduler's and executors' logs go.
     pub log_dir: PathBuf,
+    /// With [`ClusterSpec::http`]: the scheduler's web UI
+    /// (`https://127.0.0.1:port`), and each executor's `/metrics` base URL.
+    pub http_url: Option<String>,
+    /// With [`ClusterSpec::http`]: each executor's `/metrics` base URL.
+    pub executor_metrics_urls: Vec<String>,
 }
 
 impl Cluster {
@@ -392,6 +407,11 @@ pub fn start_cluster_with(spec: &ClusterSpec) -> Cluster {
         )
         .args(&spec.scheduler_args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)));
+    let http_url = spec.http.then(|| {
+        let port = restartable_port();
+        scheduler.args(["--http-bind", &format!("127.0.0.1:{port}")]);
+        format!("https://127.0.0.1:{port}")
+    });
     let (scheduler, line) = start_logging(scheduler, Some(&log_dir.join("scheduler.log")));
     let url = line
         .rsplit(' ')
@@ -401,6 +421,7 @@ pub fn start_cluster_with(spec: &ClusterSpec) -> Cluster {
     assert!(url.starts_with("https://127.0.0.1:"), "{line}");
     let mut executors = Vec::new();
     let mut executor_endpoints = Vec::new();
+    let mut executor_metrics_urls = Vec::new();
     for i in 0..spec.executors {
         let mut executor = Command::new(binary(spec.executor_binary));
         executor
@@ -421,6 +442,11 @@ pub fn start_cluster_with(spec: &ClusterSpec) -> Cluster {
                     .flat_map(|u| ["--allow-url", u.as_str()]),
             )
             .envs(spec.env.iter().map(|(k, v)| (k, v)));
+        if spec.http {
+            let port = restartable_port();
+            executor.args(["--metrics-bind", &format!("127.0.0.1:{port}")]);
+            executor_metrics_urls.push(format!("https://127.0.0.1:{port}"));
+        }
         let (executor, line) =
             start_logging(executor, Some(&log_dir.join(format!("executor-{i}.log"))));
         assert!(line.contains("serving on https://127.0.0.1:"), "{line}");
@@ -434,6 +460,8 @@ pub fn start_cluster_with(spec: &ClusterSpec) -> Cluster {
         executor_endpoints,
         _work_dir: work_dir,
         log_dir,
+        http_url,
+        executor_metrics_urls,
     }
 }
 

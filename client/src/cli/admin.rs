@@ -46,6 +46,12 @@ enum SecretCommand {
         /// Where to write it; an existing file is never replaced.
         file: PathBuf,
     },
+    /// Print the token a metrics scraper (Prometheus) presents to read
+    /// `/metrics` on the scheduler and the executors, and nothing else.
+    MetricsToken {
+        /// The cluster secret file.
+        file: PathBuf,
+    },
 }
 
 /// Arguments of `volley certs`.
@@ -114,9 +120,16 @@ pub(crate) fn run_users(args: UsersArgs) -> Result<(), ClientError> {
 }
 
 pub(crate) fn run_secret(args: SecretArgs) -> Result<(), ClientError> {
-    let SecretCommand::Generate { file } = args.command;
-    ClusterSecret::create_file(&file).map_err(usage)?;
-    eprintln!("wrote a new cluster secret to {}", file.display());
+    match args.command {
+        SecretCommand::Generate { file } => {
+            ClusterSecret::create_file(&file).map_err(usage)?;
+            eprintln!("wrote a new cluster secret to {}", file.display());
+        }
+        SecretCommand::MetricsToken { file } => {
+            let secret = ClusterSecret::load(&file).map_err(usage)?;
+            println!("{}", secret.metrics_credential().expose());
+        }
+    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 mod batch;
 mod exit_codes;
 mod formats;
+mod observe;
 mod shell;
 mod startup;
 

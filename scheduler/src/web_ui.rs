@@ -1,0 +1,382 @@
+//! The scheduler's HTTP port (`--http-bind`): the web UI (jobs, a job's
+//! stage graph and task timeline, executors), its JSON API, and
+//! `/metrics`. Every route but the login form requires the same credential
+//! as gRPC, as `Authorization: Bearer` or the session cookie the login form
+//! sets; pages are plain HTML with a little script that fetches the JSON
+//! API and redraws a running job without a reload (`web_pages.rs`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+use volley_dataflow::JobId;
+use volley_proto::{error_kind_name, v1};
+use volley_security::{Caller, HttpServer, http_caller, may_read_metrics, session_cookie};
+
+use crate::explain::{StageShape, exchanges, output_of};
+use crate::job::Job;
+use crate::service::Shared;
+use crate::web_pages;
+
+#[derive(Clone)]
+struct Web {
+    shared: Arc<Shared>,
+}
+
+/// Serves the UI and `/metrics` on `bind`; returns the address bound and
+/// the server's task.
+pub(crate) fn start(
+    shared: Arc<Shared>,
+    bind: SocketAddr,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let server = HttpServer::bind(bind)?;
+    let addr = server.addr();
+    let tls = shared.config.security.tls.clone();
+    let router = Router::new()
+        .route("/", get(jobs_page))
+        .route("/jobs/{id}", get(job_page))
+        .route("/executors", get(executors_page))
+        .route("/login", get(login_page).post(login))
+        .route("/metrics", get(metrics))
+        .route("/api/jobs", get(api_jobs))
+        .route("/api/jobs/{id}", get(api_job))
+        .route("/api/executors", get(api_executors))
+        .with_state(Web { shared });
+    let task = tokio::spawn(async move {
+        if let Err(e) = server.serve(router, tls.as_ref()).await {
+            warn!(error = %e, "the HTTP server stopped");
+        }
+    });
+    info!(%addr, "web UI and /metrics listening");
+    Ok((addr, task))
+}
+
+/// Why a request is refused, as a page or as an API answer.
+enum Refused {
+    /// No or a bad credential: pages go to the login form.
+    Login,
+    /// A credential, but not for this.
+    Status(StatusCode, String),
+}
+
+impl Web {
+    fn caller(&self, headers: &HeaderMap) -> Result<Caller, Refused> {
+        http_caller(&self.shared.config.security.authenticator, headers).map_err(|_| Refused::Login)
+    }
+
+    fn tls(&self) -> bool {
+        self.shared.config.security.tls.is_some()
+    }
+}
+
+fn page_refusal(refused: Refused) -> Response {
+    match refused {
+        Refused::Login => Redirect::to("/login").into_response(),
+        Refused::Status(code, message) => (code, message).into_response(),
+    }
+}
+
+fn api_refusal(refused: Refused) -> Response {
+    match refused {
+        Refused::Login => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "not authenticated: present a user's token as `Authorization: Bearer`",
+        )
+            .into_response(),
+        Refused::Status(code, message) => (code, message).into_response(),
+    }
+}
+
+/// A page shell: it holds no data (the script fetches it), yet only a
+/// known caller gets it.
+fn page(web: &Web, headers: &HeaderMap, html: String) -> Response {
+    match web.caller(headers) {
+        Ok(_) => Html(html).into_response(),
+        Err(refused) => page_refusal(refused),
+    }
+}
+
+async fn jobs_page(State(web): State<Web>, headers: HeaderMap) -> Response {
+    page(&web, &headers, web_pages::jobs())
+}
+
+async fn job_page(State(web): State<Web>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if JobId::parse(&id).is_err() {
+        return (StatusCode::NOT_FOUND, "not a job id").into_response();
+    }
+    page(&web, &headers, web_pages::job(&id))
+}
+
+async fn executors_page(State(web): State<Web>, headers: HeaderMap) -> Response {
+    page(&web, &headers, web_pages::executors())
+}
+
+async fn login_page(State(web): State<Web>) -> Response {
+    if !web.shared.config.security.authenticator.is_secure() {
+        return Redirect::to("/").into_response();
+    }
+    Html(web_pages::login(None)).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(State(web): State<Web>, Form(form): Form<LoginForm>) -> Response {
+    let token = form.token.trim();
+    let mut headers = HeaderMap::new();
+    let valid = HeaderValue::from_str(&format!("Bearer {token}"))
+        .ok()
+        .map(|value| {
+            headers.insert(header::AUTHORIZATION, value);
+            web.caller(&headers)
+        });
+    match valid {
+        Some(Ok(Caller::User(_) | Caller::Anonymous)) => {
+            match HeaderValue::from_str(&session_cookie(token, web.tls())) {
+                Ok(cookie) => (
+                    StatusCode::SEE_OTHER,
+                    [
+                        (header::SET_COOKIE, cookie),
+                        (header::LOCATION, HeaderValue::from_static("/")),
+                    ],
+                )
+                    .into_response(),
+                Err(_) => (
+                    StatusCode::BAD_REQUEST,
+                    Html(web_pages::login(Some("That token cannot be a cookie."))),
+                )
+                    .into_response(),
+            }
+        }
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            Html(web_pages::login(Some(
+                "That token is not valid for this cluster.",
+            ))),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(web): State<Web>, headers: HeaderMap) -> Response {
+    if !may_read_metrics(&web.shared.config.security.authenticator, &headers) {
+        return api_refusal(Refused::Login);
+    }
+    let text = web.shared.state().encode_metrics();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct JobsQuery {
+    state: Option<String>,
+}
+
+fn state_name(state: i32) -> &'static str {
+    match v1::JobState::try_from(state) {
+        Ok(v1::JobState::Queued) => "queued",
+        Ok(v1::JobState::Running) => "running",
+        Ok(v1::JobState::Succeeded) => "succeeded",
+        Ok(v1::JobState::Failed) => "failed",
+        Ok(v1::JobState::Cancelled) => "cancelled",
+        _ => "unknown",
+    }
+}
+
+/// A job's row in the jobs list.
+fn job_summary(job: &Job, status: &v1::JobStatus) -> Value {
+    json!({
+        "job_id": status.job_id,
+        "name": status.name,
+        "user": job.access.owner().map(|o| o.as_str().to_string()),
+        "state": state_name(status.state),
+        "elapsed_ms": if status.ended_at_ms > 0 {
+            status.ended_at_ms.saturating_sub(status.started_at_ms)
+        } else {
+            job.run_time().as_millis() as u64
+        },
+        "started_at_ms": status.started_at_ms,
+        "stages": {"done": status.stages_done, "total": status.stages_total},
+        "tasks": {"done": status.tasks_done, "total": status.tasks_total, "running": status.tasks_running},
+        "rows_out": status.rows_out,
+        "bytes_shuffled": status.bytes_shuffled,
+        "error": status.error.as_ref().map(|e| json!({
+            "kind": error_kind_name(v1::ErrorKind::try_from(e.kind).unwrap_or(v1::ErrorKind::Internal)),
+            "message": e.message,
+        })),
+        "recovery": status.recovery.map(|r| json!({
+            "tasks_retried": r.tasks_retried,
+            "map_tasks_rerun": r.map_tasks_rerun,
+            "stages_rerun": r.stages_rerun,
+            "executors_lost": r.executors_lost,
+            "scheduler_restarts": r.scheduler_restarts,
+            "outputs_recovered": r.outputs_recovered,
+        })),
+    })
+}
+
+async fn api_jobs(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Query(query): Query<JobsQuery>,
+) -> Response {
+    let caller = match web.caller(&headers) {
+        Ok(caller) => caller,
+        Err(refused) => return api_refusal(refused),
+    };
+    let state = web.shared.state();
+    let jobs: Vec<Value> = state
+        .jobs_visible_to(&caller)
+        .into_iter()
+        .map(|job| job_summary(job, &job.status()))
+        .filter(|job| match &query.state {
+            Some(wanted) if !wanted.is_empty() => job["state"] == wanted.as_str(),
+            _ => true,
+        })
+        .collect();
+    axum::Json(Value::Array(jobs)).into_response()
+}
+
+async fn api_job(State(web): State<Web>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let caller = match web.caller(&headers) {
+        Ok(caller) => caller,
+        Err(refused) => return api_refusal(refused),
+    };
+    let Ok(id) = JobId::parse(&id) else {
+        return api_refusal(Refused::Status(
+            StatusCode::BAD_REQUEST,
+            "not a job id".into(),
+        ));
+    };
+    let state = web.shared.state();
+    let Some(job) = state.job(&id).filter(|job| job.access.visible_to(&caller)) else {
+        // Another user's job is as unknown as a missing one.
+        return api_refusal(Refused::Status(
+            StatusCode::NOT_FOUND,
+            format!("no job {id} this user may see"),
+        ));
+    };
+    axum::Json(job_detail(job, job.access.is_owner(&caller))).into_response()
+}
+
+/// A job's page: its status, stage graph with each stage's shape and
+/// plan (for its owner), and every task attempt.
+fn job_detail(job: &Job, owner: bool) -> Value {
+    let status = job.status();
+    let mut detail = job_summary(job, &status);
+    let shapes: Vec<StageShape<'_>> = job
+        .stages
+        .iter()
+        .map(|s| StageShape {
+            id: s.id(),
+            plan: s.plan(),
+            tasks: s.partitions(),
+        })
+        .collect();
+    let edges = exchanges(&shapes);
+    let last = job.stages.last().map(|s| s.id());
+    let stages: Vec<Value> = job
+        .stages
+        .iter()
+        .map(|stage| {
+            let (rows, bytes) = stage.rows_and_bytes();
+            let (first, last_finish, _, longest) = stage.timings();
+            let inputs: Vec<Value> = edges
+                .iter()
+                .filter(|(consumer, _, _)| *consumer == stage.id())
+                .map(|(_, input, exchange)| json!({"stage": input.0, "exchange": exchange.name()}))
+                .collect();
+            json!({
+                "id": stage.id().0,
+                "final": Some(stage.id()) == last,
+                "partitions": stage.partitions(),
+                "attempt": stage.attempt(),
+                "tasks_done": stage.done_count(),
+                "tasks_running": stage.running_count(),
+                "inputs": inputs,
+                "output": if Some(stage.id()) == last && !stage.plan().is::<volley_dataflow::FileOutputExec>() {
+                    "returned to the client".to_string()
+                } else {
+                    output_of(stage.plan())
+                },
+                "rows_out": rows,
+                "bytes_out": bytes,
+                "started_ms": first.map(|t| job.millis_at(t)),
+                "finished_ms": if stage.is_finished() { last_finish.map(|t| job.millis_at(t)) } else { None },
+                "longest_task_ms": longest.as_secs_f64() * 1000.0,
+                "plan": if owner { Some(stage.display().to_string()) } else { None },
+            })
+        })
+        .collect();
+    let tasks: Vec<Value> = job
+        .stages
+        .iter()
+        .flat_map(|stage| {
+            stage.runs().iter().map(move |run| {
+                json!({
+                    "stage": stage.id().0,
+                    "partition": run.partition,
+                    "attempt": run.attempt,
+                    "executor": run.executor.as_str(),
+                    "start_ms": job.millis_at(run.launched),
+                    "end_ms": run.ended.map(|t| job.millis_at(t)),
+                    "outcome": run.outcome.name(),
+                })
+            })
+        })
+        .collect();
+    if let Some(object) = detail.as_object_mut() {
+        object.insert(
+            "now_ms".into(),
+            json!(job.run_time().as_secs_f64() * 1000.0),
+        );
+        object.insert("stage_list".into(), Value::Array(stages));
+        object.insert("task_runs".into(), Value::Array(tasks));
+    }
+    detail
+}
+
+async fn api_executors(State(web): State<Web>, headers: HeaderMap) -> Response {
+    if let Err(refused) = web.caller(&headers) {
+        return api_refusal(refused);
+    }
+    let executors: Vec<Value> = web
+        .shared
+        .state()
+        .executors_info()
+        .iter()
+        .map(|e| {
+            json!({
+                "executor_id": e.executor_id,
+                "endpoint": e.endpoint,
+                "state": match v1::ExecutorState::try_from(e.state) {
+                    Ok(v1::ExecutorState::Draining) => "draining",
+                    _ => "active",
+                },
+                "slots": e.slots,
+                "free_slots": e.free_slots,
+                "running_tasks": e.running_tasks,
+                "memory_reserved": e.memory_reserved,
+                "memory_limit": e.memory_limit,
+                "stored_outputs": e.stored_outputs,
+            })
+        })
+        .collect();
+    axum::Json(Value::Array(executors)).into_response()
+}
