@@ -10,6 +10,7 @@
 //! }
 //! ```
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -237,7 +238,9 @@ async fn run(udfs: UdfRegistry) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    println!(
+    // A closed stdout (a supervisor that read this line) must not stop it.
+    let _ = writeln!(
+        std::io::stdout(),
         "volley-executor {} serving on {}",
         executor.id(),
         executor.endpoint()

@@ -163,11 +163,19 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    println!("volley-scheduler listening on {}", server.url());
-    if let Some(http) = server.http_url() {
-        println!("volley-scheduler web UI and /metrics on {http}");
-    }
-    let _ = std::io::stdout().flush();
+    // One line on stdout, which a supervisor may read and then close: a
+    // closed stdout must not stop the scheduler, so errors are ignored.
+    // The gRPC URL stays the line's last word, which scripts read.
+    let line = match server.http_url() {
+        Some(http) => format!(
+            "volley-scheduler (web UI and /metrics on {http}) listening on {}",
+            server.url()
+        ),
+        None => format!("volley-scheduler listening on {}", server.url()),
+    };
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
     tokio::select! {
         result = server.wait() => match result {
             Ok(()) => ExitCode::SUCCESS,

@@ -12,7 +12,7 @@ use volley_client::{ClientError, JobId, SchedulerClient, error_kind_name, is_ter
 
 use super::connection::ClusterArgs;
 use super::json_report::{print_json, timed_out};
-use super::progress::{Progress, describe, human_bytes};
+use super::progress::{Progress, describe, human_bytes, recovery_note};
 
 /// Arguments of `volley jobs`.
 #[derive(Debug, clap::Args)]
@@ -369,6 +369,9 @@ pub(crate) fn summary(status: &v1::JobStatus) -> String {
             status.rows_out,
             status.output_files.len()
         ));
+    }
+    if let Some(note) = recovery_note(status) {
+        line.push_str(&format!("; {note}"));
     }
     line
 }

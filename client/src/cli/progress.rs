@@ -40,15 +40,71 @@ pub(crate) fn describe(status: &v1::JobStatus) -> String {
         String::new()
     };
     format!(
-        "{statements}stages {}/{}  tasks {} running, {}/{} done  shuffled {} rows, {}",
+        "{statements}stages {}/{}  tasks {} running, {}/{} done  shuffled {} rows, {}{}",
         status.stages_done,
         status.stages_total,
         status.tasks_running,
         status.tasks_done,
         status.tasks_total,
         status.rows_shuffled,
-        human_bytes(status.bytes_shuffled)
+        human_bytes(status.bytes_shuffled),
+        recovery_note(status)
+            .map(|note| format!("  ({note})"))
+            .unwrap_or_default()
     )
+}
+
+/// What recovery did for a job, for people: why its progress went back
+/// ("1 executor lost; re-ran 6 tasks"), or `None` if nothing happened.
+pub(crate) fn recovery_note(status: &v1::JobStatus) -> Option<String> {
+    let r = status.recovery?;
+    let mut parts = Vec::new();
+    let plural = |n: u32, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    if r.executors_lost > 0 {
+        parts.push(format!(
+            "{} lost",
+            plural(r.executors_lost, "executor", "executors")
+        ));
+    }
+    if r.scheduler_restarts > 0 {
+        parts.push(format!(
+            "scheduler restarted {}",
+            plural(r.scheduler_restarts, "time", "times")
+        ));
+    }
+    let rerun = r.tasks_retried + r.map_tasks_rerun;
+    if rerun > 0 {
+        parts.push(format!("re-ran {}", plural(rerun, "task", "tasks")));
+    }
+    if r.outputs_recovered > 0 {
+        parts.push(format!(
+            "took over {}",
+            plural(r.outputs_recovered, "kept output", "kept outputs")
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_that_lost_an_executor_says_so_and_what_it_re_ran() {
+        let mut status = v1::JobStatus::default();
+        assert_eq!(recovery_note(&status), None);
+        status.recovery = Some(v1::JobRecovery {
+            executors_lost: 1,
+            tasks_retried: 2,
+            map_tasks_rerun: 4,
+            ..Default::default()
+        });
+        assert_eq!(
+            recovery_note(&status).as_deref(),
+            Some("1 executor lost; re-ran 6 tasks")
+        );
+        assert!(describe(&status).ends_with("(1 executor lost; re-ran 6 tasks)"));
+    }
 }
 
 #[derive(Debug)]

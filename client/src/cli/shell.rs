@@ -9,7 +9,7 @@ use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 use volley_client::{ClientError, Context};
 
-use super::output::Format;
+use super::output::{Expanded, Format};
 use super::sql::{Display, run_script};
 
 const HELP: &str = "\
@@ -19,7 +19,10 @@ Statements end with ';' and may span lines. Ctrl-C cancels a running query.
   \\d              list tables
   \\d NAME         a table's columns and types
   \\timing [on|off] show elapsed time after each query
-  \\format FORMAT  table, csv, tsv, json, ndjson or markdown
+  \\format [FORMAT] table, csv, tsv, json, ndjson or markdown; alone: the current one
+  \\max-rows [N]   rows a table shows at most (0: all); alone: the current limit
+  \\x [on|off|auto] rows as blocks of `column | value` lines; auto: when a row
+                   does not fit the terminal (the default)
   \\o FILE         send results to FILE; \\o alone: back to the terminal
   \\i FILE         run the statements in FILE";
 
@@ -56,6 +59,7 @@ pub(crate) async fn run(ctx: &Context, display: &mut Display) -> Result<(), Clie
         };
         if buffer.is_empty() && line.trim_start().starts_with('\\') {
             let _ = editor.add_history_entry(line.as_str());
+            save(&mut editor, history.as_deref());
             if !meta_command(ctx, line.trim(), display).await {
                 break;
             }
@@ -71,6 +75,9 @@ pub(crate) async fn run(ctx: &Context, display: &mut Display) -> Result<(), Clie
         }
         let script = std::mem::take(&mut buffer);
         let _ = editor.add_history_entry(script.trim_end());
+        // Saved as each statement runs, so a crash or a killed terminal
+        // loses none of it.
+        save(&mut editor, history.as_deref());
         if let Err(e) = run_script(ctx, None, &script, display, false).await {
             eprintln!("Error: {}", super::one_line(&e));
         }
@@ -79,6 +86,13 @@ pub(crate) async fn run(ctx: &Context, display: &mut Display) -> Result<(), Clie
         let _ = editor.save_history(path);
     }
     Ok(())
+}
+
+/// Writes the history file now.
+fn save(editor: &mut DefaultEditor, path: Option<&std::path::Path>) {
+    if let Some(path) = path {
+        let _ = editor.save_history(path);
+    }
 }
 
 /// Runs a meta-command; `false` means quit.
@@ -98,6 +112,35 @@ async fn meta_command(ctx: &Context, line: &str, display: &mut Display) -> bool 
         ("\\timing", Some(value @ ("on" | "off"))) => {
             display.timing = value == "on";
             println!("Timing is {value}.");
+        }
+        ("\\format", None) => println!(
+            "Output format is {}.",
+            format!("{:?}", display.format).to_lowercase()
+        ),
+        ("\\max-rows", None) => println!("Tables show at most {} rows (0: all).", display.max_rows),
+        ("\\max-rows", Some(n)) => match n.parse::<usize>() {
+            Ok(n) => {
+                display.max_rows = n;
+                println!("Tables show at most {n} rows (0: all).");
+            }
+            Err(_) => eprintln!("Error: `{n}` is not a number of rows"),
+        },
+        ("\\x", argument) => {
+            display.expanded = match argument {
+                None if display.expanded == Expanded::On => Expanded::Off,
+                None => Expanded::On,
+                Some("on") => Expanded::On,
+                Some("off") => Expanded::Off,
+                Some("auto") => Expanded::Auto,
+                Some(other) => {
+                    eprintln!("Error: \\x takes on, off or auto, not `{other}`");
+                    return true;
+                }
+            };
+            println!(
+                "Expanded display is {}.",
+                format!("{:?}", display.expanded).to_lowercase()
+            );
         }
         ("\\format", Some(name)) => match name.parse::<Format>() {
             Ok(format) => {

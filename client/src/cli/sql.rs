@@ -15,8 +15,8 @@ use volley_client::{ClientError, Context, EmbeddedClusterConfig, JobId, v1};
 use volley_dataflow::split_statements;
 
 use super::connection::{ConnectionArgs, check_url};
-use super::output::{Format, write_batches};
-use super::progress::Progress;
+use super::output::{Expanded, Format, Layout, terminal_width, write_batches};
+use super::progress::{Progress, recovery_note};
 
 /// Arguments of `volley sql`.
 #[derive(Debug, clap::Args)]
@@ -71,6 +71,9 @@ pub(crate) struct Display {
     pub(crate) timing: bool,
     /// `\o FILE`: results go there instead of stdout.
     pub(crate) output: Option<(PathBuf, std::fs::File)>,
+    /// `\x`: rows as blocks of lines (on), or when a row does not fit the
+    /// terminal (auto).
+    pub(crate) expanded: Expanded,
 }
 
 pub(crate) async fn run(args: SqlArgs) -> Result<(), ClientError> {
@@ -96,6 +99,7 @@ pub(crate) async fn run(args: SqlArgs) -> Result<(), ClientError> {
         quiet: args.quiet,
         timing: true,
         output: None,
+        expanded: Expanded::Auto,
     };
     if interactive {
         return super::shell::run(&ctx, &mut display).await;
@@ -293,24 +297,41 @@ pub(crate) async fn run_sql(
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     match &mut display.output {
         Some((_, file)) => {
-            write_batches(file, display.format, &batches, 0)?;
+            write_batches(file, display.format, &batches, 0, Layout::PLAIN)?;
             file.flush()?;
         }
         None => {
             let mut stdout = std::io::stdout().lock();
-            write_batches(&mut stdout, display.format, &batches, display.max_rows)?;
+            let layout = Layout {
+                expanded: display.expanded,
+                width: terminal_width(),
+            };
+            write_batches(
+                &mut stdout,
+                display.format,
+                &batches,
+                display.max_rows,
+                layout,
+            )?;
             stdout.flush()?;
         }
     }
     if !display.quiet {
         let plural = if rows == 1 { "" } else { "s" };
+        // A query that lost an executor says so, rather than leaving the
+        // user to wonder why its progress went back.
+        let recovered = ctx
+            .last_job()
+            .and_then(|job| recovery_note(&job))
+            .map(|note| format!(" ({note})"))
+            .unwrap_or_default();
         if display.timing {
             eprintln!(
-                "{rows} row{plural} in {:.3}s",
+                "{rows} row{plural} in {:.3}s{recovered}",
                 started.elapsed().as_secs_f64()
             );
         } else {
-            eprintln!("{rows} row{plural}");
+            eprintln!("{rows} row{plural}{recovered}");
         }
     }
     Ok(())
