@@ -23,7 +23,6 @@ use object_store::buffered::BufWriter as ObjectWriter;
 use object_store::path::Path as ObjectPath;
 use tokio::io::AsyncWriteExt;
 
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
 use datafusion::arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef};
 use datafusion::arrow::json::LineDelimitedWriter;
@@ -43,6 +42,7 @@ use crate::error::volley_internal;
 use crate::exchange_io::PartitionStats;
 use crate::session::volley_options;
 use crate::shuffle_writer::{STATS_SCHEMA, stats_batch, stats_properties};
+use crate::wire_types::from_wire;
 
 /// File formats a job's output can be written in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -290,23 +290,6 @@ fn without_view_types(schema: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
-/// `batch` cast to `schema` (the same columns with plain types).
-fn cast_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(column, field)| {
-            if column.data_type() == field.data_type() {
-                Ok(Arc::clone(column))
-            } else {
-                cast(column, field.data_type())
-            }
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
-}
-
 /// Writes `input` as one object; returns (rows, bytes). A failed write
 /// aborts the upload, so no partial object is left.
 async fn write_object(
@@ -329,7 +312,7 @@ async fn write_object(
         while let Some(batch) = input.next().await {
             let mut batch = batch?;
             if let Some(plain) = &plain {
-                batch = cast_batch(&batch, plain)?;
+                batch = from_wire(batch, plain)?;
             }
             tokio::task::consume_budget().await;
             rows += batch.num_rows() as u64;

@@ -65,3 +65,25 @@ pub fn error_kind_name(kind: v1::ErrorKind) -> &'static str {
         _ => "internal",
     }
 }
+
+/// The name of a job state (a `JobStatus.state`), as `--json`, `volley jobs`
+/// and the web UI print it.
+pub fn job_state_name(state: i32) -> &'static str {
+    match v1::JobState::try_from(state) {
+        Ok(v1::JobState::Queued) => "queued",
+        Ok(v1::JobState::Running) => "running",
+        Ok(v1::JobState::Succeeded) => "succeeded",
+        Ok(v1::JobState::Failed) => "failed",
+        Ok(v1::JobState::Cancelled) => "cancelled",
+        _ => "unknown",
+    }
+}
+
+/// The name of an executor state (an `ExecutorInfo.state`), as `volley
+/// executors` and the web UI print it.
+pub fn executor_state_name(state: i32) -> &'static str {
+    match v1::ExecutorState::try_from(state) {
+        Ok(v1::ExecutorState::Draining) => "draining",
+        _ => "active",
+    }
+}

@@ -1252,9 +1252,9 @@ impl SchedulerState {
         self.release_drained();
     }
 
-    /// `/metrics`: the counters, and gauges of jobs, executors and slots
-    /// by state as they are now.
-    pub(crate) fn encode_metrics(&self) -> String {
+    /// The metrics, their gauges of jobs, executors and slots by state set
+    /// to what they are now; encode them after the state lock is released.
+    pub(crate) fn metrics_now(&self) -> SchedulerMetrics {
         let mut jobs: BTreeMap<&str, i64> = ["running", "succeeded", "failed", "cancelled"]
             .into_iter()
             .map(|state| (state, 0))
@@ -1282,7 +1282,7 @@ impl SchedulerState {
             ],
             &[("busy", busy), ("free", free)],
         );
-        self.metrics.encode()
+        self.metrics.clone()
     }
 }
 

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use volley_dataflow::JobId;
-use volley_proto::{error_kind_name, v1};
+use volley_proto::{error_kind_name, executor_state_name, job_state_name, v1};
 use volley_security::{Caller, HttpServer, http_caller, may_read_metrics, session_cookie};
 
 use crate::explain::{StageShape, exchanges, output_of};
@@ -172,7 +172,9 @@ async fn metrics(State(web): State<Web>, headers: HeaderMap) -> Response {
     if !may_read_metrics(&web.shared.config.security.authenticator, &headers) {
         return api_refusal(Refused::Login);
     }
-    let text = web.shared.state().encode_metrics();
+    // Encoded outside the state lock, which placement needs.
+    let metrics = web.shared.state().metrics_now();
+    let text = metrics.encode();
     (
         [(
             header::CONTENT_TYPE,
@@ -188,24 +190,13 @@ struct JobsQuery {
     state: Option<String>,
 }
 
-fn state_name(state: i32) -> &'static str {
-    match v1::JobState::try_from(state) {
-        Ok(v1::JobState::Queued) => "queued",
-        Ok(v1::JobState::Running) => "running",
-        Ok(v1::JobState::Succeeded) => "succeeded",
-        Ok(v1::JobState::Failed) => "failed",
-        Ok(v1::JobState::Cancelled) => "cancelled",
-        _ => "unknown",
-    }
-}
-
 /// A job's row in the jobs list.
 fn job_summary(job: &Job, status: &v1::JobStatus) -> Value {
     json!({
         "job_id": status.job_id,
         "name": status.name,
         "user": job.access.owner().map(|o| o.as_str().to_string()),
-        "state": state_name(status.state),
+        "state": job_state_name(status.state),
         "elapsed_ms": if status.ended_at_ms > 0 {
             status.ended_at_ms.saturating_sub(status.started_at_ms)
         } else {
@@ -365,10 +356,7 @@ async fn api_executors(State(web): State<Web>, headers: HeaderMap) -> Response {
             json!({
                 "executor_id": e.executor_id,
                 "endpoint": e.endpoint,
-                "state": match v1::ExecutorState::try_from(e.state) {
-                    Ok(v1::ExecutorState::Draining) => "draining",
-                    _ => "active",
-                },
+                "state": executor_state_name(e.state),
                 "slots": e.slots,
                 "free_slots": e.free_slots,
                 "running_tasks": e.running_tasks,

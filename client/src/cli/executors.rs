@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use volley_client::{ClientError, SchedulerClient, v1};
+use volley_proto::executor_state_name;
 
 use super::connection::ClusterArgs;
 use super::jobs::parse_duration;
@@ -54,13 +55,6 @@ enum ExecutorsCommand {
     },
 }
 
-fn state_name(e: &v1::ExecutorInfo) -> &'static str {
-    match v1::ExecutorState::try_from(e.state) {
-        Ok(v1::ExecutorState::Draining) => "draining",
-        _ => "active",
-    }
-}
-
 fn executor_json(e: &v1::ExecutorInfo) -> Value {
     json!({
         "executor_id": e.executor_id,
@@ -71,7 +65,7 @@ fn executor_json(e: &v1::ExecutorInfo) -> Value {
         "memory_reserved": e.memory_reserved,
         "memory_limit": e.memory_limit,
         "stored_outputs": e.stored_outputs,
-        "state": state_name(e),
+        "state": executor_state_name(e.state),
     })
 }
 
@@ -97,7 +91,7 @@ pub(crate) async fn run(args: ExecutorsArgs) -> Result<(), ClientError> {
                         "{:<16} {:<32} {:<9} {:>5} {:>7} {:>21} {:>7}",
                         e.executor_id,
                         e.endpoint,
-                        state_name(e),
+                        executor_state_name(e.state),
                         e.slots,
                         e.running_tasks,
                         memory,

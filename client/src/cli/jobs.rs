@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use volley_client::{ClientError, JobId, SchedulerClient, error_kind_name, is_terminal, v1};
+use volley_proto::job_state_name;
 
 use super::connection::ClusterArgs;
 use super::json_report::{print_json, timed_out};
@@ -148,17 +149,6 @@ fn unknown_job(error: ClientError) -> ClientError {
     }
 }
 
-fn state_name(state: i32) -> &'static str {
-    match v1::JobState::try_from(state) {
-        Ok(v1::JobState::Queued) => "queued",
-        Ok(v1::JobState::Running) => "running",
-        Ok(v1::JobState::Succeeded) => "succeeded",
-        Ok(v1::JobState::Failed) => "failed",
-        Ok(v1::JobState::Cancelled) => "cancelled",
-        _ => "unknown",
-    }
-}
-
 fn kind_name(kind: i32) -> &'static str {
     error_kind_name(v1::ErrorKind::try_from(kind).unwrap_or(v1::ErrorKind::Internal))
 }
@@ -196,7 +186,7 @@ pub(crate) fn status_json(status: &v1::JobStatus) -> Value {
     json!({
         "job_id": status.job_id,
         "name": status.name,
-        "state": state_name(status.state),
+        "state": job_state_name(status.state),
         "started_at": timestamp(status.started_at_ms),
         "ended_at": timestamp(status.ended_at_ms),
         "elapsed_ms": elapsed_ms(status),
@@ -229,7 +219,11 @@ fn print_status(status: &v1::JobStatus, json: bool) {
     } else {
         format!(" ({})", status.name)
     };
-    println!("job {}{name}: {}", status.job_id, state_name(status.state));
+    println!(
+        "job {}{name}: {}",
+        status.job_id,
+        job_state_name(status.state)
+    );
     println!("  elapsed   {:.3}s", elapsed_ms(status) as f64 / 1000.0);
     println!("  progress  {}", describe(status));
     println!("  rows out  {}", status.rows_out);
@@ -257,7 +251,7 @@ fn print_table(jobs: &[v1::JobStatus]) {
             "{:<14} {:<20} {:<10} {:>9} {:>12} {:>9.1}s",
             job.job_id,
             name,
-            state_name(job.state),
+            job_state_name(job.state),
             format!("{}/{}", job.stages_done, job.stages_total),
             job.rows_out,
             elapsed_ms(job) as f64 / 1000.0
@@ -358,7 +352,7 @@ pub(crate) fn summary(status: &v1::JobStatus) -> String {
     let mut line = format!(
         "job {} {} in {:.3}s ({} stages, {} shuffled)",
         status.job_id,
-        state_name(status.state),
+        job_state_name(status.state),
         elapsed_ms(status) as f64 / 1000.0,
         status.stages_total,
         human_bytes(status.bytes_shuffled)
