@@ -342,7 +342,7 @@ pub(crate) async fn follow(
         }
     };
     if let Some(progress) = &progress {
-        progress.clear();
+        progress.stop();
     }
     result
 }

@@ -1,6 +1,7 @@
 //! The `volley` command line.
 
 mod admin;
+mod completion;
 mod connection;
 mod executors;
 mod health;

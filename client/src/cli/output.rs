@@ -1,10 +1,12 @@
 //! Writing query results in the formats `volley` offers.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use datafusion::arrow::array::Array;
 use datafusion::arrow::csv::WriterBuilder;
-use datafusion::arrow::json::{ArrayWriter, LineDelimitedWriter};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::arrow::util::pretty::pretty_format_batches;
@@ -37,25 +39,6 @@ impl std::str::FromStr for Format {
     }
 }
 
-/// Keeps the first `max_rows` rows (0: all); returns them and how many were left out.
-fn truncate(batches: &[RecordBatch], max_rows: usize) -> (Vec<RecordBatch>, usize) {
-    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
-    if max_rows == 0 || total <= max_rows {
-        return (batches.to_vec(), 0);
-    }
-    let mut kept = Vec::new();
-    let mut remaining = max_rows;
-    for batch in batches {
-        if remaining == 0 {
-            break;
-        }
-        let take = remaining.min(batch.num_rows());
-        kept.push(batch.slice(0, take));
-        remaining -= take;
-    }
-    (kept, total - max_rows)
-}
-
 fn cell_text(column: &dyn Array, row: usize) -> Result<String> {
     let options = FormatOptions::default().with_null("NULL");
     Ok(ArrayFormatter::try_new(column, &options)?
@@ -63,46 +46,34 @@ fn cell_text(column: &dyn Array, row: usize) -> Result<String> {
         .to_string())
 }
 
-fn write_markdown(out: &mut dyn Write, batches: &[RecordBatch]) -> Result<()> {
-    let Some(first) = batches.first() else {
-        return Ok(());
-    };
-    let names: Vec<String> = first
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
+fn write_markdown_header(out: &mut dyn Write, schema: &Schema) -> Result<()> {
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     writeln!(out, "| {} |", names.join(" | "))?;
     writeln!(
         out,
         "|{}",
         names.iter().map(|_| " --- |").collect::<String>()
     )?;
-    for batch in batches {
-        for row in 0..batch.num_rows() {
-            let cells = batch
-                .columns()
-                .iter()
-                .map(|c| cell_text(c.as_ref(), row).map(|t| t.replace('|', "\\|")))
-                .collect::<Result<Vec<_>>>()?;
-            writeln!(out, "| {} |", cells.join(" | "))?;
-        }
+    Ok(())
+}
+
+fn write_markdown_rows(out: &mut dyn Write, batch: &RecordBatch) -> Result<()> {
+    for row in 0..batch.num_rows() {
+        let cells = batch
+            .columns()
+            .iter()
+            .map(|c| cell_text(c.as_ref(), row).map(|t| t.replace('|', "\\|")))
+            .collect::<Result<Vec<_>>>()?;
+        writeln!(out, "| {} |", cells.join(" | "))?;
     }
     Ok(())
 }
 
-/// Whether `batches` answer an EXPLAIN: the columns `plan_type, plan`.
-fn is_explain(batches: &[RecordBatch]) -> bool {
-    batches.first().is_some_and(|b| {
-        let names: Vec<&str> = b
-            .schema_ref()
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect();
-        names == ["plan_type", "plan"]
-    })
+/// Whether a result with this schema answers an EXPLAIN: the columns
+/// `plan_type, plan`.
+fn is_explain(schema: &Schema) -> bool {
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    names == ["plan_type", "plan"]
 }
 
 /// An EXPLAIN answer as a person reads it: each plan under its name, its
@@ -170,6 +141,7 @@ fn write_vertical(
     out: &mut dyn Write,
     batches: &[RecordBatch],
     width: Option<usize>,
+    first_record: usize,
 ) -> Result<()> {
     let Some(first) = batches.first() else {
         return Ok(());
@@ -178,7 +150,7 @@ fn write_vertical(
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     let name_width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
     let value_width = width.map(|w| w.saturating_sub(name_width + 3).max(8));
-    let mut number = 0;
+    let mut number = first_record;
     for batch in batches {
         for row in 0..batch.num_rows() {
             number += 1;
@@ -201,8 +173,192 @@ fn write_vertical(
     Ok(())
 }
 
-/// Writes `batches` in `format`; a table shows at most `max_rows` rows (0:
-/// all) and says how many it left out, laid out as `layout` says.
+/// Rows a table holds before it is printed: a result of any size is shown
+/// as tables of at most this many rows, so memory stays bounded.
+const TABLE_CHUNK_ROWS: usize = 1000;
+
+/// Writes a result in a format as its batches arrive, holding at most one
+/// table's worth of rows ([`TABLE_CHUNK_ROWS`]), whatever the size of the
+/// result. With a row limit it asks for no more batches once it knows
+/// there are rows it will not show, so the caller can drop the query (which
+/// releases its job on the cluster).
+pub(crate) struct ResultWriter {
+    format: Format,
+    schema: SchemaRef,
+    /// Rows shown at most (0: all).
+    max_rows: usize,
+    layout: Layout,
+    /// Rows written or held for the next table.
+    rows: usize,
+    /// Rows held for the next table (or an EXPLAIN's plans).
+    held: Vec<RecordBatch>,
+    held_rows: usize,
+    /// The header (CSV, Markdown, `[` of JSON) is out.
+    started: bool,
+    /// Some rows beyond `max_rows` exist.
+    cut: bool,
+    explain: bool,
+}
+
+impl ResultWriter {
+    pub(crate) fn new(format: Format, schema: SchemaRef, max_rows: usize, layout: Layout) -> Self {
+        let explain = format == Format::Table && is_explain(&schema);
+        Self {
+            format,
+            schema,
+            max_rows,
+            layout,
+            rows: 0,
+            held: Vec::new(),
+            held_rows: 0,
+            started: false,
+            cut: false,
+            explain,
+        }
+    }
+
+    /// Whether rows were left out because of the row limit.
+    pub(crate) fn cut(&self) -> bool {
+        self.cut
+    }
+
+    /// Takes the next batch of the result; `false` once it wants no more
+    /// (the row limit is reached and a row beyond it was seen).
+    pub(crate) fn push(&mut self, out: &mut dyn Write, batch: RecordBatch) -> Result<bool> {
+        let mut batch = batch;
+        if self.max_rows > 0 && !self.explain {
+            let room = self.max_rows - self.rows;
+            if batch.num_rows() > room {
+                self.cut = true;
+                batch = batch.slice(0, room);
+            }
+        }
+        self.rows += batch.num_rows();
+        if batch.num_rows() > 0 || self.explain {
+            self.write(out, batch)?;
+        }
+        Ok(!self.cut)
+    }
+
+    fn write(&mut self, out: &mut dyn Write, batch: RecordBatch) -> Result<()> {
+        match self.format {
+            Format::Table => {
+                self.held_rows += batch.num_rows();
+                self.held.push(batch);
+                if !self.explain && self.held_rows >= TABLE_CHUNK_ROWS {
+                    self.write_table(out)?;
+                }
+            }
+            Format::Csv | Format::Tsv => {
+                let delimiter = if self.format == Format::Csv {
+                    b','
+                } else {
+                    b'\t'
+                };
+                let mut writer = WriterBuilder::new()
+                    .with_header(!self.started)
+                    .with_delimiter(delimiter)
+                    .build(&mut *out);
+                writer.write(&batch)?;
+            }
+            Format::Json => {
+                let mut lines = Vec::new();
+                let mut writer = LineDelimitedWriter::new(&mut lines);
+                writer.write(&batch)?;
+                writer.finish()?;
+                for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                    out.write_all(if self.started { b"," } else { b"[" })?;
+                    out.write_all(line)?;
+                    self.started = true;
+                }
+            }
+            Format::Ndjson => {
+                let mut writer = LineDelimitedWriter::new(&mut *out);
+                writer.write(&batch)?;
+                writer.finish()?;
+            }
+            Format::Markdown => {
+                if !self.started {
+                    write_markdown_header(out, &self.schema)?;
+                }
+                write_markdown_rows(out, &batch)?;
+            }
+        }
+        if self.format != Format::Json {
+            self.started = true;
+        }
+        Ok(())
+    }
+
+    /// Prints the rows held as one table, across or vertical.
+    fn write_table(&mut self, out: &mut dyn Write) -> Result<()> {
+        let held = std::mem::take(&mut self.held);
+        self.held_rows = 0;
+        if held.iter().all(|b| b.num_rows() == 0) {
+            return Ok(());
+        }
+        let table = pretty_format_batches(&held)?.to_string();
+        let too_wide = self
+            .layout
+            .width
+            .is_some_and(|w| table.lines().map(|l| l.chars().count()).max().unwrap_or(0) > w);
+        let vertical = match self.layout.expanded {
+            Expanded::On => true,
+            Expanded::Auto => too_wide,
+            Expanded::Off => false,
+        };
+        if vertical {
+            let first_record = self.rows - held.iter().map(|b| b.num_rows()).sum::<usize>();
+            write_vertical(out, &held, self.layout.width, first_record)?;
+        } else {
+            writeln!(out, "{table}")?;
+        }
+        self.started = true;
+        Ok(())
+    }
+
+    /// Writes what is held and the end of the format; returns the rows shown.
+    pub(crate) fn finish(mut self, out: &mut dyn Write) -> Result<usize> {
+        match self.format {
+            Format::Table if self.explain => write_explain(out, &self.held)?,
+            Format::Table => {
+                self.write_table(out)?;
+                if !self.started {
+                    // Show the columns even when there are no rows.
+                    let empty = [RecordBatch::new_empty(Arc::clone(&self.schema))];
+                    writeln!(out, "{}", pretty_format_batches(&empty)?)?;
+                }
+                if self.cut {
+                    writeln!(
+                        out,
+                        "(more rows not shown; use --max-rows 0, or \\max-rows 0 in the shell, for all)"
+                    )?;
+                }
+            }
+            Format::Csv | Format::Tsv if !self.started => {
+                let delimiter = if self.format == Format::Csv {
+                    b','
+                } else {
+                    b'\t'
+                };
+                let mut writer = WriterBuilder::new()
+                    .with_header(true)
+                    .with_delimiter(delimiter)
+                    .build(&mut *out);
+                writer.write(&RecordBatch::new_empty(Arc::clone(&self.schema)))?;
+            }
+            Format::Json => {
+                out.write_all(if self.started { b"]\n" } else { b"[]\n" })?;
+            }
+            Format::Markdown if !self.started => write_markdown_header(out, &self.schema)?,
+            Format::Csv | Format::Tsv | Format::Ndjson | Format::Markdown => {}
+        }
+        Ok(self.rows)
+    }
+}
+
+/// Writes `batches` in `format`, as [`ResultWriter`] does.
+#[cfg(test)]
 pub(crate) fn write_batches(
     out: &mut dyn Write,
     format: Format,
@@ -210,73 +366,16 @@ pub(crate) fn write_batches(
     max_rows: usize,
     layout: Layout,
 ) -> Result<()> {
-    match format {
-        Format::Table if is_explain(batches) => write_explain(out, batches)?,
-        Format::Table => {
-            let (shown, omitted) = truncate(batches, max_rows);
-            let table = if shown.iter().any(|b| b.num_rows() > 0) {
-                Some(pretty_format_batches(&shown)?.to_string())
-            } else {
-                None
-            };
-            let too_wide = |table: &str| {
-                layout.width.is_some_and(|w| {
-                    table.lines().map(|l| l.chars().count()).max().unwrap_or(0) > w
-                })
-            };
-            if let Some(table) = table {
-                let vertical = match layout.expanded {
-                    Expanded::On => true,
-                    Expanded::Auto => too_wide(&table),
-                    Expanded::Off => false,
-                };
-                if vertical {
-                    write_vertical(out, &shown, layout.width)?;
-                } else {
-                    writeln!(out, "{table}")?;
-                }
-            } else if let Some(batch) = batches.first() {
-                // Show the columns even when there are no rows.
-                let empty = [batch.slice(0, 0)];
-                writeln!(out, "{}", pretty_format_batches(&empty)?)?;
-            }
-            if omitted > 0 {
-                writeln!(
-                    out,
-                    "({omitted} more rows not shown; use --max-rows 0 or \\format csv for all)"
-                )?;
-            }
+    let Some(first) = batches.first() else {
+        return Ok(());
+    };
+    let mut writer = ResultWriter::new(format, first.schema(), max_rows, layout);
+    for batch in batches {
+        if !writer.push(out, batch.clone())? {
+            break;
         }
-        Format::Csv | Format::Tsv => {
-            let delimiter = if format == Format::Csv { b',' } else { b'\t' };
-            let mut writer = WriterBuilder::new()
-                .with_header(true)
-                .with_delimiter(delimiter)
-                .build(&mut *out);
-            for batch in batches {
-                writer.write(batch)?;
-            }
-        }
-        Format::Json => {
-            let mut writer = ArrayWriter::new(&mut *out);
-            for batch in batches {
-                writer.write(batch)?;
-            }
-            writer.finish()?;
-            if batches.iter().all(|b| b.num_rows() == 0) {
-                write!(out, "[]")?;
-            }
-            writeln!(out)?;
-        }
-        Format::Ndjson => {
-            let mut writer = LineDelimitedWriter::new(&mut *out);
-            for batch in batches {
-                writer.write(batch)?;
-            }
-            writer.finish()?;
-        }
-        Format::Markdown => write_markdown(out, batches)?,
     }
+    writer.finish(out)?;
     Ok(())
 }
 
@@ -321,6 +420,32 @@ mod tests {
         assert!(text.contains("-[ RECORD 2 ]"), "{text}");
         assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
         assert!(text.contains('…'), "{text}");
+    }
+
+    #[test]
+    fn a_row_limit_stops_asking_for_batches_once_a_row_beyond_it_was_seen() {
+        let batch = wide_rows().remove(0);
+        let mut out = Vec::new();
+        let mut writer = ResultWriter::new(Format::Csv, batch.schema(), 2, Layout::PLAIN);
+        // Exactly the limit: it cannot know yet whether more rows exist.
+        assert!(writer.push(&mut out, batch.clone()).unwrap());
+        assert!(!writer.push(&mut out, batch.slice(0, 1)).unwrap());
+        assert!(writer.cut());
+        assert_eq!(writer.finish(&mut out).unwrap(), 2);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 3, "a header and two rows: {text}");
+    }
+
+    #[test]
+    fn a_long_table_is_printed_in_chunks_as_it_arrives() {
+        let batch = wide_rows().remove(0);
+        let mut out = Vec::new();
+        let mut writer = ResultWriter::new(Format::Table, batch.schema(), 0, Layout::PLAIN);
+        for _ in 0..TABLE_CHUNK_ROWS / 2 {
+            assert!(writer.push(&mut out, batch.clone()).unwrap());
+        }
+        assert!(!out.is_empty(), "the first chunk is out before the end");
+        assert_eq!(writer.finish(&mut out).unwrap(), TABLE_CHUNK_ROWS);
     }
 
     #[test]

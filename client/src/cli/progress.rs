@@ -111,6 +111,8 @@ mod tests {
 struct State {
     started: Instant,
     shown: bool,
+    /// The result started printing: the line stays away.
+    stopped: bool,
     last: Option<v1::JobStatus>,
 }
 
@@ -126,6 +128,7 @@ impl Progress {
             state: Arc::new(Mutex::new(State {
                 started: Instant::now(),
                 shown: false,
+                stopped: false,
                 last: None,
             })),
         }
@@ -139,7 +142,7 @@ impl Progress {
     pub(crate) fn update(&self, status: &v1::JobStatus) {
         let mut state = self.lock();
         state.last = Some(status.clone());
-        if state.started.elapsed() >= DELAY {
+        if !state.stopped && state.started.elapsed() >= DELAY {
             draw(&mut state);
         }
     }
@@ -148,14 +151,16 @@ impl Progress {
     /// when no status changes).
     pub(crate) fn tick(&self) {
         let mut state = self.lock();
-        if state.started.elapsed() >= DELAY && state.last.is_some() {
+        if !state.stopped && state.started.elapsed() >= DELAY && state.last.is_some() {
             draw(&mut state);
         }
     }
 
-    /// Erases the line, if it was drawn.
-    pub(crate) fn clear(&self) {
+    /// Erases the line, if it was drawn, and draws no more: the result
+    /// is printing.
+    pub(crate) fn stop(&self) {
         let mut state = self.lock();
+        state.stopped = true;
         if state.shown {
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "\r\x1b[2K");

@@ -1,14 +1,17 @@
 //! The interactive shell: line editing and history (`~/.volley_history`,
 //! Ctrl-R searches it), statements ended by `;` over several lines,
-//! meta-commands, Ctrl-C to cancel a running query (its job stops on the
+//! meta-commands, Tab to complete keywords, tables, columns and
+//! meta-commands (`completion.rs`), Ctrl-C to cancel a running query (its job stops on the
 //! cluster) or clear the line, Ctrl-D or `\q` to leave.
 
 use std::path::PathBuf;
 
-use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
+use rustyline::history::DefaultHistory;
+use rustyline::{CompletionType, Config, Editor};
 use volley_client::{ClientError, Context};
 
+use super::completion::{Names, ShellHelper};
 use super::output::{Expanded, Format};
 use super::sql::{Display, run_script};
 
@@ -31,8 +34,14 @@ fn history_path() -> Option<PathBuf> {
 }
 
 pub(crate) async fn run(ctx: &Context, display: &mut Display) -> Result<(), ClientError> {
-    let mut editor = DefaultEditor::new()
+    let config = Config::builder()
+        .completion_type(CompletionType::List)
+        .auto_add_history(false)
+        .build();
+    let mut editor: Editor<ShellHelper, DefaultHistory> = Editor::with_config(config)
         .map_err(|e| ClientError::Usage(format!("cannot open the terminal: {e}")))?;
+    let helper = ShellHelper::default();
+    editor.set_helper(Some(helper.clone()));
     let history = history_path();
     if let Some(path) = &history {
         let _ = editor.load_history(path);
@@ -43,6 +52,11 @@ pub(crate) async fn run(ctx: &Context, display: &mut Display) -> Result<(), Clie
     );
     let mut buffer = String::new();
     loop {
+        if buffer.is_empty() {
+            // Tables created by the last statement complete too.
+            helper.set_names(Names::read(ctx).await);
+        }
+        helper.set_statement(&buffer);
         let prompt = if buffer.is_empty() {
             "volley> "
         } else {
@@ -89,7 +103,7 @@ pub(crate) async fn run(ctx: &Context, display: &mut Display) -> Result<(), Clie
 }
 
 /// Writes the history file now.
-fn save(editor: &mut DefaultEditor, path: Option<&std::path::Path>) {
+fn save(editor: &mut Editor<ShellHelper, DefaultHistory>, path: Option<&std::path::Path>) {
     if let Some(path) = path {
         let _ = editor.save_history(path);
     }

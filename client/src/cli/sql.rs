@@ -7,15 +7,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::sql::parser::DFParser;
+use futures::StreamExt;
 use volley_client::tpch::{default_tpch_dir, generate_tpch, register_tpch};
 use volley_client::{ClientError, Context, EmbeddedClusterConfig, JobId, v1};
 use volley_dataflow::split_statements;
 
 use super::connection::{ConnectionArgs, check_url};
-use super::output::{Expanded, Format, Layout, terminal_width, write_batches};
+use super::output::{Expanded, Format, Layout, ResultWriter, terminal_width};
 use super::progress::{Progress, recovery_note};
 
 /// Arguments of `volley sql`.
@@ -248,12 +248,68 @@ pub(crate) async fn run_sql(
             }
         })));
     }
+    let on_file = display.output.is_some();
+    let layout = if on_file {
+        Layout::PLAIN
+    } else {
+        Layout {
+            expanded: display.expanded,
+            width: terminal_width(),
+        }
+    };
+    let max_rows = if on_file { 0 } else { display.max_rows };
+    let format = display.format;
+    let output = &mut display.output;
+    // The result is written as its batches arrive: memory holds at most a
+    // table's worth of rows, and once a row limit is reached the stream is
+    // dropped, which cancels (or releases) the job on the cluster.
     let query = async {
         let plan = ctx.state().statement_to_plan(statement).await?;
         let df = ctx.execute_logical_plan(plan).await?;
         let schema = Arc::clone(df.schema().inner());
-        let batches = df.collect().await?;
-        Ok::<_, DataFusionError>((schema, batches))
+        if schema.fields().is_empty() {
+            df.collect().await?;
+            return Ok(None);
+        }
+        let mut stream = df.execute_stream().await?;
+        let mut writer = ResultWriter::new(format, Arc::clone(&schema), max_rows, layout);
+        let mut first = true;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            if first {
+                // The result starts: the progress line gives way to it.
+                first = false;
+                if let Some(progress) = &progress {
+                    progress.stop();
+                }
+            }
+            let more = match output {
+                Some((_, file)) => writer.push(file, batch)?,
+                None => writer.push(&mut std::io::stdout().lock(), batch)?,
+            };
+            if !more {
+                break;
+            }
+        }
+        drop(stream);
+        if let Some(progress) = &progress {
+            progress.stop();
+        }
+        let cut = writer.cut();
+        let rows = match output {
+            Some((_, file)) => {
+                let rows = writer.finish(file)?;
+                file.flush()?;
+                rows
+            }
+            None => {
+                let mut stdout = std::io::stdout().lock();
+                let rows = writer.finish(&mut stdout)?;
+                stdout.flush()?;
+                rows
+            }
+        };
+        Ok::<_, DataFusionError>(Some((rows, cut)))
     };
     tokio::pin!(query);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -281,43 +337,18 @@ pub(crate) async fn run_sql(
     };
     ctx.set_job_observer(None);
     if let Some(progress) = &progress {
-        progress.clear();
+        progress.stop();
     }
-    let (schema, mut batches) = outcome?;
-    if schema.fields().is_empty() {
+    let Some((rows, cut)) = outcome? else {
         // DDL and SET: nothing to print but that it worked.
         if !display.quiet {
             eprintln!("OK in {:.3}s", started.elapsed().as_secs_f64());
         }
         return Ok(());
-    }
-    if batches.is_empty() {
-        batches.push(RecordBatch::new_empty(schema));
-    }
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    match &mut display.output {
-        Some((_, file)) => {
-            write_batches(file, display.format, &batches, 0, Layout::PLAIN)?;
-            file.flush()?;
-        }
-        None => {
-            let mut stdout = std::io::stdout().lock();
-            let layout = Layout {
-                expanded: display.expanded,
-                width: terminal_width(),
-            };
-            write_batches(
-                &mut stdout,
-                display.format,
-                &batches,
-                display.max_rows,
-                layout,
-            )?;
-            stdout.flush()?;
-        }
-    }
+    };
     if !display.quiet {
         let plural = if rows == 1 { "" } else { "s" };
+        let shown = if cut { " shown" } else { "" };
         // A query that lost an executor says so, rather than leaving the
         // user to wonder why its progress went back.
         let recovered = ctx
@@ -327,11 +358,11 @@ pub(crate) async fn run_sql(
             .unwrap_or_default();
         if display.timing {
             eprintln!(
-                "{rows} row{plural} in {:.3}s{recovered}",
+                "{rows} row{plural}{shown} in {:.3}s{recovered}",
                 started.elapsed().as_secs_f64()
             );
         } else {
-            eprintln!("{rows} row{plural}{recovered}");
+            eprintln!("{rows} row{plural}{shown}{recovered}");
         }
     }
     Ok(())

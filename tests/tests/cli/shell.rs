@@ -47,13 +47,34 @@ async fn the_shell_edits_recalls_describes_and_cancels_a_long_query_on_the_clust
     shell.expect("l_orderkey").unwrap();
     shell.expect("volley> ").unwrap();
 
+    // Tab completes a table name after FROM, then a column of the tables
+    // the statement mentions.
+    shell.send("SELECT count(*) AS n FROM linei\t").unwrap();
+    shell.expect("lineitem").unwrap();
+    shell.send(" WHERE l_orderk\t").unwrap();
+    shell.expect("l_orderkey").unwrap();
+    shell.send_line(" > 0;").unwrap();
+    shell.expect("1 row in").unwrap();
+    shell.expect("volley> ").unwrap();
+
+    // A row limit stops reading the result once it has more rows than it
+    // shows.
+    shell.send_line("\\max-rows 3").unwrap();
+    shell.expect("at most 3 rows").unwrap();
+    shell.send_line("SELECT l_orderkey FROM lineitem;").unwrap();
+    shell.expect("more rows not shown").unwrap();
+    shell.expect("3 rows shown").unwrap();
+    shell.expect("volley> ").unwrap();
+    shell.send_line("\\max-rows 40").unwrap();
+    shell.expect("volley> ").unwrap();
+
     // \timing off: rows are still reported, without the time.
     shell.send_line("\\timing").unwrap();
     shell.expect("Timing is off.").unwrap();
     shell.expect("volley> ").unwrap();
 
-    // History: five entries back is the two-line SELECT; run it again.
-    for _ in 0..5 {
+    // History: nine entries back is the two-line SELECT; run it again.
+    for _ in 0..9 {
         shell.send("\x1b[A").unwrap();
     }
     shell.send("\r").unwrap();
