@@ -36,6 +36,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use volley_dataflow::{apply_settings, changed_settings, encode_logical_plan};
 use volley_proto::v1;
 
+use crate::analyze::ClusterAnalyzeExec;
 use crate::client_tables::materialize_client_tables;
 use crate::explain::explain_on_cluster;
 use crate::result_stream::{RESULT_BUFFER_BATCHES, ResultJob, ResultMetrics, stream_job_result};
@@ -63,8 +64,9 @@ impl fmt::Debug for ClusterLink {
     }
 }
 
-/// Plans every query as a [`DistributedQueryExec`], except EXPLAIN and
-/// DESCRIBE, which DataFusion answers locally.
+/// Plans every query as a [`DistributedQueryExec`]; EXPLAIN asks the
+/// scheduler for the stages, EXPLAIN ANALYZE runs the query there and
+/// describes them with metrics, DESCRIBE is answered locally.
 #[derive(Debug)]
 pub struct VolleyQueryPlanner {
     link: ClusterLink,
@@ -89,7 +91,26 @@ impl QueryPlanner for VolleyQueryPlanner {
                 let (plan, settings) = self.encode_for_cluster(&explain.plan, session).await?;
                 explain_on_cluster(&self.link.scheduler, explain, plan, settings, session).await
             }
-            LogicalPlan::Analyze(_) | LogicalPlan::DescribeTable(_) => {
+            // EXPLAIN ANALYZE: the query runs on the cluster; the answer is
+            // its stages with their operators' metrics.
+            LogicalPlan::Analyze(analyze) => {
+                let (plan, settings) = self.encode_for_cluster(&analyze.input, session).await?;
+                let mut link = self.link.clone();
+                link.last_job = Arc::new(Mutex::new(None));
+                let input = DistributedQueryExec::new(
+                    link.clone(),
+                    plan,
+                    settings,
+                    Arc::clone(analyze.input.schema().inner()),
+                );
+                Ok(Arc::new(ClusterAnalyzeExec::new(
+                    Arc::new(input),
+                    link.last_job,
+                    Arc::clone(&self.link.last_job),
+                    Arc::clone(analyze.schema.inner()),
+                )))
+            }
+            LogicalPlan::DescribeTable(_) => {
                 DefaultPhysicalPlanner::default()
                     .create_physical_plan(logical_plan, session)
                     .await

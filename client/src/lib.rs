@@ -76,6 +76,7 @@
 //! (`src/main.rs`, `src/cli/`) is built on this library.
 #![warn(missing_docs)]
 
+mod analyze;
 mod client_tables;
 mod context;
 mod distributed_exec;
@@ -89,6 +90,7 @@ mod scheduler_client;
 mod table_factories;
 pub mod tpch;
 
+pub use analyze::DISTRIBUTED_PLAN_WITH_METRICS;
 pub use context::Context;
 pub use distributed_exec::{DistributedQueryExec, JobObserver, VolleyQueryPlanner};
 pub use embedded::{EmbeddedCluster, EmbeddedClusterConfig, default_allowed_paths};

@@ -24,7 +24,9 @@ use datafusion::physical_expr::LexOrdering;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::coop::make_cooperative;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
 use datafusion::physical_plan::sorts::streaming_merge::StreamingMergeBuilder;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
@@ -53,6 +55,8 @@ pub struct ShuffleReaderExec {
     kind: ExchangeKind,
     locations: Option<Vec<Vec<PartitionLocation>>>,
     properties: Arc<PlanProperties>,
+    /// Rows read.
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl ShuffleReaderExec {
@@ -81,6 +85,7 @@ impl ShuffleReaderExec {
             kind,
             locations: None,
             properties,
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 
@@ -102,6 +107,7 @@ impl ShuffleReaderExec {
             kind: self.kind,
             locations: Some(locations),
             properties: Arc::clone(&self.properties),
+            metrics: ExecutionPlanMetricsSet::new(),
         })
     }
 
@@ -177,10 +183,7 @@ impl ShuffleReaderExec {
             .with_streams(streams)
             .with_schema(Arc::clone(&self.schema))
             .with_expressions(ordering)
-            .with_metrics(BaselineMetrics::new(
-                &ExecutionPlanMetricsSet::new(),
-                partition,
-            ))
+            .with_metrics(BaselineMetrics::new(&self.metrics, partition))
             .with_batch_size(context.session_config().batch_size())
             .with_reservation(reservation)
             .build()
@@ -207,6 +210,10 @@ impl DisplayAs for ShuffleReaderExec {
 impl ExecutionPlan for ShuffleReaderExec {
     fn name(&self) -> &str {
         "ShuffleReaderExec"
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
     }
 
     fn properties(&self) -> &Arc<PlanProperties> {
@@ -262,9 +269,11 @@ impl ExecutionPlan for ShuffleReaderExec {
             return self.merge_sorted_pieces(pieces, ordering, partition, &context, exchange);
         }
         let schema = Arc::clone(&self.schema);
+        let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);
         let stream = futures::stream::iter(pieces)
             .then(move |location| fetch_piece(Arc::clone(&exchange), location, Arc::clone(&schema)))
-            .try_flatten();
+            .try_flatten()
+            .inspect_ok(move |batch| output_rows.add(batch.num_rows()));
         // Local pieces are always ready; a cooperative stream still gives
         // the runtime a turn now and then.
         Ok(make_cooperative(Box::pin(RecordBatchStreamAdapter::new(

@@ -22,7 +22,9 @@ use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::metrics;
+use datafusion::physical_plan::metrics::{
+    self, BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet,
+};
 use datafusion::physical_plan::repartition::BatchPartitioner;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -51,6 +53,8 @@ pub struct ShuffleWriterExec {
     input: Arc<dyn ExecutionPlan>,
     partitioning: Option<Partitioning>,
     properties: Arc<PlanProperties>,
+    /// Rows written and the time spent splitting and writing them.
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl ShuffleWriterExec {
@@ -74,6 +78,7 @@ impl ShuffleWriterExec {
             input,
             partitioning,
             properties,
+            metrics: ExecutionPlanMetricsSet::new(),
         })
     }
 
@@ -170,6 +175,10 @@ impl ExecutionPlan for ShuffleWriterExec {
         "ShuffleWriterExec"
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn properties(&self) -> &Arc<PlanProperties> {
         &self.properties
     }
@@ -231,6 +240,7 @@ impl ExecutionPlan for ShuffleWriterExec {
             None => None,
         };
         let batch_size = context.session_config().batch_size();
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
         let write = async move {
             let mut writer =
                 exchange
@@ -256,6 +266,8 @@ impl ExecutionPlan for ShuffleWriterExec {
                 if batch.num_rows() == 0 {
                     continue;
                 }
+                baseline.record_output(batch.num_rows());
+                let _timer = baseline.elapsed_compute().timer();
                 match partitioner.as_mut() {
                     Some(p) => p.partition(batch, &mut push)?,
                     None => push(0, batch)?,

@@ -25,6 +25,7 @@ mod flight_encode;
 mod flight_fetch;
 mod flight_service;
 mod metrics;
+mod operator_metrics;
 mod shuffle_store;
 mod task_runner;
 

@@ -21,6 +21,7 @@ use volley_dataflow::{
 };
 use volley_proto::v1;
 
+use crate::operator_metrics::operator_metrics;
 use crate::shuffle_store::{ShuffleStore, StoreSink};
 
 /// What every task of an executor shares.
@@ -91,6 +92,7 @@ pub(crate) async fn run_task(
                     fetches,
                 })
                 .collect(),
+            operators: operator_metrics(&plan, partition),
         }),
         Err(e) => {
             let mut failure = failure_from_error(&e);

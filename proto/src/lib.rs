@@ -87,3 +87,56 @@ pub fn executor_state_name(state: i32) -> &'static str {
         _ => "active",
     }
 }
+
+/// A duration given in microseconds, in the unit that reads best.
+pub fn duration_text(micros: u64) -> String {
+    match micros {
+        0..1_000 => format!("{micros}µs"),
+        1_000..1_000_000 => format!("{:.1}ms", micros as f64 / 1e3),
+        _ => format!("{:.2}s", micros as f64 / 1e6),
+    }
+}
+
+/// The name an indented plan line starts with: `FilterExec` of
+/// `    FilterExec: a@0 > 1`.
+fn line_operator(line: &str) -> &str {
+    let line = line.trim_start();
+    line.split([':', ' ']).next().unwrap_or(line)
+}
+
+/// The metrics of one operator, as DataFusion's `EXPLAIN ANALYZE` writes
+/// them.
+fn metrics_text(op: &v1::OperatorMetrics) -> String {
+    format!(
+        "metrics=[output_rows={}, elapsed_compute={}, spill_count={}, spilled_bytes={}]",
+        op.output_rows,
+        duration_text(op.elapsed_compute_ns / 1_000),
+        op.spill_count,
+        op.spilled_bytes
+    )
+}
+
+/// A stage's plan as `displayable(..).indent()` prints it, each line
+/// followed by its operator's metrics (`operators`, in pre-order, as
+/// executors report them and the scheduler sums them). An operator the
+/// executors add around joins (`CooperativeExec`) is skipped; a line whose
+/// operator cannot be matched is left bare rather than given another's
+/// numbers.
+pub fn annotated_plan(plan: &str, operators: &[v1::OperatorMetrics]) -> Vec<String> {
+    let mut operators = operators.iter().peekable();
+    let mut lines = Vec::new();
+    for line in plan.lines().filter(|l| !l.trim().is_empty()) {
+        let name = line_operator(line);
+        while operators
+            .peek()
+            .is_some_and(|op| op.name != name && op.name == "CooperativeExec")
+        {
+            operators.next();
+        }
+        match operators.next_if(|op| op.name == name) {
+            Some(op) => lines.push(format!("{line}, {}", metrics_text(op))),
+            None => lines.push(line.to_string()),
+        }
+    }
+    lines
+}

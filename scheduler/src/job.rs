@@ -99,6 +99,9 @@ pub(crate) struct Job {
     pub(crate) executors_used: HashSet<ExecutorId>,
     /// Who owns the job, and how its tickets are signed.
     pub(crate) access: JobAccess,
+    /// What the job runs, for people: a script's SQL, or a plan job's
+    /// logical plan (the client sends a plan, not its SQL).
+    source: String,
     /// The owner's tickets for result pieces, by (stage, map, output
     /// partition): a piece re-run elsewhere keeps its ticket.
     result_grants: std::sync::Mutex<HashMap<(u32, u32, u32), Vec<u8>>>,
@@ -161,6 +164,7 @@ impl Job {
             recovery: v1::JobRecovery::default(),
             executors_used: HashSet::new(),
             access: JobAccess::default(),
+            source: String::new(),
             result_grants: std::sync::Mutex::default(),
             script_outputs: Vec::new(),
             excluded: HashSet::new(),
@@ -249,6 +253,18 @@ impl Job {
     pub(crate) fn with_access(mut self, access: JobAccess) -> Self {
         self.access = access;
         self
+    }
+
+    /// The job with what it runs, as people read it (see [`Job::source`]).
+    pub(crate) fn with_source(mut self, source: String) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// A script's SQL, or a plan job's logical plan; empty for a job
+    /// restored from the state store.
+    pub(crate) fn source(&self) -> &str {
+        &self.source
     }
 
     /// A job that runs a script of `statements` statements; its stages come
@@ -548,6 +564,8 @@ impl Job {
                 finished_after_us: self.micros_since_start(last_finish),
                 task_busy_us: task_busy.as_micros() as u64,
                 longest_task_us: longest_task.as_micros() as u64,
+                median_task_us: stage.median_task().as_micros() as u64,
+                operators: stage.operators().to_vec(),
             });
         }
         if let Some(stage) = self.final_stage() {

@@ -198,6 +198,7 @@ async fn try_plan(
     let ctx = planning_context(config, Arc::clone(&runtime));
     let logical = decode_logical_plan(&request.logical_plan, &ctx.task_ctx())?;
     check_copy_target(&logical, &runtime, policy).await?;
+    let source = logical.display_indent().to_string();
     // COPY TO a directory (DataFrame::write_parquet and friends): the
     // executors write their partitions in parallel, staged until success.
     let (logical, output) = match directory_copy(job_id, &logical, policy) {
@@ -231,7 +232,8 @@ async fn try_plan(
         stages,
         request.settings,
         schema,
-    );
+    )
+    .with_source(source);
     // Only a job that will run gets its staging directory (or a check of
     // its prefix).
     if let Some(target) = &output

@@ -183,9 +183,8 @@ pub(crate) fn start_script_as(
 ) {
     match script::prepare(&job_id, &request, &shared.config.security.paths) {
         Ok((job, statements, output)) => {
-            shared
-                .state()
-                .submit_script(adjust(job.with_access(access)));
+            let job = job.with_access(access).with_source(request.script.clone());
+            shared.state().submit_script(adjust(job));
             let driver = script::drive(
                 Arc::clone(shared),
                 job_id,

@@ -166,6 +166,7 @@ pub fn simulate_tasks(
                                 partition_rows: vec![0],
                                 partition_bytes: vec![0],
                                 fetches: Vec::new(),
+                                operators: Vec::new(),
                             })),
                         },
                     );

@@ -120,6 +120,9 @@ pub(crate) struct Stage {
     display: String,
     /// Every task attempt launched, in launch order.
     runs: Vec<TaskRun>,
+    /// Each operator of the plan (pre-order) with its metrics summed over
+    /// the succeeded tasks.
+    operators: Vec<v1::OperatorMetrics>,
 }
 
 impl Stage {
@@ -143,6 +146,7 @@ impl Stage {
             longest_task: Duration::ZERO,
             display,
             runs: Vec::new(),
+            operators: Vec::new(),
         }
     }
 
@@ -491,6 +495,48 @@ impl Stage {
 
     /// When its first task was launched and its last finished; its tasks'
     /// summed and longest launch-to-success times.
+    /// Adds what a succeeded task's operators did to the stage's sums. A
+    /// report whose shape differs from the first one's (it cannot, for one
+    /// plan) is left out rather than summed into the wrong operators.
+    pub(crate) fn add_operator_metrics(&mut self, task: &[v1::OperatorMetrics]) {
+        if self.operators.is_empty() {
+            self.operators = task.to_vec();
+            return;
+        }
+        let same_shape = self.operators.len() == task.len()
+            && self
+                .operators
+                .iter()
+                .zip(task)
+                .all(|(a, b)| a.depth == b.depth && a.name == b.name);
+        if !same_shape {
+            return;
+        }
+        for (sum, one) in self.operators.iter_mut().zip(task) {
+            sum.output_rows += one.output_rows;
+            sum.elapsed_compute_ns += one.elapsed_compute_ns;
+            sum.spill_count += one.spill_count;
+            sum.spilled_bytes += one.spilled_bytes;
+        }
+    }
+
+    /// Each operator with its metrics summed over the succeeded tasks.
+    pub(crate) fn operators(&self) -> &[v1::OperatorMetrics] {
+        &self.operators
+    }
+
+    /// The median launch-to-success time of the succeeded tasks.
+    pub(crate) fn median_task(&self) -> Duration {
+        let mut times: Vec<Duration> = self
+            .runs
+            .iter()
+            .filter(|r| r.outcome == RunOutcome::Succeeded)
+            .filter_map(|r| r.ended.map(|e| e.saturating_duration_since(r.launched)))
+            .collect();
+        times.sort();
+        times.get(times.len() / 2).copied().unwrap_or_default()
+    }
+
     pub(crate) fn timings(&self) -> (Option<Instant>, Option<Instant>, Duration, Duration) {
         (
             self.first_launch,
@@ -540,6 +586,29 @@ mod tests {
         assert!(stage.succeed(0, &a, "http://a".into(), stats.clone()));
         assert!(!stage.adopt(0, &a, "http://a", stats), "done already");
         assert_eq!(stage.done_count(), 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn operator_metrics_are_summed_over_tasks_and_a_report_of_another_shape_is_left_out()
+    -> Result<()> {
+        let mut stage = map_stage().await?;
+        let op = |depth: u32, name: &str, rows: u64| v1::OperatorMetrics {
+            depth,
+            name: name.into(),
+            output_rows: rows,
+            elapsed_compute_ns: 1_000,
+            ..Default::default()
+        };
+        stage.add_operator_metrics(&[op(0, "ShuffleWriterExec", 3), op(1, "DataSourceExec", 5)]);
+        stage.add_operator_metrics(&[op(0, "ShuffleWriterExec", 4), op(1, "DataSourceExec", 6)]);
+        stage.add_operator_metrics(&[op(0, "ShuffleWriterExec", 100)]);
+        let sums: Vec<(u64, u64)> = stage
+            .operators()
+            .iter()
+            .map(|o| (o.output_rows, o.elapsed_compute_ns))
+            .collect();
+        assert_eq!(sums, [(7, 2_000), (11, 2_000)]);
         Ok(())
     }
 

@@ -838,7 +838,9 @@ impl SchedulerState {
                 if let Some(TaskSlot::Running { launched, .. }) = stage.slot(partition) {
                     self.metrics.task_succeeded(launched.elapsed());
                 }
-                stage.succeed(partition, from, endpoint, stats);
+                if stage.succeed(partition, from, endpoint, stats) {
+                    stage.add_operator_metrics(&success.operators);
+                }
                 for fetch in success.fetches {
                     let entry = job
                         .traffic
@@ -1380,6 +1382,7 @@ mod tests {
                 partition_rows: vec![10; outputs],
                 partition_bytes: vec![100; outputs],
                 fetches: Vec::new(),
+                operators: Vec::new(),
             })),
         }
     }

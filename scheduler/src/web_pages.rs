@@ -123,12 +123,14 @@ async function draw() {
     <dt>Tasks</dt><dd>${job.tasks.done}/${job.tasks.total} (${job.tasks.running} running)</dd><dt>Rows out</dt><dd>${job.rows_out}</dd>
     <dt>Shuffled</dt><dd>${bytes(job.bytes_shuffled)}</dd><dt>Recovery</dt><dd>${esc(recovery(job.recovery) || "none")}</dd>
     ${job.error ? `<dt>Error</dt><dd class="error">[${esc(job.error.kind)}] ${esc(job.error.message)}</dd>` : ""}</dl>`;
+  const source = document.getElementById("source");
+  if (job.source && !source.dataset.shown) { source.dataset.shown = "true"; source.innerHTML = `<details open><summary>${esc(job.source_kind)}</summary><pre id="source-text">${esc(job.source)}</pre></details>`; }
   drawDag(job.stage_list); drawTimeline(job);
   document.querySelector("#stages tbody").innerHTML = job.stage_list.map(s => `<tr class="stage-row" data-stage="${s.id}">
     <td>${s.id}${s.final ? " (final)" : ""}</td><td class="num">${s.tasks_done}/${s.partitions}</td>
     <td>${s.inputs.map(i => "stage " + i.stage + " (" + esc(i.exchange) + ")").join(", ") || "—"}</td><td>${esc(s.output)}</td>
-    <td class="num">${s.rows_out}</td><td class="num">${bytes(s.bytes_out)}</td><td class="num">${secs(s.longest_task_ms)}</td><td class="num">${s.attempt}</td></tr>
-    ${s.plan ? `<tr><td colspan="8"><details><summary>plan of stage ${s.id}</summary><pre>${esc(s.plan)}</pre></details></td></tr>` : ""}`).join("");
+    <td class="num">${s.rows_out}</td><td class="num">${bytes(s.bytes_out)}</td><td class="num">${secs(s.median_task_ms)} / ${secs(s.longest_task_ms)}</td><td class="num">${s.attempt}</td></tr>
+    ${s.plan ? `<tr><td colspan="8"><details><summary>plan of stage ${s.id}, with each operator's metrics summed over its tasks</summary><pre>${esc(s.plan)}</pre></details></td></tr>` : ""}`).join("");
   document.body.dataset.state = job.state; document.body.dataset.loaded = "true";
   if (job.state === "running" || job.state === "queued") setTimeout(draw, 1000);
 }
@@ -137,9 +139,9 @@ draw();
     );
     shell(
         "Job",
-        r##"<h2 id="title">Job</h2><div id="summary"></div>
+        r##"<h2 id="title">Job</h2><div id="summary"></div><div id="source"></div>
 <h3>Stages</h3><div id="dag"></div>
-<table id="stages"><thead><tr><th>Stage</th><th class="num">Tasks</th><th>Reads</th><th>Output</th><th class="num">Rows out</th><th class="num">Bytes out</th><th class="num">Longest task</th><th class="num">Attempt</th></tr></thead><tbody></tbody></table>
+<table id="stages"><thead><tr><th>Stage</th><th class="num">Tasks</th><th>Reads</th><th>Output</th><th class="num">Rows out</th><th class="num">Bytes out</th><th class="num">Task median / longest</th><th class="num">Attempt</th></tr></thead><tbody></tbody></table>
 <h3>Tasks by executor</h3><p class="muted">Each bar is one task attempt, coloured by stage; red outline: failed, dashed: superseded.</p><div id="timeline"></div>"##,
         &script,
     )

@@ -282,6 +282,14 @@ fn job_detail(job: &Job, owner: bool) -> Value {
         .collect();
     let edges = exchanges(&shapes);
     let last = job.stages.last().map(|s| s.id());
+    if owner && !job.source().is_empty() {
+        detail["source"] = json!(job.source());
+        detail["source_kind"] = json!(if job.script.is_some() {
+            "SQL"
+        } else {
+            "Logical plan"
+        });
+    }
     let stages: Vec<Value> = job
         .stages
         .iter()
@@ -311,7 +319,13 @@ fn job_detail(job: &Job, owner: bool) -> Value {
                 "started_ms": first.map(|t| job.millis_at(t)),
                 "finished_ms": if stage.is_finished() { last_finish.map(|t| job.millis_at(t)) } else { None },
                 "longest_task_ms": longest.as_secs_f64() * 1000.0,
-                "plan": if owner { Some(stage.display().to_string()) } else { None },
+                "median_task_ms": stage.median_task().as_secs_f64() * 1000.0,
+                // Each operator with its metrics summed over the tasks.
+                "plan": if owner {
+                    Some(volley_proto::annotated_plan(stage.display(), stage.operators()).join("\n"))
+                } else {
+                    None
+                },
             })
         })
         .collect();

@@ -83,6 +83,11 @@ def main():
                     "executor_lanes": len(browser.find_elements(By.CSS_SELECTOR, "#timeline text.executor-lane")),
                     "stage_rows": len(browser.find_elements(By.CSS_SELECTOR, "#stages tr.stage-row")),
                     "state_text": browser.find_element(By.ID, "job-state").text,
+                    "source": browser.execute_script(
+                        "const s = document.getElementById('source-text'); return s ? s.textContent : ''"),
+                    "plans_with_metrics": browser.execute_script(
+                        "return [...document.querySelectorAll('#stages pre')]"
+                        ".filter(p => p.textContent.includes('metrics=[output_rows=')).length"),
                 }
                 browser.save_screenshot(os.path.join(shots, name + ".png"))
                 out.append(result)

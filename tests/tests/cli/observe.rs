@@ -323,6 +323,16 @@ fn the_web_ui_shows_every_stage_and_task_while_a_job_runs_and_after() {
         "every task attempt: {done}"
     );
     assert!(done["executor_lanes"].as_u64() >= Some(1), "{done}");
+    assert!(
+        done["source"]
+            .as_str()
+            .is_some_and(|s| s.contains("GROUP BY 1, 2")),
+        "the page shows the script: {done}"
+    );
+    assert_eq!(
+        done["plans_with_metrics"], finished["stages"]["total"],
+        "every stage's plan has its operators' metrics: {done}"
+    );
     assert_eq!(steps[5]["rows"], 2, "both executors");
     for page in ["jobs", "job-running", "job-finished", "executors"] {
         let shot = shots.join(format!("{page}.png"));

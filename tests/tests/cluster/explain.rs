@@ -112,3 +112,71 @@ async fn explain_of_a_query_the_cluster_cannot_plan_is_a_clear_error() {
         .unwrap_err();
     assert!(error.to_string().contains("no_such_table"), "{error}");
 }
+
+/// The `metrics=[...]` value of `name` on `line`.
+fn metric(line: &str, name: &str) -> u64 {
+    let start = line.find(&format!("{name}=")).expect("the metric is shown") + name.len() + 1;
+    line[start..]
+        .split([',', ']'])
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} is a number on: {line}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_analyze_runs_on_the_cluster_and_sums_each_operators_rows_over_its_tasks() {
+    let ctx = tpch_context().await;
+    let lineitem_rows = ctx
+        .sql("SELECT count(*) FROM lineitem")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap()[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+        .unwrap()
+        .value(0) as u64;
+    let batches = ctx
+        .sql(
+            "EXPLAIN ANALYZE SELECT l_returnflag, sum(l_quantity) FROM lineitem \
+             GROUP BY l_returnflag",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let rows = explain_rows(&batches);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].0, volley_client::DISTRIBUTED_PLAN_WITH_METRICS);
+    let text = &rows[0].1;
+    let job = ctx.last_job().expect("EXPLAIN ANALYZE ran a job");
+    assert_eq!(job.stages.len(), 2, "{text}");
+    assert!(
+        text.starts_with(&format!("job {}: 2 stages", job.job_id)),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("Stage ")).count(),
+        2,
+        "{text}"
+    );
+    assert!(text.contains("tasks took median"), "{text}");
+    // The scan ran in several tasks; its rows, summed over them, are the
+    // whole table.
+    let scan = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("DataSourceExec"))
+        .expect("a scan");
+    assert_eq!(metric(scan, "output_rows"), lineitem_rows, "{text}");
+    assert!(job.stages[0].partitions > 1, "{text}");
+    // The final aggregate answers one row per return flag.
+    let last_aggregate = text
+        .lines()
+        .rfind(|l| l.trim_start().starts_with("AggregateExec: mode=Final"))
+        .expect("a final aggregate");
+    assert_eq!(metric(last_aggregate, "output_rows"), 3, "{text}");
+    assert!(text.contains("spill_count=0"), "{text}");
+}
