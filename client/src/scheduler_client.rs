@@ -330,6 +330,16 @@ impl SchedulerClient {
 
     /// Recent jobs this client's user may see, newest first (every page).
     pub async fn list_jobs(&self) -> Result<Vec<v1::JobStatus>> {
+        self.list_jobs_with(false).await
+    }
+
+    /// Every job this client's user may see, newest first: also those only
+    /// the scheduler's event log still holds (`--event-log`).
+    pub async fn list_all_jobs(&self) -> Result<Vec<v1::JobStatus>> {
+        self.list_jobs_with(true).await
+    }
+
+    async fn list_jobs_with(&self, all: bool) -> Result<Vec<v1::JobStatus>> {
         let mut jobs = Vec::new();
         let mut before = String::new();
         loop {
@@ -339,6 +349,7 @@ impl SchedulerClient {
                 .list_jobs(v1::ListJobsRequest {
                     limit: 0,
                     before_job_id: before,
+                    all,
                 })
                 .await
                 .map_err(|s| self.map_status(s))?

@@ -71,6 +71,9 @@ pub struct SchedulerConfig {
     pub state_dir: Option<PathBuf>,
     /// Begin with an empty state store, keeping a damaged one aside.
     pub fresh_state: bool,
+    /// Where each job's events are appended as JSON lines (`--event-log`),
+    /// and finished jobs read back from after a restart; `None`: no log.
+    pub event_log: Option<PathBuf>,
     /// Where the web UI and `/metrics` listen (`--http-bind`); `None`: no
     /// HTTP port.
     pub http_bind: Option<SocketAddr>,
@@ -90,6 +93,7 @@ impl Default for SchedulerConfig {
             security: SchedulerSecurity::insecure_unrestricted(),
             state_dir: None,
             fresh_state: false,
+            event_log: None,
             http_bind: None,
         }
     }

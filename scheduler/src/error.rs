@@ -34,6 +34,14 @@ pub enum SchedulerError {
     /// An I/O error, e.g. binding the listen address.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The event log directory (`--event-log`) cannot be created or used.
+    #[error("the event log {path} cannot be used: {message}")]
+    EventLog {
+        /// The directory.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The state store (`--state-dir`) cannot be opened, read or written.
     #[error("the state store {path} cannot be used: {message}")]
     StateStore {
@@ -76,6 +84,7 @@ impl From<SchedulerError> for tonic::Status {
             SchedulerError::Transport(_)
             | SchedulerError::Io(_)
             | SchedulerError::StateStore { .. }
+            | SchedulerError::EventLog { .. }
             | SchedulerError::CorruptStateStore { .. }
             | SchedulerError::Fenced { .. } => tonic::Status::unavailable(message),
         }

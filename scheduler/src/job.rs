@@ -22,6 +22,7 @@ use volley_dataflow::{
 use volley_proto::v1;
 
 use crate::access::JobAccess;
+use crate::event_log::{EventLog, JobEvents, StageView};
 use crate::stage::{Stage, StageState};
 use crate::stage_planner::StagePlan;
 
@@ -102,6 +103,8 @@ pub(crate) struct Job {
     /// What the job runs, for people: a script's SQL, or a plan job's
     /// logical plan (the client sends a plan, not its SQL).
     source: String,
+    /// Its events in the event log (`--event-log`), if there is one.
+    events: Option<JobEvents>,
     /// The owner's tickets for result pieces, by (stage, map, output
     /// partition): a piece re-run elsewhere keeps its ticket.
     result_grants: std::sync::Mutex<HashMap<(u32, u32, u32), Vec<u8>>>,
@@ -145,7 +148,7 @@ impl Job {
         result_schema: Vec<u8>,
     ) -> Self {
         let (watch, _) = watch::channel(v1::JobStatus::default());
-        let job = Self {
+        let mut job = Self {
             id,
             name,
             phase: JobPhase::Running,
@@ -165,6 +168,7 @@ impl Job {
             executors_used: HashSet::new(),
             access: JobAccess::default(),
             source: String::new(),
+            events: None,
             result_grants: std::sync::Mutex::default(),
             script_outputs: Vec::new(),
             excluded: HashSet::new(),
@@ -175,6 +179,40 @@ impl Job {
         };
         job.publish();
         job
+    }
+
+    /// Starts logging the job's events in `log`, with `job_submitted`.
+    pub(crate) fn log_events(&mut self, log: EventLog) {
+        self.events = Some(JobEvents::submitted(
+            log,
+            &self.id,
+            &self.name,
+            self.access.owner().map(|u| u.to_string()),
+            self.script.is_some(),
+            &self.source,
+        ));
+        self.publish();
+    }
+
+    /// Logs a failed task attempt in the event log.
+    pub(crate) fn log_task_failure(
+        &self,
+        stage: StageId,
+        partition: u32,
+        attempt: u32,
+        executor: &ExecutorId,
+        error: &v1::JobError,
+    ) {
+        if let Some(events) = &self.events {
+            events.task_failed(
+                &self.id,
+                stage.0,
+                partition,
+                attempt,
+                executor.as_str(),
+                error,
+            );
+        }
     }
 
     /// A finished job as the state store kept it.
@@ -632,9 +670,29 @@ impl Job {
         status
     }
 
-    /// Sends the current status to every watcher.
-    pub(crate) fn publish(&self) {
-        self.watch.send_replace(self.status());
+    /// Sends the current status to every watcher (and logs what changed).
+    pub(crate) fn publish(&mut self) {
+        let status = self.status();
+        if let Some(events) = &mut self.events {
+            let stages: Vec<StageView<'_>> = self
+                .stages
+                .iter()
+                .zip(&status.stages)
+                .map(|(stage, stage_status)| StageView {
+                    status: stage_status,
+                    attempt: stage.attempt(),
+                    started: stage.running_count() > 0 || stage.done_count() > 0,
+                    finished: stage.is_finished(),
+                })
+                .collect();
+            let statement = self
+                .script
+                .as_ref()
+                .and_then(|s| s.current)
+                .map_or(0, |(number, _)| number);
+            events.observe(&status, statement, &stages);
+        }
+        self.watch.send_replace(status);
     }
 }
 

@@ -17,6 +17,7 @@
 mod access;
 mod config;
 mod error;
+mod event_log;
 mod explain;
 mod job;
 mod metrics;

@@ -29,6 +29,10 @@ struct Args {
     /// it fails.
     #[arg(long, env = "VOLLEY_NO_EXECUTOR_GRACE_SECS", default_value_t = 30.0)]
     no_executor_grace_secs: f64,
+    /// How many finished jobs the scheduler keeps (status, and results not
+    /// yet read) before forgetting the oldest.
+    #[arg(long, env = "VOLLEY_JOB_HISTORY", default_value_t = 1000)]
+    job_history: usize,
     /// The users file: `name role sha256:HEX` per line (make one with
     /// `volley users add`).
     #[arg(long, env = "VOLLEY_USERS")]
@@ -64,6 +68,12 @@ struct Args {
     /// kept aside as state.sqlite.corrupt.
     #[arg(long, requires = "state_dir")]
     fresh_state: bool,
+    /// Directory where each job's events (submitted, stages started and
+    /// finished with their metrics, task failures, finished) are appended
+    /// as JSON lines, one file per job. Finished jobs are read back from it
+    /// after a restart; `volley jobs list --all` lists all it holds.
+    #[arg(long, env = "VOLLEY_EVENT_LOG", value_name = "DIR")]
+    event_log: Option<PathBuf>,
     /// Address of the web UI and Prometheus `/metrics` (HTTP, or HTTPS with
     /// --tls-cert; the same tokens as gRPC), e.g. 127.0.0.1:50080. Off
     /// unless given.
@@ -150,9 +160,11 @@ async fn main() -> ExitCode {
         target_partitions: args.target_partitions,
         executor_timeout: Duration::from_secs_f64(args.executor_timeout_secs.max(0.1)),
         no_executor_grace: Duration::from_secs_f64(args.no_executor_grace_secs.max(0.0)),
+        job_history: args.job_history.max(1),
         security,
         state_dir: args.state_dir.clone(),
         fresh_state: args.fresh_state,
+        event_log: args.event_log.clone(),
         http_bind: args.http_bind,
         ..SchedulerConfig::default()
     };

@@ -11,6 +11,10 @@
 //!   outputs are staged until the whole script succeeds, so nothing of the
 //!   first run is visible.
 //!
+//! With an event log (`--event-log`), the newest finished jobs it holds
+//! that the store did not (or with no store at all) join the history too,
+//! their results released (`restore_logged`).
+//!
 //! If any job is unfinished, no task is placed until the executors
 //! registered when the last scheduler stopped have re-attached (reporting
 //! what they still hold) or the executor timeout has passed
@@ -25,6 +29,7 @@ use volley_proto::v1;
 use volley_security::TokenHash;
 
 use crate::access::JobAccess;
+use crate::event_log::EventLog;
 use crate::job::Job;
 use crate::planning::plan_job;
 use crate::service::{Shared, start_script_as};
@@ -121,4 +126,36 @@ fn access_of(shared: &Shared, record: &v1::StoredJob) -> JobAccess {
         .ok()
         .zip(TokenHash::from_bytes(&record.owner_token_hash));
     JobAccess::restored(owner, &shared.config.security)
+}
+
+/// Finished jobs of the event log join the history: the newest ones up to
+/// the history's size, unless the state store brought them back already.
+/// Their results are gone with the executors' restart or TTL, so they are
+/// marked released.
+pub(crate) async fn restore_logged(shared: &Arc<Shared>, log: &EventLog) {
+    let reader = log.clone();
+    let logged = match tokio::task::spawn_blocking(move || reader.finished_jobs()).await {
+        Ok(logged) => logged,
+        Err(e) => {
+            warn!(error = %e, "cannot read the event log");
+            return;
+        }
+    };
+    let mut restored = 0;
+    let mut state = shared.state();
+    for job in logged.into_iter().take(shared.config.job_history).rev() {
+        let id = JobId::from(job.status.job_id.as_str());
+        if !id.is_well_formed() || state.has_job(&id) {
+            continue;
+        }
+        // No token hash is logged; a released job signs no tickets.
+        let owner = job
+            .user
+            .and_then(|u| u.parse().ok())
+            .map(|name| (name, TokenHash::of(b"")));
+        let access = JobAccess::restored(owner, &shared.config.security);
+        state.restore_finished(Job::restored(job.status, access), true);
+        restored += 1;
+    }
+    info!(jobs = restored, dir = %log.dir().display(), "finished jobs read back from the event log");
 }

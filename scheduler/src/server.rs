@@ -16,8 +16,9 @@ use volley_proto::v1::scheduler_service_server::SchedulerServiceServer;
 
 use crate::config::SchedulerConfig;
 use crate::error::SchedulerError;
+use crate::event_log::EventLog;
 use crate::output_target::Commit;
-use crate::restore::restore;
+use crate::restore::{restore, restore_logged};
 use crate::service::{SchedulerGrpc, Shared};
 use crate::sqlite_store::SqliteStore;
 use crate::state::SchedulerState;
@@ -64,6 +65,14 @@ impl SchedulerServer {
         let incoming = TcpIncoming::bind(config.bind)?.with_nodelay(Some(true));
         let addr = incoming.local_addr()?;
         let mut state = SchedulerState::new(&config);
+        let event_log = match &config.event_log {
+            Some(dir) => {
+                let log = EventLog::open(dir)?;
+                state.set_event_log(log.clone());
+                Some(log)
+            }
+            None => None,
+        };
         let (journal, loaded) = match stored {
             Some((store, epoch, loaded)) => {
                 let journal = Journal::start(Box::new(store), epoch)?;
@@ -88,6 +97,9 @@ impl SchedulerServer {
         });
         if let Some(loaded) = loaded {
             restore(&shared, loaded).await;
+        }
+        if let Some(log) = &event_log {
+            restore_logged(&shared, log).await;
         }
         // Object-store outputs are committed outside the state lock: the
         // state machine queues them, this commits each and reports back.
@@ -235,6 +247,11 @@ impl Drop for SchedulerServer {
         }
         for set in [&self.shared.streams, &self.shared.scripts] {
             set.lock().unwrap_or_else(|p| p.into_inner()).abort_all();
+        }
+        // Every event so far reaches the disk before the process may end.
+        let log = self.shared.state().event_log().cloned();
+        if let Some(log) = log {
+            log.flush();
         }
     }
 }

@@ -148,6 +148,37 @@ impl SchedulerGrpc {
     }
 
     /// The job `id` names, if `caller` may see and act on it.
+    /// Job `id`'s final status from the event log, when the scheduler no
+    /// longer (or never, since its restart) held the job; refused like a
+    /// held job to a caller who may not see it.
+    async fn logged_job(&self, caller: &Caller, id: &str) -> Result<Option<v1::JobStatus>, Status> {
+        let id = JobId::parse(id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let log = {
+            let state = self.shared.state();
+            if state.has_job(&id) {
+                return Ok(None);
+            }
+            match state.event_log() {
+                Some(log) => log.clone(),
+                None => return Ok(None),
+            }
+        };
+        let wanted = id.clone();
+        let Ok(Some(logged)) = tokio::task::spawn_blocking(move || log.finished_job(&wanted)).await
+        else {
+            return Ok(None);
+        };
+        let access = logged_access(logged.user.as_deref(), &self.shared.config);
+        access.check(caller, &id)?;
+        let mut status = logged.status;
+        if !access.is_owner(caller) {
+            for stage in &mut status.stages {
+                stage.plan.clear();
+            }
+        }
+        Ok(Some(status))
+    }
+
     fn visible_job(&self, caller: &Caller, id: &str) -> Result<JobId, Status> {
         let id = JobId::parse(id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         match self.shared.state().job_access(&id) {
@@ -156,6 +187,60 @@ impl SchedulerGrpc {
         }
         Ok(id)
     }
+}
+
+/// Who may see a job the event log holds: its owner by name (no token hash
+/// is logged, and its result is gone, so it signs no ticket).
+pub(crate) fn logged_access(user: Option<&str>, config: &SchedulerConfig) -> JobAccess {
+    let owner = user
+        .and_then(|u| u.parse().ok())
+        .map(|name| (name, volley_security::TokenHash::of(b"")));
+    JobAccess::restored(owner, &config.security)
+}
+
+/// The jobs `held` (visible to `caller`, newest first) and those of
+/// `logged` the caller may see that are not held, newest first; one page
+/// of them after `before`.
+fn with_logged(
+    held: Vec<v1::JobStatus>,
+    logged: Vec<crate::event_log::LoggedJob>,
+    caller: &Caller,
+    config: &SchedulerConfig,
+    before: Option<&JobId>,
+    limit: usize,
+) -> (Vec<v1::JobStatus>, Option<String>) {
+    let held_ids: std::collections::HashSet<String> =
+        held.iter().map(|j| j.job_id.clone()).collect();
+    let mut all = held;
+    for job in logged {
+        if held_ids.contains(&job.status.job_id) {
+            continue;
+        }
+        let access = logged_access(job.user.as_deref(), config);
+        if !access.visible_to(caller) {
+            continue;
+        }
+        let mut status = job.status;
+        if !access.is_owner(caller) {
+            for stage in &mut status.stages {
+                stage.plan.clear();
+            }
+        }
+        all.push(status);
+    }
+    all.sort_by(|a, b| (b.started_at_ms, &b.job_id).cmp(&(a.started_at_ms, &a.job_id)));
+    let start = match before {
+        Some(id) => all
+            .iter()
+            .position(|j| j.job_id == id.as_str())
+            .map_or(all.len(), |i| i + 1),
+        None => 0,
+    };
+    let page: Vec<v1::JobStatus> = all.iter().skip(start).take(limit).cloned().collect();
+    let next = (start + page.len() < all.len())
+        .then(|| page.last().map(|j| j.job_id.clone()))
+        .flatten();
+    (page, next)
 }
 
 /// Starts script job `job_id`: its driver plans and runs the statements.
@@ -288,7 +373,13 @@ impl SchedulerService for SchedulerGrpc {
         request: Request<v1::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let caller = self.caller(&request)?;
-        let id = self.visible_job(&caller, &request.into_inner().job_id)?;
+        let id = request.into_inner().job_id;
+        if let Some(status) = self.logged_job(&caller, &id).await? {
+            // A job only the event log still holds: its final status.
+            let stream = futures::stream::once(async move { Ok(status) });
+            return Ok(Response::new(Box::pin(stream)));
+        }
+        let id = self.visible_job(&caller, &id)?;
         let receiver = self
             .shared
             .state()
@@ -403,10 +494,32 @@ impl SchedulerService for SchedulerGrpc {
             0 => limits::MAX_LISTED_JOBS,
             n => n.min(limits::MAX_LISTED_JOBS),
         } as usize;
-        let (jobs, next) = self
-            .shared
-            .state()
-            .list_jobs(&caller, before.as_ref(), limit);
+        let log = if request.all {
+            self.shared.state().event_log().cloned()
+        } else {
+            None
+        };
+        let (jobs, next) = match log {
+            // Every job: those held, and those only the event log holds.
+            Some(log) => {
+                let logged = tokio::task::spawn_blocking(move || log.finished_jobs())
+                    .await
+                    .unwrap_or_default();
+                let held = self.shared.state().list_jobs(&caller, None, usize::MAX).0;
+                with_logged(
+                    held,
+                    logged,
+                    &caller,
+                    &self.shared.config,
+                    before.as_ref(),
+                    limit,
+                )
+            }
+            None => self
+                .shared
+                .state()
+                .list_jobs(&caller, before.as_ref(), limit),
+        };
         Ok(Response::new(v1::ListJobsResponse {
             jobs,
             next_before_job_id: next.unwrap_or_default(),

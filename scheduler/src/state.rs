@@ -22,6 +22,7 @@ use volley_security::Caller;
 
 use crate::access::JobAccess;
 use crate::config::SchedulerConfig;
+use crate::event_log::EventLog;
 use crate::job::{Job, JobPhase};
 use crate::metrics::SchedulerMetrics;
 use crate::output_target::{Commit, OutputTarget};
@@ -99,6 +100,8 @@ pub(crate) struct SchedulerState {
     /// Where changes go to be stored (`--state-dir`), and this scheduler's
     /// epoch on that store (0: none).
     journal: Option<Journal>,
+    /// Where jobs' events go (`--event-log`).
+    event_log: Option<EventLog>,
     epoch: u64,
     /// What `/metrics` exports.
     pub(crate) metrics: SchedulerMetrics,
@@ -144,6 +147,16 @@ impl SchedulerState {
         }
     }
 
+    /// Logs the events of every job submitted from now on in `log`.
+    pub(crate) fn set_event_log(&mut self, log: EventLog) {
+        self.event_log = Some(log);
+    }
+
+    /// The event log, if there is one.
+    pub(crate) fn event_log(&self) -> Option<&EventLog> {
+        self.event_log.as_ref()
+    }
+
     /// Stores every change through `journal`, as the scheduler of `epoch`.
     pub(crate) fn set_journal(&mut self, journal: Journal, epoch: Epoch) {
         self.journal = Some(journal);
@@ -160,6 +173,11 @@ impl SchedulerState {
         if let Some(journal) = &self.journal {
             journal.record(op);
         }
+    }
+
+    /// Whether job `id` is known (running, or in the history).
+    pub(crate) fn has_job(&self, id: &JobId) -> bool {
+        self.jobs.contains_key(id)
     }
 
     /// A finished job kept by the state store joins the history.
@@ -533,6 +551,9 @@ impl SchedulerState {
     pub(crate) fn submit(&mut self, mut job: Job) {
         let id = job.id.clone();
         self.metrics.job_submitted();
+        if let Some(log) = &self.event_log {
+            job.log_events(log.clone());
+        }
         if job.phase.is_terminal() {
             self.metrics.job_finished(job.phase.name(), job.run_time());
             self.record(StoreOp::Ended {
@@ -568,9 +589,12 @@ impl SchedulerState {
     }
 
     /// Adds a script job; its driver feeds it one statement at a time.
-    pub(crate) fn submit_script(&mut self, job: Job) {
+    pub(crate) fn submit_script(&mut self, mut job: Job) {
         let id = job.id.clone();
         self.metrics.job_submitted();
+        if let Some(log) = &self.event_log {
+            job.log_events(log.clone());
+        }
         info!(job_id = %id, "script job submitted");
         self.jobs.insert(id.clone(), job);
         self.active.push_back(id);
@@ -858,6 +882,7 @@ impl SchedulerState {
                     _ => None,
                 };
                 let error = task_failure_to_job_error(&job_id, stage_id, partition, from, failure);
+                job.log_task_failure(stage_id, status.partition, status.attempt, from, &error);
                 self.metrics.tasks_failed(
                     error_kind_name(
                         v1::ErrorKind::try_from(error.kind).unwrap_or(v1::ErrorKind::Internal),
@@ -999,7 +1024,7 @@ impl SchedulerState {
         match &self.committer {
             Some(committer) => {
                 info!(job_id = %id, outputs = commit.targets.len(), "committing the output");
-                if let Some(job) = self.jobs.get(id) {
+                if let Some(job) = self.jobs.get_mut(id) {
                     job.publish();
                 }
                 let _ = committer.send((id.clone(), commit));
@@ -1244,7 +1269,7 @@ impl SchedulerState {
             touched.insert(job_id);
         }
         for job_id in touched {
-            if let Some(job) = self.jobs.get(&job_id) {
+            if let Some(job) = self.jobs.get_mut(&job_id) {
                 job.publish();
             }
         }

@@ -49,13 +49,24 @@ pub(crate) fn jobs() -> String {
 <label>State <select id="state-filter">
 <option value="">all</option><option>running</option><option>succeeded</option><option>failed</option><option>cancelled</option>
 </select></label>
+<label><input type="checkbox" id="history-filter"> also jobs only the event log holds</label>
 <table id="jobs"><thead><tr><th>Job</th><th>Name</th><th>User</th><th>State</th><th class="num">Elapsed</th><th class="num">Stages</th><th class="num">Tasks</th><th class="num">Rows out</th><th class="num">Shuffled</th><th>Recovery</th></tr></thead><tbody></tbody></table>"##,
         r##"
 const filter = document.getElementById("state-filter");
-filter.value = new URLSearchParams(location.search).get("state") || "";
-filter.onchange = () => { history.replaceState(null, "", filter.value ? "?state=" + filter.value : "/"); draw(); };
+const everything = document.getElementById("history-filter");
+const params = new URLSearchParams(location.search);
+filter.value = params.get("state") || "";
+everything.checked = params.get("all") === "true";
+function query() {
+  const q = new URLSearchParams();
+  if (filter.value) q.set("state", filter.value);
+  if (everything.checked) q.set("all", "true");
+  const text = q.toString();
+  return text ? "?" + text : "";
+}
+filter.onchange = everything.onchange = () => { history.replaceState(null, "", query() || "/"); draw(); };
 async function draw() {
-  const jobs = await getJson("/api/jobs" + (filter.value ? "?state=" + encodeURIComponent(filter.value) : ""));
+  const jobs = await getJson("/api/jobs" + query());
   document.querySelector("#jobs tbody").innerHTML = jobs.map(j => `<tr class="job-row" data-job="${esc(j.job_id)}">
     <td><a href="/jobs/${esc(j.job_id)}">${esc(j.job_id)}</a></td><td>${esc(j.name)}</td><td>${esc(j.user || "")}</td>
     <td class="state-${esc(j.state)}">${esc(j.state)}</td><td class="num">${secs(j.elapsed_ms)}</td>

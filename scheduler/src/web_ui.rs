@@ -188,19 +188,32 @@ async fn metrics(State(web): State<Web>, headers: HeaderMap) -> Response {
 #[derive(serde::Deserialize)]
 struct JobsQuery {
     state: Option<String>,
+    /// Also the finished jobs only the event log holds.
+    #[serde(default)]
+    all: bool,
 }
 
 /// A job's row in the jobs list.
 fn job_summary(job: &Job, status: &v1::JobStatus) -> Value {
+    status_summary(
+        status,
+        job.access.owner().map(|o| o.as_str()),
+        job.run_time().as_millis() as u64,
+    )
+}
+
+/// A job's row from its status: who owns it, and how long it has run if
+/// it has not ended.
+fn status_summary(status: &v1::JobStatus, user: Option<&str>, running_ms: u64) -> Value {
     json!({
         "job_id": status.job_id,
         "name": status.name,
-        "user": job.access.owner().map(|o| o.as_str().to_string()),
+        "user": user,
         "state": job_state_name(status.state),
         "elapsed_ms": if status.ended_at_ms > 0 {
             status.ended_at_ms.saturating_sub(status.started_at_ms)
         } else {
-            job.run_time().as_millis() as u64
+            running_ms
         },
         "started_at_ms": status.started_at_ms,
         "stages": {"done": status.stages_done, "total": status.stages_total},
@@ -231,16 +244,40 @@ async fn api_jobs(
         Ok(caller) => caller,
         Err(refused) => return api_refusal(refused),
     };
+    let log = if query.all {
+        web.shared.state().event_log().cloned()
+    } else {
+        None
+    };
+    let logged = match log {
+        Some(log) => tokio::task::spawn_blocking(move || log.finished_jobs())
+            .await
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
     let state = web.shared.state();
-    let jobs: Vec<Value> = state
+    let mut jobs: Vec<Value> = state
         .jobs_visible_to(&caller)
         .into_iter()
         .map(|job| job_summary(job, &job.status()))
-        .filter(|job| match &query.state {
-            Some(wanted) if !wanted.is_empty() => job["state"] == wanted.as_str(),
-            _ => true,
-        })
         .collect();
+    // Jobs only the event log holds, after the held ones (which are the
+    // newest: the history keeps the latest).
+    for job in logged {
+        let id = JobId::from(job.status.job_id.as_str());
+        if state.has_job(&id) {
+            continue;
+        }
+        let access = crate::service::logged_access(job.user.as_deref(), &web.shared.config);
+        if access.visible_to(&caller) {
+            jobs.push(status_summary(&job.status, job.user.as_deref(), 0));
+        }
+    }
+    drop(state);
+    jobs.retain(|job| match &query.state {
+        Some(wanted) if !wanted.is_empty() => job["state"] == wanted.as_str(),
+        _ => true,
+    });
     axum::Json(Value::Array(jobs)).into_response()
 }
 

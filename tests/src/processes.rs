@@ -373,6 +373,17 @@ impl Cluster {
             .expect("wait for the executor")
     }
 
+    /// Sends the scheduler a signal, e.g. `INT`, and waits for it to exit.
+    pub fn stop_scheduler(&mut self, signal: &str) -> std::process::ExitStatus {
+        let pid = self._scheduler.0.id();
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid} failed");
+        self._scheduler.0.wait().expect("wait for the scheduler")
+    }
+
     /// SIGKILLs every executor.
     pub fn kill_executors(&mut self) {
         for executor in &mut self.executors {

@@ -31,6 +31,10 @@ enum JobsCommand {
         /// Print JSON (an array of job statuses).
         #[arg(long)]
         json: bool,
+        /// Also the finished jobs only the scheduler's event log
+        /// (`volley-scheduler --event-log DIR`) still holds.
+        #[arg(long)]
+        all: bool,
     },
     /// Show one job's status.
     Status {
@@ -88,8 +92,12 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 pub(crate) async fn run(args: JobsArgs) -> Result<(), ClientError> {
     let client = args.cluster.connect().await?;
     match args.command {
-        JobsCommand::List { json } => {
-            let jobs = client.list_jobs().await?;
+        JobsCommand::List { json, all } => {
+            let jobs = if all {
+                client.list_all_jobs().await?
+            } else {
+                client.list_jobs().await?
+            };
             if json {
                 print_json(&Value::Array(jobs.iter().map(status_json).collect()));
             } else {

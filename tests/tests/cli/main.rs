@@ -5,6 +5,7 @@
 mod batch;
 mod exit_codes;
 mod formats;
+mod history;
 mod observe;
 mod shell;
 mod startup;
