@@ -7,6 +7,6 @@ use std::process::ExitCode;
 #[tokio::main]
 async fn main() -> ExitCode {
     cli::exit_quietly_on_a_closed_pipe();
-    volley_dataflow::init_logging("warn");
+    let _telemetry = volley_dataflow::init_logging("volley", "warn");
     cli::main().await
 }

@@ -34,6 +34,7 @@ mod session;
 mod shuffle_reader;
 mod shuffle_writer;
 mod stage_properties;
+mod telemetry;
 mod window_functions;
 mod wire_types;
 
@@ -70,4 +71,5 @@ pub use session::{
 pub use shuffle_reader::{ExchangeKind, ShuffleReaderExec};
 pub use shuffle_writer::ShuffleWriterExec;
 pub use stage_properties::{decode_properties, encode_properties};
+pub use telemetry::{TelemetryGuard, set_remote_parent, trace_context, traces_exported};
 pub use wire_types::{from_wire, to_wire, wire_schema, wire_type};

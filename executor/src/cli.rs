@@ -200,7 +200,7 @@ pub fn run_main(udfs: UdfRegistry) -> ExitCode {
 }
 
 async fn run(udfs: UdfRegistry) -> ExitCode {
-    volley_dataflow::init_logging("info");
+    let _telemetry = volley_dataflow::init_logging("volley-executor", "info");
     let args = Args::parse();
     let security = match security(&args) {
         Ok(security) => security,

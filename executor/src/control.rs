@@ -18,6 +18,7 @@ use datafusion::physical_plan::{ExecutionPlan, displayable};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tonic::Streaming;
+use tracing::Instrument;
 use tracing::{debug, info, warn};
 use volley_dataflow::{JobId, StageId, decode_plan, describe_files, input_files};
 use volley_proto::v1;
@@ -248,6 +249,7 @@ impl ControlLoop {
             })
         };
         let settings = Arc::new(launch.settings);
+        let trace_context = launch.trace_context;
         let stage_attempt = key.stage_attempt;
         self.by_task.retain(|_, h| !h.is_finished());
         let handles = self.by_job.entry(job_id.clone()).or_default();
@@ -276,17 +278,36 @@ impl ControlLoop {
             let settings = Arc::clone(&settings);
             let tasks_runtime = self.tasks_runtime.clone();
             let task_plan = Arc::clone(&plan);
+            // With traces exported, the task's span is a child of its
+            // stage's span on the scheduler.
+            let span = if volley_dataflow::traces_exported() {
+                let span = tracing::info_span!(
+                    "task",
+                    job_id = %job_id,
+                    stage = stage_id.0,
+                    partition = task.partition,
+                    attempt = task.attempt,
+                    executor_id = %self.env.executor_id,
+                );
+                volley_dataflow::set_remote_parent(&span, &trace_context);
+                span
+            } else {
+                tracing::Span::none()
+            };
             let handle = self.running.spawn(async move {
                 // The task runs in its own tokio task so a panic in a kernel
                 // is caught here and reported, not carried to the executor.
-                let inner = tasks_runtime.spawn(run_task(
-                    env,
-                    plan,
-                    stage_attempt,
-                    task.partition as usize,
-                    settings,
-                    task_name.clone(),
-                ));
+                let inner = tasks_runtime.spawn(
+                    run_task(
+                        env,
+                        plan,
+                        stage_attempt,
+                        task.partition as usize,
+                        settings,
+                        task_name.clone(),
+                    )
+                    .instrument(span),
+                );
                 let abort = inner.abort_handle();
                 let _guard = AbortOnDrop(abort);
                 status.result = Some(match inner.await {

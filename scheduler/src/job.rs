@@ -23,6 +23,7 @@ use volley_proto::v1;
 
 use crate::access::JobAccess;
 use crate::event_log::{EventLog, JobEvents, StageView};
+use crate::job_trace::JobTrace;
 use crate::stage::{Stage, StageState};
 use crate::stage_planner::StagePlan;
 
@@ -105,6 +106,8 @@ pub(crate) struct Job {
     source: String,
     /// Its events in the event log (`--event-log`), if there is one.
     events: Option<JobEvents>,
+    /// Its spans, when traces are exported.
+    trace: Option<JobTrace>,
     /// The owner's tickets for result pieces, by (stage, map, output
     /// partition): a piece re-run elsewhere keeps its ticket.
     result_grants: std::sync::Mutex<HashMap<(u32, u32, u32), Vec<u8>>>,
@@ -169,6 +172,7 @@ impl Job {
             access: JobAccess::default(),
             source: String::new(),
             events: None,
+            trace: None,
             result_grants: std::sync::Mutex::default(),
             script_outputs: Vec::new(),
             excluded: HashSet::new(),
@@ -192,6 +196,38 @@ impl Job {
             &self.source,
         ));
         self.publish();
+    }
+
+    /// Opens the job's trace (when traces are exported).
+    pub(crate) fn start_trace(&mut self) {
+        if volley_dataflow::traces_exported() {
+            self.trace = Some(JobTrace::start(&self.id, &self.name));
+        }
+    }
+
+    /// The script statement whose stages the job holds now (0: a plan job).
+    fn statement(&self) -> u32 {
+        self.script
+            .as_ref()
+            .and_then(|s| s.current)
+            .map_or(0, |(number, _)| number)
+    }
+
+    /// The trace context to launch tasks of stage `stage_id` with (empty
+    /// when traces are not exported).
+    pub(crate) fn stage_trace_context(
+        &mut self,
+        stage_id: StageId,
+    ) -> std::collections::HashMap<String, String> {
+        let statement = self.statement();
+        let Some(stage) = self.stage_index(stage_id).map(|i| &self.stages[i]) else {
+            return Default::default();
+        };
+        let (key, partitions) = ((statement, stage_id.0, stage.attempt()), stage.partitions());
+        match &mut self.trace {
+            Some(trace) => trace.stage_context(key, partitions),
+            None => Default::default(),
+        }
     }
 
     /// Logs a failed task attempt in the event log.
@@ -673,6 +709,7 @@ impl Job {
     /// Sends the current status to every watcher (and logs what changed).
     pub(crate) fn publish(&mut self) {
         let status = self.status();
+        let statement = self.statement();
         if let Some(events) = &mut self.events {
             let stages: Vec<StageView<'_>> = self
                 .stages
@@ -685,12 +722,22 @@ impl Job {
                     finished: stage.is_finished(),
                 })
                 .collect();
-            let statement = self
-                .script
-                .as_ref()
-                .and_then(|s| s.current)
-                .map_or(0, |(number, _)| number);
             events.observe(&status, statement, &stages);
+        }
+        if let Some(trace) = &mut self.trace {
+            // Spans of finished stages, and of attempts no longer current,
+            // close.
+            let open: Vec<(u32, u32, u32)> = self
+                .stages
+                .iter()
+                .filter(|stage| !stage.is_finished())
+                .map(|stage| (statement, stage.id().0, stage.attempt()))
+                .collect();
+            trace.keep_only(&open);
+            if self.phase.is_terminal() {
+                trace.ended(self.phase.name());
+                self.trace = None;
+            }
         }
         self.watch.send_replace(status);
     }

@@ -20,6 +20,7 @@ mod error;
 mod event_log;
 mod explain;
 mod job;
+mod job_trace;
 mod metrics;
 mod output_target;
 mod partition_safety;

@@ -139,7 +139,7 @@ fn security(args: &Args) -> Result<SchedulerSecurity, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    volley_dataflow::init_logging("info");
+    let _telemetry = volley_dataflow::init_logging("volley-scheduler", "info");
     let args = Args::parse();
     let security = match security(&args) {
         Ok(security) => security,

@@ -551,6 +551,7 @@ impl SchedulerState {
     pub(crate) fn submit(&mut self, mut job: Job) {
         let id = job.id.clone();
         self.metrics.job_submitted();
+        job.start_trace();
         if let Some(log) = &self.event_log {
             job.log_events(log.clone());
         }
@@ -592,6 +593,7 @@ impl SchedulerState {
     pub(crate) fn submit_script(&mut self, mut job: Job) {
         let id = job.id.clone();
         self.metrics.job_submitted();
+        job.start_trace();
         if let Some(log) = &self.event_log {
             job.log_events(log.clone());
         }
@@ -1250,6 +1252,7 @@ impl SchedulerState {
             else {
                 continue;
             };
+            let trace_context = job.stage_trace_context(stage_id);
             let Some(stage) = job.stage_index(stage_id).map(|i| &mut job.stages[i]) else {
                 continue;
             };
@@ -1265,6 +1268,7 @@ impl SchedulerState {
                 plan,
                 tasks,
                 settings: job.settings.clone(),
+                trace_context,
             }));
             touched.insert(job_id);
         }

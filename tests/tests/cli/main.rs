@@ -9,6 +9,7 @@ mod history;
 mod observe;
 mod shell;
 mod startup;
+mod traces;
 
 use std::path::Path;
 
