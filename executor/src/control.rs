@@ -157,6 +157,9 @@ impl ControlLoop {
                         stored_outputs: self.store.len() as u32,
                         memory_reserved: pool.reserved() as u64,
                         memory_limit: self.env.memory_limit as u64,
+                        shuffle_memory_bytes: self.store.memory_held() as u64,
+                        shuffle_disk_bytes: self.store.disk_held(),
+                        shuffle_spilled_bytes: self.store.metrics().shuffle_bytes_spilled.get(),
                     }));
                 }
                 Some(joined) = self.running.join_next(), if !self.running.is_empty() => {

@@ -41,7 +41,8 @@ use volley_dataflow::{
 #[derive(Debug)]
 enum StoredPartition {
     Memory(Vec<RecordBatch>),
-    File(PathBuf),
+    /// A spill file and its size.
+    File(PathBuf, u64),
 }
 
 /// Bytes of shuffle output all writers and stored outputs of an executor
@@ -90,7 +91,7 @@ impl Drop for StoredOutput {
     fn drop(&mut self) {
         self.budget.give_back(self.budget_held);
         for partition in &self.partitions {
-            if let StoredPartition::File(path) = partition {
+            if let StoredPartition::File(path, _) = partition {
                 let _ = std::fs::remove_file(path);
             }
         }
@@ -150,9 +151,20 @@ impl ShuffleStore {
     }
 
     /// Bytes of shuffle output held in memory now.
-    #[cfg(test)]
     pub(crate) fn memory_held(&self) -> usize {
         self.budget.held.load(Ordering::Acquire)
+    }
+
+    /// Bytes of shuffle output held in spill files now.
+    pub(crate) fn disk_held(&self) -> u64 {
+        self.outputs()
+            .values()
+            .flat_map(|output| &output.partitions)
+            .map(|partition| match partition {
+                StoredPartition::File(_, bytes) => *bytes,
+                StoredPartition::Memory(_) => 0,
+            })
+            .sum()
     }
 
     fn outputs(&self) -> MutexGuard<'_, HashMap<MapOutputId, Arc<StoredOutput>>> {
@@ -175,7 +187,7 @@ impl ShuffleStore {
                 // Batches share their buffers: no copy.
                 Box::pin(futures::stream::iter(batches.clone().into_iter().map(Ok)))
             }
-            Some(StoredPartition::File(path)) => match read_file(path) {
+            Some(StoredPartition::File(path, _)) => match read_file(path) {
                 Ok(reader) => Box::pin(futures::stream::iter(
                     // Keep the output (and so its file) alive while reading.
                     reader.map(move |b| {
@@ -445,7 +457,8 @@ impl MapOutputWriter for StoreWriter {
                     file.writer
                         .finish()
                         .map_err(|e| spill_error(&file.path, e))?;
-                    partitions.push(StoredPartition::File(file.path));
+                    let bytes = std::fs::metadata(&file.path).map_or(0, |m| m.len());
+                    partitions.push(StoredPartition::File(file.path, bytes));
                 }
                 None => partitions.push(StoredPartition::Memory(std::mem::take(
                     &mut self.memory[out],

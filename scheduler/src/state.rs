@@ -43,6 +43,8 @@ struct ExecutorEntry {
     stored_outputs: u32,
     memory_reserved: u64,
     memory_limit: u64,
+    /// Shuffle output in memory and on disk, and bytes spilled so far.
+    shuffle: (u64, u64, u64),
     drain: Drain,
 }
 
@@ -261,6 +263,9 @@ impl SchedulerState {
                 running_tasks: e.running.len() as u32,
                 memory_reserved: e.memory_reserved,
                 memory_limit: e.memory_limit,
+                shuffle_memory_bytes: e.shuffle.0,
+                shuffle_disk_bytes: e.shuffle.1,
+                shuffle_spilled_bytes: e.shuffle.2,
                 state: match e.drain {
                     Drain::Active => v1::ExecutorState::Active,
                     Drain::Draining | Drain::Released => v1::ExecutorState::Draining,
@@ -298,6 +303,7 @@ impl SchedulerState {
             stored_outputs: 0,
             memory_reserved: 0,
             memory_limit: 0,
+            shuffle: (0, 0, 0),
             drain: Drain::Active,
         };
         entry.send(v1::scheduler_message::Kind::Registered(v1::Registered {
@@ -419,6 +425,11 @@ impl SchedulerState {
             entry.stored_outputs = report.stored_outputs;
             entry.memory_reserved = report.memory_reserved;
             entry.memory_limit = report.memory_limit;
+            entry.shuffle = (
+                report.shuffle_memory_bytes,
+                report.shuffle_disk_bytes,
+                report.shuffle_spilled_bytes,
+            );
         }
     }
 

@@ -163,13 +163,14 @@ pub(crate) fn executors() -> String {
     shell(
         "Executors",
         r##"<h2>Executors</h2>
-<table id="executors"><thead><tr><th>Executor</th><th>Address</th><th>State</th><th class="num">Slots</th><th class="num">Running</th><th class="num">Memory pool</th><th class="num">Stored outputs</th></tr></thead><tbody></tbody></table>"##,
+<table id="executors"><thead><tr><th>Executor</th><th>Address</th><th>State</th><th class="num">Slots</th><th class="num">Running</th><th class="num">Memory pool</th><th class="num">Stored outputs</th><th class="num">Shuffle in memory</th><th class="num">Shuffle on disk</th><th class="num">Spilled</th></tr></thead><tbody></tbody></table>"##,
         r##"
 async function draw() {
   const executors = await getJson("/api/executors");
   document.querySelector("#executors tbody").innerHTML = executors.map(e => `<tr class="executor-row"><td>${esc(e.executor_id)}</td><td>${esc(e.endpoint)}</td>
     <td>${esc(e.state)}</td><td class="num">${e.slots}</td><td class="num">${e.running_tasks}</td>
-    <td class="num">${bytes(e.memory_reserved)} / ${bytes(e.memory_limit)}</td><td class="num">${e.stored_outputs}</td></tr>`).join("");
+    <td class="num">${bytes(e.memory_reserved)} / ${bytes(e.memory_limit)}</td><td class="num">${e.stored_outputs}</td>
+    <td class="num">${bytes(e.shuffle_memory_bytes)}</td><td class="num">${bytes(e.shuffle_disk_bytes)}</td><td class="num">${bytes(e.shuffle_spilled_bytes)}</td></tr>`).join("");
   document.body.dataset.loaded = "true";
 }
 draw(); setInterval(draw, 2000);

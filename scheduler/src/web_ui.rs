@@ -414,6 +414,9 @@ async fn api_executors(State(web): State<Web>, headers: HeaderMap) -> Response {
                 "memory_reserved": e.memory_reserved,
                 "memory_limit": e.memory_limit,
                 "stored_outputs": e.stored_outputs,
+                "shuffle_memory_bytes": e.shuffle_memory_bytes,
+                "shuffle_disk_bytes": e.shuffle_disk_bytes,
+                "shuffle_spilled_bytes": e.shuffle_spilled_bytes,
             })
         })
         .collect();

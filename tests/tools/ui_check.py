@@ -45,6 +45,15 @@ def loaded(browser):
     return browser.execute_script("return document.body && document.body.dataset.loaded === 'true'")
 
 
+def text_of(browser, element_id):
+    """The text of an element, read in one step: the pages redraw (replace
+    their elements) while a job runs, so a found element may go stale
+    before its text is read."""
+    return browser.execute_script(
+        "const e = document.getElementById(arguments[0]); return e ? e.textContent : null",
+        element_id)
+
+
 def main():
     base, shots, steps = sys.argv[1], sys.argv[2], sys.argv[3:]
     token = os.environ["VOLLEY_UI_TOKEN"]
@@ -82,7 +91,7 @@ def main():
                     "task_bars": len(browser.find_elements(By.CSS_SELECTOR, "#timeline rect.task")),
                     "executor_lanes": len(browser.find_elements(By.CSS_SELECTOR, "#timeline text.executor-lane")),
                     "stage_rows": len(browser.find_elements(By.CSS_SELECTOR, "#stages tr.stage-row")),
-                    "state_text": browser.find_element(By.ID, "job-state").text,
+                    "state_text": text_of(browser, "job-state"),
                     "source": browser.execute_script(
                         "const s = document.getElementById('source-text'); return s ? s.textContent : ''"),
                     "plans_with_metrics": browser.execute_script(
@@ -97,7 +106,7 @@ def main():
                 job, state = args
                 # A reload would drop this mark.
                 browser.execute_script("window.volleyMark = 42")
-                wait.until(lambda b: b.find_element(By.ID, "job-state").text == state)
+                wait.until(lambda b: text_of(b, "job-state") == state)
                 same_page = browser.execute_script("return window.volleyMark") == 42
                 out.append({"step": step, "state_text": state, "same_page": same_page,
                             "url": browser.current_url})
@@ -107,7 +116,12 @@ def main():
                 wait.until(lambda b: loaded(b) and b.find_elements(By.CSS_SELECTOR, "tr.executor-row"))
                 rows = browser.find_elements(By.CSS_SELECTOR, "tr.executor-row")
                 browser.save_screenshot(os.path.join(shots, name + ".png"))
-                out.append({"step": step, "rows": len(rows)})
+                # Shuffle held in memory, on disk, and spilled: the last
+                # three cells of each row.
+                shuffle = browser.execute_script(
+                    "return [...document.querySelectorAll('tr.executor-row')]"
+                    ".map(r => [...r.querySelectorAll('td')].slice(-3).map(c => c.textContent))")
+                out.append({"step": step, "rows": len(rows), "shuffle": shuffle})
             else:
                 raise SystemExit("unknown step " + step)
     finally:

@@ -64,6 +64,9 @@ fn executor_json(e: &v1::ExecutorInfo) -> Value {
         "running_tasks": e.running_tasks,
         "memory_reserved": e.memory_reserved,
         "memory_limit": e.memory_limit,
+        "shuffle_memory_bytes": e.shuffle_memory_bytes,
+        "shuffle_disk_bytes": e.shuffle_disk_bytes,
+        "shuffle_spilled_bytes": e.shuffle_spilled_bytes,
         "stored_outputs": e.stored_outputs,
         "state": executor_state_name(e.state),
     })

@@ -334,6 +334,16 @@ fn the_web_ui_shows_every_stage_and_task_while_a_job_runs_and_after() {
         "every stage's plan has its operators' metrics: {done}"
     );
     assert_eq!(steps[5]["rows"], 2, "both executors");
+    for cells in steps[5]["shuffle"].as_array().expect("shuffle cells") {
+        for cell in cells.as_array().expect("three cells") {
+            let text = cell.as_str().unwrap_or_default();
+            assert!(
+                text.ends_with(" B") || text.ends_with("iB"),
+                "a size in bytes: {}",
+                steps[5]
+            );
+        }
+    }
     for page in ["jobs", "job-running", "job-finished", "executors"] {
         let shot = shots.join(format!("{page}.png"));
         let size = std::fs::metadata(&shot)
