@@ -135,6 +135,9 @@ fn parse_setting(text: &str) -> Result<(String, String), String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     volley_benchmarks::peak_memory::install(ALLOCATOR);
+    // Warnings on stderr; with OTEL_EXPORTER_OTLP_ENDPOINT set, the
+    // embedded cluster's jobs are traced, to measure what that costs.
+    let _telemetry = volley_dataflow::init_logging("volley-bench", "warn");
     match Cli::parse().command {
         Command::Gen { sf, out, parts } => match generate_tpch(sf, &out, parts) {
             Ok(()) => ExitCode::SUCCESS,
