@@ -123,6 +123,9 @@ pub(crate) struct Stage {
     /// Each operator of the plan (pre-order) with its metrics summed over
     /// the succeeded tasks.
     operators: Vec<v1::OperatorMetrics>,
+    /// Launch-to-success times of the succeeded tasks, sorted: the median
+    /// is read on every status, so it is kept, not computed.
+    succeeded_times: Vec<Duration>,
 }
 
 impl Stage {
@@ -147,6 +150,7 @@ impl Stage {
             display,
             runs: Vec::new(),
             operators: Vec::new(),
+            succeeded_times: Vec::new(),
         }
     }
 
@@ -298,6 +302,8 @@ impl Stage {
         };
         let now = Instant::now();
         let took = now.saturating_duration_since(*launched);
+        let at = self.succeeded_times.partition_point(|t| *t <= took);
+        self.succeeded_times.insert(at, took);
         self.task_busy += took;
         self.longest_task = self.longest_task.max(took);
         self.last_finish = Some(now);
@@ -527,14 +533,10 @@ impl Stage {
 
     /// The median launch-to-success time of the succeeded tasks.
     pub(crate) fn median_task(&self) -> Duration {
-        let mut times: Vec<Duration> = self
-            .runs
-            .iter()
-            .filter(|r| r.outcome == RunOutcome::Succeeded)
-            .filter_map(|r| r.ended.map(|e| e.saturating_duration_since(r.launched)))
-            .collect();
-        times.sort();
-        times.get(times.len() / 2).copied().unwrap_or_default()
+        self.succeeded_times
+            .get(self.succeeded_times.len() / 2)
+            .copied()
+            .unwrap_or_default()
     }
 
     pub(crate) fn timings(&self) -> (Option<Instant>, Option<Instant>, Duration, Duration) {
