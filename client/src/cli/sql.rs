@@ -351,8 +351,15 @@ pub(crate) async fn run_sql(
         let shown = if cut { " shown" } else { "" };
         // A query that lost an executor says so, rather than leaving the
         // user to wonder why its progress went back.
+        // Only this query's job: one whose result was cut short never
+        // reached its end here, so the session's last job is another's.
+        let this_job = current_job
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let recovered = ctx
             .last_job()
+            .filter(|job| Some(&job.job_id) == this_job.as_ref())
             .and_then(|job| recovery_note(&job))
             .map(|note| format!(" ({note})"))
             .unwrap_or_default();
