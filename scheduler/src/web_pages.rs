@@ -137,6 +137,7 @@ async function draw() {
   const source = document.getElementById("source");
   if (job.source && !source.dataset.shown) { source.dataset.shown = "true"; source.innerHTML = `<details open><summary>${esc(job.source_kind)}</summary><pre id="source-text">${esc(job.source)}</pre></details>`; }
   drawDag(job.stage_list); drawTimeline(job);
+  if (job.from_history) document.getElementById("timeline").innerHTML = "<p>This job was read back from the scheduler's history: its task timeline is not kept.</p>";
   document.querySelector("#stages tbody").innerHTML = job.stage_list.map(s => `<tr class="stage-row" data-stage="${s.id}">
     <td>${s.id}${s.final ? " (final)" : ""}</td><td class="num">${s.tasks_done}/${s.partitions}</td>
     <td>${s.inputs.map(i => "stage " + i.stage + " (" + esc(i.exchange) + ")").join(", ") || "—"}</td><td>${esc(s.output)}</td>

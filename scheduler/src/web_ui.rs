@@ -292,15 +292,91 @@ async fn api_job(State(web): State<Web>, headers: HeaderMap, Path(id): Path<Stri
             "not a job id".into(),
         ));
     };
-    let state = web.shared.state();
-    let Some(job) = state.job(&id).filter(|job| job.access.visible_to(&caller)) else {
+    let not_found = || {
         // Another user's job is as unknown as a missing one.
-        return api_refusal(Refused::Status(
+        api_refusal(Refused::Status(
             StatusCode::NOT_FOUND,
             format!("no job {id} this user may see"),
-        ));
+        ))
     };
-    axum::Json(job_detail(job, job.access.is_owner(&caller))).into_response()
+    let log = {
+        let state = web.shared.state();
+        match state.job(&id) {
+            Some(job) if !job.access.visible_to(&caller) => return not_found(),
+            // Read back after a restart: only its final status is left.
+            Some(job) if job.stages.is_empty() && job.phase.is_terminal() => {
+                let owner = job.access.is_owner(&caller);
+                let user = job.access.owner().map(|o| o.as_str().to_string());
+                return axum::Json(status_detail(&job.status(), user.as_deref(), owner))
+                    .into_response();
+            }
+            Some(job) => {
+                return axum::Json(job_detail(job, job.access.is_owner(&caller))).into_response();
+            }
+            None => state.event_log().cloned(),
+        }
+    };
+    // Only the event log holds it, if anything does.
+    let Some(log) = log else {
+        return not_found();
+    };
+    let wanted = id.clone();
+    let Ok(Some(logged)) = tokio::task::spawn_blocking(move || log.finished_job(&wanted)).await
+    else {
+        return not_found();
+    };
+    let access = crate::service::logged_access(logged.user.as_deref(), &web.shared.config);
+    if !access.visible_to(&caller) {
+        return not_found();
+    }
+    let owner = access.is_owner(&caller);
+    axum::Json(status_detail(&logged.status, logged.user.as_deref(), owner)).into_response()
+}
+
+/// A finished job's page from its final status alone (read back from the
+/// state store or the event log): its stages and their plans with
+/// metrics, but no task timeline, which is not kept.
+fn status_detail(status: &v1::JobStatus, user: Option<&str>, owner: bool) -> Value {
+    let mut detail = status_summary(status, user, 0);
+    let last = status.stages.last().map(|s| s.stage_id);
+    let millis = |us: u64| (us > 0).then_some(us as f64 / 1000.0);
+    let stages: Vec<Value> = status
+        .stages
+        .iter()
+        .map(|stage| {
+            json!({
+                "id": stage.stage_id,
+                "final": Some(stage.stage_id) == last,
+                "partitions": stage.partitions,
+                "attempt": 0,
+                "tasks_done": stage.tasks_done,
+                "tasks_running": 0,
+                "inputs": stage.input_stages.iter().map(|i| json!({"stage": i, "exchange": "read"})).collect::<Vec<_>>(),
+                "output": if Some(stage.stage_id) == last { "the job's result" } else { "shuffled" },
+                "rows_out": stage.rows_out,
+                "bytes_out": stage.bytes_out,
+                "started_ms": millis(stage.started_after_us),
+                "finished_ms": millis(stage.finished_after_us),
+                "longest_task_ms": stage.longest_task_us as f64 / 1000.0,
+                "median_task_ms": stage.median_task_us as f64 / 1000.0,
+                "plan": if owner && !stage.plan.is_empty() {
+                    Some(volley_proto::annotated_plan(&stage.plan, &stage.operators).join("\n"))
+                } else {
+                    None
+                },
+            })
+        })
+        .collect();
+    if let Some(object) = detail.as_object_mut() {
+        object.insert(
+            "now_ms".into(),
+            json!(status.ended_at_ms.saturating_sub(status.started_at_ms)),
+        );
+        object.insert("stage_list".into(), Value::Array(stages));
+        object.insert("task_runs".into(), Value::Array(Vec::new()));
+        object.insert("from_history".into(), json!(true));
+    }
+    detail
 }
 
 /// A job's page: its status, stage graph with each stage's shape and

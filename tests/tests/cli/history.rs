@@ -5,7 +5,8 @@ use std::process::Command;
 
 use serde_json::Value;
 use volley_tests::processes::{
-    ClusterSpec, binary, credentials, start_cluster_with, start_logging, volley_with_env,
+    ClusterSpec, binary, credentials, restartable_port, start_cluster_with, start_logging,
+    volley_with_env,
 };
 use volley_tests::tpch_dir;
 
@@ -20,6 +21,28 @@ fn json(args: &[&str], data: &std::path::Path) -> Value {
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).expect("JSON on stdout")
+}
+
+/// GETs a JSON page of the web UI's API as the admin user.
+fn api(url: &str) -> Value {
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            "import os, sys, ssl, urllib.request as u\n\
+             r = u.Request(sys.argv[1], headers={'Authorization': 'Bearer ' + os.environ['VOLLEY_UI_TOKEN']})\n\
+             print(u.urlopen(r, context=ssl.create_default_context(cafile=sys.argv[2])).read().decode())",
+            url,
+        ])
+        .arg(credentials().ca())
+        .env("VOLLEY_UI_TOKEN", credentials().token("admin"))
+        .output()
+        .expect("python3");
+    assert!(
+        output.status.success(),
+        "GET {url}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON")
 }
 
 fn ids(jobs: &Value) -> Vec<String> {
@@ -110,6 +133,7 @@ fn finished_jobs_are_logged_as_json_lines_and_listed_again_after_a_scheduler_res
     // A new scheduler on the same log, with no executor: the newest job is
     // in its history, both are with --all, and the older one's status is
     // read from the log.
+    let http_port = restartable_port();
     let mut scheduler = Command::new(binary("volley-scheduler"));
     scheduler
         .args([
@@ -119,6 +143,8 @@ fn finished_jobs_are_logged_as_json_lines_and_listed_again_after_a_scheduler_res
             &log_dir,
             "--job-history",
             "1",
+            "--http-bind",
+            &format!("127.0.0.1:{http_port}"),
         ])
         .args(credentials().scheduler_args());
     let (_scheduler, line) = start_logging(scheduler, None);
@@ -139,6 +165,25 @@ fn finished_jobs_are_logged_as_json_lines_and_listed_again_after_a_scheduler_res
     );
     assert_eq!(status["state"], "succeeded", "{status}");
     assert_eq!(status["rows_out"], 3, "{status}");
+
+    // The web UI shows both jobs' pages from their final status: the one
+    // held in the history and the one only the log holds.
+    let http = format!("https://127.0.0.1:{http_port}");
+    for id in [&second, &first] {
+        let page = api(&format!("{http}/api/jobs/{id}"));
+        assert_eq!(page["state"], "succeeded", "{page}");
+        assert_eq!(page["from_history"], true, "{page}");
+        let stages = page["stage_list"].as_array().expect("stages");
+        assert_eq!(stages.len(), 2, "{page}");
+        assert!(
+            stages.iter().all(|s| s["plan"]
+                .as_str()
+                .is_some_and(|p| p.contains("metrics=[output_rows="))),
+            "{page}"
+        );
+    }
+    let listed = api(&format!("{http}/api/jobs?all=true"));
+    assert_eq!(ids(&listed), [second.clone(), first.clone()], "{listed}");
 
     // Another user sees neither.
     let output = volley_with_env(
