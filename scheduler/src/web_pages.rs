@@ -125,6 +125,15 @@ function drawTimeline(job) {
   const ticks = [0, 0.25, 0.5, 0.75, 1].map(f => `<text x="${left + f * width}" y="14" font-size="11" text-anchor="middle" fill="#6b7480">${secs(f * end)}</text>`).join("");
   document.getElementById("timeline").innerHTML = `<svg width="${left + width + 20}" height="${y + 6}">${ticks}${labels}${rects}</svg>`;
 }
+// What a stage read from its inputs so far: every row of a stage it reads
+// once (hash, gather, pass-through, repartition), and a broadcast input
+// once per task.
+function readOf(stages, s) {
+  let rows = 0, bytes = 0;
+  s.inputs.forEach(i => { const from = stages.find(t => t.id === i.stage); if (!from) return;
+    const times = i.exchange === "broadcast" ? s.partitions : 1; rows += from.rows_out * times; bytes += from.bytes_out * times; });
+  return {rows, bytes};
+}
 async function draw() {
   let job; try { job = await getJson("/api/jobs/" + encodeURIComponent(JOB_ID)); } catch (e) { document.getElementById("summary").innerHTML = `<p class="error">${esc(e.message)}</p>`; return; }
   document.getElementById("title").textContent = "Job " + job.job_id + (job.name ? " · " + job.name : "");
@@ -141,8 +150,9 @@ async function draw() {
   document.querySelector("#stages tbody").innerHTML = job.stage_list.map(s => `<tr class="stage-row" data-stage="${s.id}">
     <td>${s.id}${s.final ? " (final)" : ""}</td><td class="num">${s.tasks_done}/${s.partitions}</td>
     <td>${s.inputs.map(i => "stage " + i.stage + " (" + esc(i.exchange) + ")").join(", ") || "—"}</td><td>${esc(s.output)}</td>
+    <td class="num">${readOf(job.stage_list, s).rows}</td><td class="num">${bytes(readOf(job.stage_list, s).bytes)}</td>
     <td class="num">${s.rows_out}</td><td class="num">${bytes(s.bytes_out)}</td><td class="num">${secs(s.median_task_ms)} / ${secs(s.longest_task_ms)}</td><td class="num">${s.attempt}</td></tr>
-    ${s.plan ? `<tr><td colspan="8"><details><summary>plan of stage ${s.id}, with each operator's metrics summed over its tasks</summary><pre>${esc(s.plan)}</pre></details></td></tr>` : ""}`).join("");
+    ${s.plan ? `<tr><td colspan="10"><details><summary>plan of stage ${s.id}, with each operator's metrics summed over its tasks</summary><pre>${esc(s.plan)}</pre></details></td></tr>` : ""}`).join("");
   document.body.dataset.state = job.state; document.body.dataset.loaded = "true";
   if (job.state === "running" || job.state === "queued") setTimeout(draw, 1000);
 }
@@ -153,7 +163,7 @@ draw();
         "Job",
         r##"<h2 id="title">Job</h2><div id="summary"></div><div id="source"></div>
 <h3>Stages</h3><div id="dag"></div>
-<table id="stages"><thead><tr><th>Stage</th><th class="num">Tasks</th><th>Reads</th><th>Output</th><th class="num">Rows out</th><th class="num">Bytes out</th><th class="num">Task median / longest</th><th class="num">Attempt</th></tr></thead><tbody></tbody></table>
+<table id="stages"><thead><tr><th>Stage</th><th class="num">Tasks</th><th>Reads</th><th>Output</th><th class="num">Rows in</th><th class="num">Bytes in</th><th class="num">Rows out</th><th class="num">Bytes out</th><th class="num">Task median / longest</th><th class="num">Attempt</th></tr></thead><tbody></tbody></table>
 <h3>Tasks by executor</h3><p class="muted">Each bar is one task attempt, coloured by stage; red outline: failed, dashed: superseded.</p><div id="timeline"></div>"##,
         &script,
     )

@@ -94,6 +94,9 @@ def main():
                     "state_text": text_of(browser, "job-state"),
                     "source": browser.execute_script(
                         "const s = document.getElementById('source-text'); return s ? s.textContent : ''"),
+                    "rows_in_out": browser.execute_script(
+                        "return [...document.querySelectorAll('#stages tr.stage-row')]"
+                        ".map(r => { const c = r.querySelectorAll('td'); return [c[4].textContent, c[6].textContent]; })"),
                     "plans_with_metrics": browser.execute_script(
                         "return [...document.querySelectorAll('#stages pre')]"
                         ".filter(p => p.textContent.includes('metrics=[output_rows=')).length"),

@@ -329,6 +329,11 @@ fn the_web_ui_shows_every_stage_and_task_while_a_job_runs_and_after() {
             .is_some_and(|s| s.contains("GROUP BY 1, 2")),
         "the page shows the script: {done}"
     );
+    // Stage 1 reads (through a hash exchange) every row stage 0 wrote.
+    let rows = done["rows_in_out"].as_array().expect("rows in and out");
+    assert_eq!(rows.len(), 2, "{done}");
+    assert_eq!(rows[0][0], "0", "stage 0 reads no stage: {done}");
+    assert_eq!(rows[1][0], rows[0][1], "{done}");
     assert_eq!(
         done["plans_with_metrics"], finished["stages"]["total"],
         "every stage's plan has its operators' metrics: {done}"
