@@ -1,11 +1,14 @@
-//! What each operator of a stage's plan did in one task: output rows,
-//! compute time and spills, read from DataFusion's metrics after the task
-//! ran. The scheduler sums them over a stage's tasks for `EXPLAIN ANALYZE`
-//! and the web UI.
+//! What each operator of a stage's plan has done on this executor: output
+//! rows, compute time and spills, read from DataFusion's metrics after a
+//! task ran.
 //!
-//! A stage's plan is decoded once per executor and shared by its tasks
-//! there, so an operator's metrics hold every partition it ran; only the
-//! ones of this task's partition are taken.
+//! A stage attempt's plan is decoded once per executor and shared by its
+//! tasks there, so its metrics add up everything its tasks ran on this
+//! executor, whichever partitions each ran (a task under a
+//! `CoalescePartitionsExec` runs every partition of what is below it, and a
+//! `CollectLeft` join's build side runs once for all of them). Each task
+//! reports that running total; the scheduler keeps the latest per executor
+//! and sums over executors for `EXPLAIN ANALYZE` and the web UI.
 
 use std::sync::Arc;
 
@@ -14,22 +17,14 @@ use datafusion::physical_plan::metrics::MetricValue;
 use volley_proto::v1;
 
 /// The operators of `plan`, in pre-order (the order `displayable(..)
-/// .indent()` prints them), with the metrics of `partition`.
-pub(crate) fn operator_metrics(
-    plan: &Arc<dyn ExecutionPlan>,
-    partition: usize,
-) -> Vec<v1::OperatorMetrics> {
+/// .indent()` prints them), with their metrics over every partition run.
+pub(crate) fn operator_metrics(plan: &Arc<dyn ExecutionPlan>) -> Vec<v1::OperatorMetrics> {
     let mut operators = Vec::new();
-    collect(plan, partition, 0, &mut operators);
+    collect(plan, 0, &mut operators);
     operators
 }
 
-fn collect(
-    node: &Arc<dyn ExecutionPlan>,
-    partition: usize,
-    depth: u32,
-    into: &mut Vec<v1::OperatorMetrics>,
-) {
+fn collect(node: &Arc<dyn ExecutionPlan>, depth: u32, into: &mut Vec<v1::OperatorMetrics>) {
     let mut operator = v1::OperatorMetrics {
         depth,
         name: node.name().to_string(),
@@ -37,9 +32,6 @@ fn collect(
     };
     if let Some(metrics) = node.metrics() {
         for metric in metrics.iter() {
-            if metric.partition() != Some(partition) {
-                continue;
-            }
             let value = metric.value();
             let amount = value.as_usize() as u64;
             match value {
@@ -53,7 +45,7 @@ fn collect(
     }
     into.push(operator);
     for child in node.children() {
-        collect(child, partition, depth + 1, into);
+        collect(child, depth + 1, into);
     }
 }
 
@@ -64,7 +56,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn each_operator_reports_the_rows_of_the_partition_the_task_ran() {
+    async fn each_operator_reports_the_rows_of_every_partition_it_ran() {
         let ctx = SessionContext::new();
         let df = ctx
             .sql("SELECT column1 FROM (VALUES (1), (2), (3)) WHERE column1 > 1")
@@ -75,7 +67,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
-        let operators = operator_metrics(&plan, 0);
+        let operators = operator_metrics(&plan);
         assert_eq!(operators[0].depth, 0);
         assert!(operators.windows(2).all(|w| w[1].depth <= w[0].depth + 1));
         let filter = operators
@@ -83,11 +75,5 @@ mod tests {
             .find(|o| o.name == "FilterExec")
             .expect("a filter in the plan");
         assert_eq!(filter.output_rows, 2);
-        // Another partition ran nothing.
-        assert!(
-            operator_metrics(&plan, 7)
-                .iter()
-                .all(|o| o.output_rows == 0)
-        );
     }
 }

@@ -92,7 +92,7 @@ pub(crate) async fn run_task(
                     fetches,
                 })
                 .collect(),
-            operators: operator_metrics(&plan, partition),
+            operators: operator_metrics(&plan),
         }),
         Err(e) => {
             let mut failure = failure_from_error(&e);

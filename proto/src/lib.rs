@@ -133,7 +133,12 @@ pub fn annotated_plan(plan: &str, operators: &[v1::OperatorMetrics]) -> Vec<Stri
         {
             operators.next();
         }
-        match operators.next_if(|op| op.name == name) {
+        // Some operators print a shorter name than they report
+        // (`SortMergeJoin:` for `SortMergeJoinExec`).
+        let same = |op: &&v1::OperatorMetrics| {
+            op.name == name || op.name.trim_end_matches("Exec") == name.trim_end_matches("Exec")
+        };
+        match operators.next_if(same) {
             Some(op) => lines.push(format!("{line}, {}", metrics_text(op))),
             None => lines.push(line.to_string()),
         }

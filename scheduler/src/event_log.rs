@@ -69,10 +69,18 @@ fn now_ms() -> u64 {
 impl EventLog {
     /// Opens (creating) `dir` and starts the writer.
     pub(crate) fn open(dir: &Path) -> Result<EventLog, SchedulerError> {
-        std::fs::create_dir_all(dir).map_err(|e| SchedulerError::EventLog {
+        let refused = |e: std::io::Error| SchedulerError::EventLog {
             path: dir.display().to_string(),
             message: e.to_string(),
-        })?;
+        };
+        std::fs::create_dir_all(dir).map_err(refused)?;
+        // It holds every user's SQL, plans and errors: its owner's only,
+        // as the state store.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(refused)?;
+        }
         let (tx, rx) = mpsc::channel();
         let writer_dir = dir.to_path_buf();
         std::thread::Builder::new()
@@ -195,7 +203,9 @@ fn write_lines(dir: &Path, rx: mpsc::Receiver<Command>) {
                 let file = match open.entry(job.clone()) {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::hash_map::Entry::Vacant(e) => {
-                        match OpenOptions::new().create(true).append(true).open(&path) {
+                        let mut options = OpenOptions::new();
+                        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                        match options.create(true).append(true).open(&path) {
                             Ok(file) => e.insert(file),
                             Err(error) => {
                                 warn!(file = %path.display(), %error, "cannot open the event log file; this job's events are not kept");

@@ -639,7 +639,7 @@ impl Job {
                 task_busy_us: task_busy.as_micros() as u64,
                 longest_task_us: longest_task.as_micros() as u64,
                 median_task_us: stage.median_task().as_micros() as u64,
-                operators: stage.operators().to_vec(),
+                operators: stage.operators(),
             });
         }
         if let Some(stage) = self.final_stage() {

@@ -147,7 +147,6 @@ impl SchedulerGrpc {
             })
     }
 
-    /// The job `id` names, if `caller` may see and act on it.
     /// Job `id`'s final status from the event log, when the scheduler no
     /// longer (or never, since its restart) held the job; refused like a
     /// held job to a caller who may not see it.
@@ -179,6 +178,7 @@ impl SchedulerGrpc {
         Ok(Some(status))
     }
 
+    /// The job `id` names, if `caller` may see and act on it.
     fn visible_job(&self, caller: &Caller, id: &str) -> Result<JobId, Status> {
         let id = JobId::parse(id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         match self.shared.state().job_access(&id) {

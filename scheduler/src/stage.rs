@@ -120,9 +120,9 @@ pub(crate) struct Stage {
     display: String,
     /// Every task attempt launched, in launch order.
     runs: Vec<TaskRun>,
-    /// Each operator of the plan (pre-order) with its metrics summed over
-    /// the succeeded tasks.
-    operators: Vec<v1::OperatorMetrics>,
+    /// What each operator (pre-order) has done on each executor, by
+    /// attempt: the latest running total each reported.
+    operators: HashMap<(ExecutorId, u32), Vec<v1::OperatorMetrics>>,
     /// Launch-to-success times of the succeeded tasks, sorted: the median
     /// is read on every status, so it is kept, not computed.
     succeeded_times: Vec<Duration>,
@@ -149,7 +149,7 @@ impl Stage {
             longest_task: Duration::ZERO,
             display,
             runs: Vec::new(),
-            operators: Vec::new(),
+            operators: HashMap::new(),
             succeeded_times: Vec::new(),
         }
     }
@@ -499,36 +499,50 @@ impl Stage {
         tasks
     }
 
-    /// When its first task was launched and its last finished; its tasks'
-    /// summed and longest launch-to-success times.
-    /// Adds what a succeeded task's operators did to the stage's sums. A
-    /// report whose shape differs from the first one's (it cannot, for one
-    /// plan) is left out rather than summed into the wrong operators.
-    pub(crate) fn add_operator_metrics(&mut self, task: &[v1::OperatorMetrics]) {
-        if self.operators.is_empty() {
-            self.operators = task.to_vec();
-            return;
-        }
-        let same_shape = self.operators.len() == task.len()
-            && self
-                .operators
-                .iter()
-                .zip(task)
-                .all(|(a, b)| a.depth == b.depth && a.name == b.name);
-        if !same_shape {
-            return;
-        }
-        for (sum, one) in self.operators.iter_mut().zip(task) {
-            sum.output_rows += one.output_rows;
-            sum.elapsed_compute_ns += one.elapsed_compute_ns;
-            sum.spill_count += one.spill_count;
-            sum.spilled_bytes += one.spilled_bytes;
+    /// Records what the operators of the current attempt's plan have done
+    /// on `executor` so far, as a succeeded task there reported it (a
+    /// running total: it replaces the executor's last report).
+    pub(crate) fn add_operator_metrics(
+        &mut self,
+        executor: &ExecutorId,
+        report: &[v1::OperatorMetrics],
+    ) {
+        if !report.is_empty() {
+            self.operators
+                .insert((executor.clone(), self.attempt), report.to_vec());
         }
     }
 
-    /// Each operator with its metrics summed over the succeeded tasks.
-    pub(crate) fn operators(&self) -> &[v1::OperatorMetrics] {
-        &self.operators
+    /// Each operator with its metrics summed over the executors (and
+    /// attempts) that ran the stage. Reports whose shape differs from the
+    /// first one's (they cannot, for one plan) are left out rather than
+    /// summed into the wrong operators.
+    pub(crate) fn operators(&self) -> Vec<v1::OperatorMetrics> {
+        let mut reports: Vec<(&(ExecutorId, u32), &Vec<v1::OperatorMetrics>)> =
+            self.operators.iter().collect();
+        reports.sort_by(|a, b| a.0.cmp(b.0));
+        let mut sums: Vec<v1::OperatorMetrics> = Vec::new();
+        for (_, report) in reports {
+            if sums.is_empty() {
+                sums = report.clone();
+                continue;
+            }
+            let same_shape = sums.len() == report.len()
+                && sums
+                    .iter()
+                    .zip(report)
+                    .all(|(a, b)| a.depth == b.depth && a.name == b.name);
+            if !same_shape {
+                continue;
+            }
+            for (sum, one) in sums.iter_mut().zip(report) {
+                sum.output_rows += one.output_rows;
+                sum.elapsed_compute_ns += one.elapsed_compute_ns;
+                sum.spill_count += one.spill_count;
+                sum.spilled_bytes += one.spilled_bytes;
+            }
+        }
+        sums
     }
 
     /// The median launch-to-success time of the succeeded tasks.
@@ -539,6 +553,8 @@ impl Stage {
             .unwrap_or_default()
     }
 
+    /// When its first task was launched and its last finished; its tasks'
+    /// summed and longest launch-to-success times.
     pub(crate) fn timings(&self) -> (Option<Instant>, Option<Instant>, Duration, Duration) {
         (
             self.first_launch,
@@ -592,8 +608,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn operator_metrics_are_summed_over_tasks_and_a_report_of_another_shape_is_left_out()
-    -> Result<()> {
+    async fn operator_metrics_keep_each_executors_latest_total_and_sum_over_executors() -> Result<()>
+    {
         let mut stage = map_stage().await?;
         let op = |depth: u32, name: &str, rows: u64| v1::OperatorMetrics {
             depth,
@@ -602,9 +618,25 @@ mod tests {
             elapsed_compute_ns: 1_000,
             ..Default::default()
         };
-        stage.add_operator_metrics(&[op(0, "ShuffleWriterExec", 3), op(1, "DataSourceExec", 5)]);
-        stage.add_operator_metrics(&[op(0, "ShuffleWriterExec", 4), op(1, "DataSourceExec", 6)]);
-        stage.add_operator_metrics(&[op(0, "ShuffleWriterExec", 100)]);
+        let (a, b, c) = (
+            ExecutorId::from("a"),
+            ExecutorId::from("b"),
+            ExecutorId::from("c"),
+        );
+        // a's second report is its running total: it replaces the first.
+        stage.add_operator_metrics(
+            &a,
+            &[op(0, "ShuffleWriterExec", 1), op(1, "DataSourceExec", 2)],
+        );
+        stage.add_operator_metrics(
+            &a,
+            &[op(0, "ShuffleWriterExec", 3), op(1, "DataSourceExec", 5)],
+        );
+        stage.add_operator_metrics(
+            &b,
+            &[op(0, "ShuffleWriterExec", 4), op(1, "DataSourceExec", 6)],
+        );
+        stage.add_operator_metrics(&c, &[op(0, "ShuffleWriterExec", 100)]);
         let sums: Vec<(u64, u64)> = stage
             .operators()
             .iter()

@@ -876,7 +876,7 @@ impl SchedulerState {
                     self.metrics.task_succeeded(launched.elapsed());
                 }
                 if stage.succeed(partition, from, endpoint, stats) {
-                    stage.add_operator_metrics(&success.operators);
+                    stage.add_operator_metrics(from, &success.operators);
                 }
                 for fetch in success.fetches {
                     let entry = job

@@ -435,7 +435,7 @@ fn job_detail(job: &Job, owner: bool) -> Value {
                 "median_task_ms": stage.median_task().as_secs_f64() * 1000.0,
                 // Each operator with its metrics summed over the tasks.
                 "plan": if owner {
-                    Some(volley_proto::annotated_plan(stage.display(), stage.operators()).join("\n"))
+                    Some(volley_proto::annotated_plan(stage.display(), &stage.operators()).join("\n"))
                 } else {
                     None
                 },
