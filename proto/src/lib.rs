@@ -66,6 +66,12 @@ pub fn error_kind_name(kind: v1::ErrorKind) -> &'static str {
     }
 }
 
+/// The name of a failure kind as it travels (a `JobError.kind`); a kind
+/// this build does not know reads as `internal`.
+pub fn error_kind_name_of(kind: i32) -> &'static str {
+    error_kind_name(v1::ErrorKind::try_from(kind).unwrap_or(v1::ErrorKind::Internal))
+}
+
 /// The name of a job state (a `JobStatus.state`), as `--json`, `volley jobs`
 /// and the web UI print it.
 pub fn job_state_name(state: i32) -> &'static str {

@@ -29,7 +29,7 @@ use prost::Message;
 use serde_json::{Value, json};
 use tracing::warn;
 use volley_dataflow::JobId;
-use volley_proto::{error_kind_name, job_state_name, v1};
+use volley_proto::{error_kind_name_of, job_state_name, v1};
 
 use crate::error::SchedulerError;
 
@@ -356,7 +356,7 @@ impl JobEvents {
             kept.result.clear();
             let error = status.error.as_ref().map(|e| {
                 json!({
-                    "kind": error_kind_name(v1::ErrorKind::try_from(e.kind).unwrap_or(v1::ErrorKind::Internal)),
+                    "kind": error_kind_name_of(e.kind),
                     "message": e.message,
                 })
             });
@@ -404,7 +404,7 @@ impl JobEvents {
                 "partition": partition,
                 "attempt": attempt,
                 "executor": executor,
-                "kind": error_kind_name(v1::ErrorKind::try_from(error.kind).unwrap_or(v1::ErrorKind::Internal)),
+                "kind": error_kind_name_of(error.kind),
                 "message": error.message,
             }),
             false,

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use volley_dataflow::{ExecutorId, JobId, PartitionStats, StageId, TaskId};
-use volley_proto::{error_kind_name, v1};
+use volley_proto::{error_kind_name_of, v1};
 use volley_security::Caller;
 
 use crate::access::JobAccess;
@@ -896,12 +896,7 @@ impl SchedulerState {
                 };
                 let error = task_failure_to_job_error(&job_id, stage_id, partition, from, failure);
                 job.log_task_failure(stage_id, status.partition, status.attempt, from, &error);
-                self.metrics.tasks_failed(
-                    error_kind_name(
-                        v1::ErrorKind::try_from(error.kind).unwrap_or(v1::ErrorKind::Internal),
-                    ),
-                    1,
-                );
+                self.metrics.tasks_failed(error_kind_name_of(error.kind), 1);
                 warn!(job_id = %job_id, stage = %stage_id, %task_id, executor_id = %from, error = %error.message, "task failed");
                 if let Some(fetch) = &fetch {
                     // The holder is alive, yet `from` could not read from

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use volley_dataflow::JobId;
-use volley_proto::{error_kind_name, executor_state_name, job_state_name, v1};
+use volley_proto::{error_kind_name_of, executor_state_name, job_state_name, v1};
 use volley_security::{Caller, HttpServer, http_caller, may_read_metrics, session_cookie};
 
 use crate::explain::{StageShape, exchanges, output_of};
@@ -221,7 +221,7 @@ fn status_summary(status: &v1::JobStatus, user: Option<&str>, running_ms: u64) -
         "rows_out": status.rows_out,
         "bytes_shuffled": status.bytes_shuffled,
         "error": status.error.as_ref().map(|e| json!({
-            "kind": error_kind_name(v1::ErrorKind::try_from(e.kind).unwrap_or(v1::ErrorKind::Internal)),
+            "kind": error_kind_name_of(e.kind),
             "message": e.message,
         })),
         "recovery": status.recovery.map(|r| json!({

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use volley_client::{ClientError, JobId, SchedulerClient, error_kind_name, is_terminal, v1};
-use volley_proto::job_state_name;
+use volley_client::{ClientError, JobId, SchedulerClient, is_terminal, v1};
+use volley_proto::{error_kind_name_of, job_state_name};
 
 use super::connection::ClusterArgs;
 use super::json_report::{print_json, timed_out};
@@ -157,10 +157,6 @@ fn unknown_job(error: ClientError) -> ClientError {
     }
 }
 
-fn kind_name(kind: i32) -> &'static str {
-    error_kind_name(v1::ErrorKind::try_from(kind).unwrap_or(v1::ErrorKind::Internal))
-}
-
 /// Prints the `--json` answer of a wait that timed out: the job's status
 /// as the scheduler has it, marked `timed_out`.
 pub(crate) async fn print_timed_out(client: &SchedulerClient, job_id: &JobId, error: &ClientError) {
@@ -205,7 +201,7 @@ pub(crate) fn status_json(status: &v1::JobStatus) -> Value {
         "rows_shuffled": status.rows_shuffled,
         "bytes_shuffled": status.bytes_shuffled,
         "output_files": status.output_files,
-        "error": status.error.as_ref().map(|e| json!({"kind": kind_name(e.kind), "message": e.message})),
+        "error": status.error.as_ref().map(|e| json!({"kind": error_kind_name_of(e.kind), "message": e.message})),
         "recovery": status.recovery.map(|r| json!({
             "tasks_retried": r.tasks_retried,
             "map_tasks_rerun": r.map_tasks_rerun,
@@ -243,7 +239,11 @@ fn print_status(status: &v1::JobStatus, json: bool) {
         );
     }
     if let Some(error) = &status.error {
-        println!("  error     [{}] {}", kind_name(error.kind), error.message);
+        println!(
+            "  error     [{}] {}",
+            error_kind_name_of(error.kind),
+            error.message
+        );
     }
 }
 
