@@ -57,7 +57,7 @@ pub use input_files::{describe_files, input_files};
 pub use location::PartitionLocation;
 pub use logging::{init_logging, log_plans};
 pub use logical_codec::{VolleyLogicalCodec, decode_logical_plan, encode_logical_plan};
-pub use object_stores::{EnvObjectStoreRegistry, object_store_runtime, s3_store};
+pub use object_stores::{EnvObjectStoreRegistry, object_store_runtime, planning_runtime, s3_store};
 pub use planned_aggregate::{AggregateCall, PlannedUdaf};
 pub use planned_window::{PlannedUdwf, WindowCall};
 pub use scalar_subquery::{

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use datafusion::common::DataFusionError;
 use datafusion::error::Result;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use object_store::ObjectStore;
@@ -91,6 +92,19 @@ impl ObjectStoreRegistry for EnvObjectStoreRegistry {
 pub fn object_store_runtime(policy: PathPolicy) -> Result<Arc<RuntimeEnv>> {
     RuntimeEnvBuilder::new()
         .with_object_store_registry(EnvObjectStoreRegistry::shared(policy))
+        .build_arc()
+}
+
+/// A runtime for planning job after job, as the scheduler does: object
+/// stores as [`object_store_runtime`], and DataFusion's caches of files'
+/// statistics and Parquet metadata kept from one job to the next (an entry
+/// is used only while the file's size and modification time are those it
+/// was read with). File listings are not cached: files added to a table
+/// are seen by the next job.
+pub fn planning_runtime(policy: PathPolicy) -> Result<Arc<RuntimeEnv>> {
+    RuntimeEnvBuilder::new()
+        .with_object_store_registry(EnvObjectStoreRegistry::shared(policy))
+        .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
         .build_arc()
 }
 

@@ -11,16 +11,16 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use datafusion::error::Result;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning, displayable};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use volley_dataflow::{
     ExchangeKind, FileOutputExec, JobId, ShuffleReaderExec, ShuffleWriterExec, StageId,
-    apply_settings, decode_logical_plan, object_store_runtime, session_config,
+    apply_settings, decode_logical_plan, session_config,
 };
 use volley_proto::v1;
-use volley_security::PathPolicy;
 
 use crate::planning::{plan_stages, planning_context, with_table_paths};
 use crate::stage_planner::StagePlan;
@@ -30,14 +30,13 @@ use crate::stage_planner::StagePlan;
 pub(crate) async fn explain_job(
     request: v1::ExplainJobRequest,
     target_partitions: usize,
-    policy: &PathPolicy,
+    runtime: Arc<RuntimeEnv>,
 ) -> Result<v1::ExplainJobResponse> {
     let target_partitions = target_partitions.max(1);
     let config = apply_settings(
         session_config().with_target_partitions(target_partitions),
         &request.settings,
     )?;
-    let runtime = object_store_runtime(policy.clone())?;
     let ctx = planning_context(config, runtime);
     let logical = decode_logical_plan(&request.logical_plan, &ctx.task_ctx())?;
     let state = ctx.state();

@@ -18,8 +18,8 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::SessionConfig;
 use volley_dataflow::{
     JobId, OutputFormat, apply_settings, classify_error, decode_logical_plan, describe_files,
-    encode_plan, encode_schema, install_volley_rules, object_store_runtime, query_error,
-    session_config, volley_internal, volley_options,
+    encode_plan, encode_schema, install_volley_rules, query_error, session_config, volley_internal,
+    volley_options,
 };
 use volley_proto::v1;
 use volley_security::PathPolicy;
@@ -39,9 +39,10 @@ pub(crate) async fn plan_job(
     request: v1::SubmitJobRequest,
     target_partitions: usize,
     policy: &PathPolicy,
+    runtime: Arc<RuntimeEnv>,
 ) -> Job {
     let name = request.name.clone();
-    match try_plan(&job_id, request, target_partitions, policy).await {
+    match try_plan(&job_id, request, target_partitions, policy, runtime).await {
         Ok(job) => job,
         Err(e) => Job::failed_at_submit(
             job_id,
@@ -189,12 +190,12 @@ async fn try_plan(
     request: v1::SubmitJobRequest,
     target_partitions: usize,
     policy: &PathPolicy,
+    runtime: Arc<RuntimeEnv>,
 ) -> datafusion::error::Result<Job> {
     let config = apply_settings(
         session_config().with_target_partitions(target_partitions.max(1)),
         &request.settings,
     )?;
-    let runtime = object_store_runtime(policy.clone())?;
     let ctx = planning_context(config, Arc::clone(&runtime));
     let logical = decode_logical_plan(&request.logical_plan, &ctx.task_ctx())?;
     check_copy_target(&logical, &runtime, policy).await?;

@@ -88,6 +88,7 @@ async fn resume(shared: &Arc<Shared>, job_id: JobId, stored: LoadedJob, access: 
         request,
         target,
         &shared.config.security.paths,
+        Arc::clone(&shared.planning_runtime),
     )
     .await
     .with_access(access)

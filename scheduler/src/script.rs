@@ -19,8 +19,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use tracing::{info, warn};
 use volley_dataflow::{
-    JobId, Statement, apply_settings, classify_error, object_store_runtime, query_error,
-    session_config, split_statements,
+    JobId, Statement, apply_settings, classify_error, query_error, session_config, split_statements,
 };
 use volley_proto::v1;
 use volley_security::PathPolicy;
@@ -113,7 +112,7 @@ async fn run(
     )
     .map_err(|e| user_error(&e))?;
     let policy = &shared.config.security.paths;
-    let runtime = object_store_runtime(policy.clone()).map_err(|e| user_error(&e))?;
+    let runtime = Arc::clone(&shared.planning_runtime);
     let ctx = planning_context(config, Arc::clone(&runtime));
     if let Some(output) = output {
         let prepared = output.prepare().await;

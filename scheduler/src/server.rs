@@ -86,6 +86,7 @@ impl SchedulerServer {
             }
             None => (None, None),
         };
+        let planning_runtime = volley_dataflow::planning_runtime(config.security.paths.clone())?;
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             config: config.clone(),
@@ -94,6 +95,7 @@ impl SchedulerServer {
             executor_joined: tokio::sync::Notify::new(),
             waiting_for_executors: tokio::sync::watch::Sender::new(0),
             journal,
+            planning_runtime,
         });
         if let Some(loaded) = loaded {
             restore(&shared, loaded).await;

@@ -38,6 +38,10 @@ pub(crate) struct Shared {
     pub(crate) waiting_for_executors: tokio::sync::watch::Sender<usize>,
     /// The state store's journal (`--state-dir`).
     pub(crate) journal: Option<crate::state_store::Journal>,
+    /// Where jobs are planned: one runtime for every job, so files'
+    /// statistics and Parquet metadata are read once, not per job
+    /// (`volley_dataflow::planning_runtime`).
+    pub(crate) planning_runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
 }
 
 impl Shared {
@@ -349,7 +353,14 @@ impl SchedulerService for SchedulerGrpc {
         if request.logical_plan.is_empty() {
             return Err(SchedulerError::InvalidRequest("the job has no plan".into()).into());
         }
-        let mut job = plan_job(job_id.clone(), request.clone(), target, &security.paths).await;
+        let mut job = plan_job(
+            job_id.clone(),
+            request.clone(),
+            target,
+            &security.paths,
+            Arc::clone(&self.shared.planning_runtime),
+        )
+        .await;
         if let Err(refused) = self
             .store_submission(&job_id, &request, target, &access, job.stage_partitions())
             .await
@@ -436,8 +447,8 @@ impl SchedulerService for SchedulerGrpc {
         if request.logical_plan.is_empty() {
             return Err(SchedulerError::InvalidRequest("nothing to explain".into()).into());
         }
-        let paths = &self.shared.config.security.paths;
-        match explain_job(request, self.target_partitions(), paths).await {
+        let runtime = Arc::clone(&self.shared.planning_runtime);
+        match explain_job(request, self.target_partitions(), runtime).await {
             Ok(explained) => Ok(Response::new(explained)),
             Err(e) => Err(Status::invalid_argument(e.to_string())),
         }
