@@ -132,7 +132,11 @@ impl PhysicalExtensionCodec for VolleyCodec {
                 );
                 let unresolved =
                     ShuffleReaderExec::new_unresolved(StageId(reader.input_stage), &promised, kind);
-                if reader.resolved {
+                if reader.streamed_map_tasks > 0 {
+                    Ok(Arc::new(
+                        unresolved.streamed(reader.streamed_map_tasks as usize),
+                    ))
+                } else if reader.resolved {
                     let locations = reader
                         .locations
                         .iter()
@@ -259,6 +263,7 @@ impl PhysicalExtensionCodec for VolleyCodec {
                 } as i32,
                 locations,
                 resolved: reader.locations().is_some(),
+                streamed_map_tasks: reader.streamed_map_tasks().unwrap_or(0) as u32,
                 properties: Some(encode_properties(
                     reader.properties().output_partitioning(),
                     reader.properties().equivalence_properties(),

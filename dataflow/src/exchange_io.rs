@@ -18,6 +18,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use crate::error::ExchangeError;
 use crate::ids::{ExecutorId, MapOutputId};
 use crate::location::PartitionLocation;
+use crate::streamed_inputs::StreamedInputs;
 
 /// Rows and bytes of one output partition of a map output.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -113,6 +114,9 @@ pub struct ExchangeContext {
     pub source: Arc<dyn ShuffleSource>,
     /// Bytes read, by serving executor.
     pub traffic: Arc<TrafficRecorder>,
+    /// Map outputs of input stages still running when the task's stage
+    /// started (pipelined exchange), as the scheduler announces them.
+    pub streamed: Arc<StreamedInputs>,
 }
 
 impl ExchangeContext {

@@ -34,6 +34,7 @@ mod session;
 mod shuffle_reader;
 mod shuffle_writer;
 mod stage_properties;
+mod streamed_inputs;
 mod telemetry;
 mod window_functions;
 mod wire_types;
@@ -71,5 +72,6 @@ pub use session::{
 pub use shuffle_reader::{ExchangeKind, ShuffleReaderExec};
 pub use shuffle_writer::ShuffleWriterExec;
 pub use stage_properties::{decode_properties, encode_properties};
+pub use streamed_inputs::{FinishedMaps, PieceFilter, StreamedInputs};
 pub use telemetry::{TelemetryGuard, set_remote_parent, trace_context, traces_exported};
 pub use wire_types::{from_wire, to_wire, wire_schema, wire_type};

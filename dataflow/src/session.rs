@@ -26,6 +26,12 @@ extensions_options! {
         /// default: they are written as plain Utf8 and Binary, which every
         /// reader sorts and joins (pyarrow cannot sort `binary_view`).
         pub output_view_types: bool, default = false
+        /// A stage starts as soon as every stage it reads has finished or
+        /// has all its tasks running, when slots are free, and reads each
+        /// map output of a running input as it finishes, instead of
+        /// waiting for the whole input stage (a barrier). Off: every stage
+        /// waits for its inputs to finish, as Spark and Ballista do.
+        pub pipelined_exchange: bool, default = true
     }
 }
 

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::DataFusionError;
 use datafusion::error::Result;
 use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -30,6 +31,7 @@ use datafusion::physical_plan::metrics::{
 use datafusion::physical_plan::sorts::streaming_merge::StreamingMergeBuilder;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::error::ExchangeError;
@@ -37,6 +39,7 @@ use crate::error::volley_internal;
 use crate::exchange_io::ExchangeContext;
 use crate::ids::StageId;
 use crate::location::PartitionLocation;
+use crate::streamed_inputs::PieceFilter;
 
 /// How a reader's partitions map onto its input stage's outputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,13 +50,25 @@ pub enum ExchangeKind {
     Passthrough,
 }
 
-/// Reads the output of a finished stage.
+/// Where a reader's pieces come from.
+#[derive(Debug, Clone)]
+enum Pieces {
+    /// Not known yet: the reader cannot run.
+    Unresolved,
+    /// Every piece, per reader partition: the input stage had finished.
+    Resolved(Vec<Vec<PartitionLocation>>),
+    /// The input stage of this many map tasks was running: its map outputs
+    /// are announced while the reader runs.
+    Streamed(usize),
+}
+
+/// Reads the output of a stage: finished, or (pipelined) still running.
 #[derive(Debug)]
 pub struct ShuffleReaderExec {
     input_stage: StageId,
     schema: SchemaRef,
     kind: ExchangeKind,
-    locations: Option<Vec<Vec<PartitionLocation>>>,
+    pieces: Pieces,
     properties: Arc<PlanProperties>,
     /// Rows read.
     metrics: ExecutionPlanMetricsSet,
@@ -83,7 +98,7 @@ impl ShuffleReaderExec {
             input_stage,
             schema: Arc::clone(promised.equivalence_properties().schema()),
             kind,
-            locations: None,
+            pieces: Pieces::Unresolved,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
         }
@@ -101,14 +116,32 @@ impl ShuffleReaderExec {
             ))
             .into());
         }
-        Ok(Self {
+        Ok(self.with_pieces(Pieces::Resolved(locations)))
+    }
+
+    /// This reader resolved against an input stage of `map_tasks` tasks
+    /// that is still running: it reads each map output as it is announced.
+    pub fn streamed(&self, map_tasks: usize) -> Self {
+        self.with_pieces(Pieces::Streamed(map_tasks))
+    }
+
+    fn with_pieces(&self, pieces: Pieces) -> Self {
+        Self {
             input_stage: self.input_stage,
             schema: Arc::clone(&self.schema),
             kind: self.kind,
-            locations: Some(locations),
+            pieces,
             properties: Arc::clone(&self.properties),
             metrics: ExecutionPlanMetricsSet::new(),
-        })
+        }
+    }
+
+    /// The map tasks of the input stage, when this reader is streamed.
+    pub fn streamed_map_tasks(&self) -> Option<usize> {
+        match self.pieces {
+            Pieces::Streamed(map_tasks) => Some(map_tasks),
+            _ => None,
+        }
     }
 
     /// The stage whose output this reads.
@@ -126,9 +159,12 @@ impl ShuffleReaderExec {
         &self.schema
     }
 
-    /// Where each partition's pieces live, once resolved.
+    /// Where each partition's pieces live, once resolved (not streamed).
     pub fn locations(&self) -> Option<&[Vec<PartitionLocation>]> {
-        self.locations.as_deref()
+        match &self.pieces {
+            Pieces::Resolved(locations) => Some(locations),
+            _ => None,
+        }
     }
 
     /// How many partitions this reader has.
@@ -152,25 +188,27 @@ async fn fetch_piece(
 }
 
 impl ShuffleReaderExec {
-    /// Reads each piece of `partition` as a stream of its own and merges
-    /// them by `ordering`.
-    fn merge_sorted_pieces(
+    /// Reads each sorted run of `partition` (one per map output: `runs`
+    /// yields its pieces) as a stream of its own and merges them by
+    /// `ordering`.
+    fn merge_sorted_runs(
         &self,
-        pieces: Vec<PartitionLocation>,
+        runs: Vec<BoxStream<'static, Result<PartitionLocation>>>,
         ordering: &LexOrdering,
         partition: usize,
         context: &Arc<TaskContext>,
         exchange: Arc<ExchangeContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let streams = pieces
+        let streams = runs
             .into_iter()
-            .map(|location| {
-                let stream = futures::stream::once(fetch_piece(
-                    Arc::clone(&exchange),
-                    location,
-                    Arc::clone(&self.schema),
-                ))
-                .try_flatten();
+            .map(|run| {
+                let exchange = Arc::clone(&exchange);
+                let schema = Arc::clone(&self.schema);
+                let stream = run
+                    .and_then(move |location| {
+                        fetch_piece(Arc::clone(&exchange), location, Arc::clone(&schema))
+                    })
+                    .try_flatten();
                 Box::pin(RecordBatchStreamAdapter::new(
                     Arc::clone(&self.schema),
                     stream,
@@ -198,10 +236,10 @@ impl DisplayAs for ShuffleReaderExec {
             self.input_stage,
             self.partition_count(),
             self.kind,
-            if self.locations.is_some() {
-                ""
-            } else {
-                ", unresolved"
+            match self.pieces {
+                Pieces::Resolved(_) => "",
+                Pieces::Streamed(_) => ", streamed",
+                Pieces::Unresolved => ", unresolved",
             }
         )
     }
@@ -250,28 +288,67 @@ impl ExecutionPlan for ShuffleReaderExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let exchange = ExchangeContext::from_task(&context)?;
-        let locations = self
-            .locations
-            .as_ref()
-            .ok_or(ExchangeError::Unresolved(self.input_stage.0))?;
-        let pieces = locations.get(partition).cloned().ok_or_else(|| {
-            volley_internal(format!(
-                "shuffle reader of stage {} has no partition {partition}",
-                self.input_stage
-            ))
-        })?;
-        // An order-preserving repartition: each map task's piece is sorted,
-        // and the reader merges them, as the repartition did in one process.
-        if self.kind == ExchangeKind::Repartition
-            && pieces.len() > 1
-            && let Some(ordering) = self.properties.output_ordering()
-        {
-            return self.merge_sorted_pieces(pieces, ordering, partition, &context, exchange);
-        }
+        let ordering = match self.kind {
+            ExchangeKind::Repartition => self.properties.output_ordering().cloned(),
+            ExchangeKind::Passthrough => None,
+        };
+        let pieces: BoxStream<'static, Result<PartitionLocation>> = match &self.pieces {
+            Pieces::Unresolved => {
+                return Err(ExchangeError::Unresolved(self.input_stage.0).into());
+            }
+            Pieces::Resolved(locations) => {
+                let pieces = locations.get(partition).cloned().ok_or_else(|| {
+                    volley_internal(format!(
+                        "shuffle reader of stage {} has no partition {partition}",
+                        self.input_stage
+                    ))
+                })?;
+                // An order-preserving repartition: each map task's piece is
+                // sorted, and the reader merges them, as the repartition
+                // did in one process.
+                if let Some(ordering) = &ordering
+                    && pieces.len() > 1
+                {
+                    let runs = pieces
+                        .into_iter()
+                        .map(|piece| futures::stream::once(async move { Ok(piece) }).boxed())
+                        .collect();
+                    return self.merge_sorted_runs(runs, ordering, partition, &context, exchange);
+                }
+                futures::stream::iter(pieces.into_iter().map(Ok)).boxed()
+            }
+            Pieces::Streamed(map_tasks) => {
+                let announced = &exchange.streamed;
+                let part = partition as u32;
+                let stage = self.input_stage;
+                if let Some(ordering) = &ordering {
+                    // One sorted run per map output, each waiting for its own.
+                    let runs = (0..*map_tasks as u32)
+                        .map(|map| {
+                            announced
+                                .pieces(stage, *map_tasks, PieceFilter::Map(map, Some(part)))
+                                .map_err(DataFusionError::from)
+                                .boxed()
+                        })
+                        .collect();
+                    return self.merge_sorted_runs(runs, ordering, partition, &context, exchange);
+                }
+                let filter = match self.kind {
+                    ExchangeKind::Repartition => PieceFilter::OutputPartition(part),
+                    ExchangeKind::Passthrough => PieceFilter::Map(part, None),
+                };
+                announced
+                    .pieces(stage, *map_tasks, filter)
+                    .map_err(DataFusionError::from)
+                    .boxed()
+            }
+        };
         let schema = Arc::clone(&self.schema);
         let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);
-        let stream = futures::stream::iter(pieces)
-            .then(move |location| fetch_piece(Arc::clone(&exchange), location, Arc::clone(&schema)))
+        let stream = pieces
+            .and_then(move |location| {
+                fetch_piece(Arc::clone(&exchange), location, Arc::clone(&schema))
+            })
             .try_flatten()
             .inspect_ok(move |batch| output_rows.add(batch.num_rows()));
         // Local pieces are always ready; a cooperative stream still gives

@@ -20,13 +20,15 @@ use tokio::task::{AbortHandle, JoinSet};
 use tonic::Streaming;
 use tracing::Instrument;
 use tracing::{debug, info, warn};
-use volley_dataflow::{JobId, StageId, decode_plan, describe_files, input_files};
+use volley_dataflow::{
+    JobId, PartitionLocation, StageId, StreamedInputs, decode_plan, describe_files, input_files,
+};
 use volley_proto::v1;
 
 use crate::error::ExecutorError;
 use crate::shuffle_store::ShuffleStore;
 use crate::task_runner::{
-    TaskEnv, failure_from_error, make_interruptible, panic_failure, run_task,
+    StageRun, TaskEnv, failure_from_error, make_interruptible, panic_failure, run_task,
 };
 
 type StageKey = (JobId, StageId, u32);
@@ -56,6 +58,9 @@ pub(crate) struct ControlLoop {
     pub(crate) outbound: mpsc::UnboundedSender<v1::ExecutorMessage>,
     pub(crate) heartbeat_interval: Duration,
     plans: HashMap<StageKey, Arc<dyn ExecutionPlan>>,
+    /// Map outputs announced for each pipelined stage attempt's tasks
+    /// here (kept and dropped with its plan).
+    streamed: HashMap<StageKey, Arc<StreamedInputs>>,
     running: JoinSet<Finished>,
     by_job: HashMap<JobId, Vec<AbortHandle>>,
     /// Each running task by id, to cancel one attempt alone.
@@ -84,6 +89,7 @@ impl ControlLoop {
             outbound,
             heartbeat_interval,
             plans: HashMap::new(),
+            streamed: HashMap::new(),
             running: JoinSet::new(),
             by_job: HashMap::new(),
             by_task: HashMap::new(),
@@ -199,6 +205,28 @@ impl ControlLoop {
                     }
                 }
                 self.plans.retain(|(job, _, _), _| *job != job_id);
+                self.streamed.retain(|(job, _, _), _| *job != job_id);
+            }
+            Some(v1::scheduler_message::Kind::MapOutputsReady(ready)) => {
+                let Some(key) = ready.consumer else {
+                    warn!("map outputs announced without a consumer; ignored");
+                    return;
+                };
+                let key = (
+                    JobId::from(key.job_id.as_str()),
+                    StageId(key.stage_id),
+                    key.stage_attempt,
+                );
+                let pieces = ready
+                    .locations
+                    .iter()
+                    .map(PartitionLocation::from)
+                    .collect();
+                self.streamed.entry(key).or_default().announce(
+                    StageId(ready.input_stage),
+                    &ready.map_partitions,
+                    pieces,
+                );
             }
             Some(v1::scheduler_message::Kind::RemoveJobData(remove)) => {
                 let job_id = match JobId::parse(&remove.job_id) {
@@ -212,6 +240,9 @@ impl ControlLoop {
                 let removed = self.store.remove_job(&job_id, &stages);
                 debug!(job_id = %job_id, removed, "removed shuffle data");
                 self.plans.retain(|(job, stage, _), _| {
+                    !(*job == job_id && (stages.is_empty() || stages.contains(stage)))
+                });
+                self.streamed.retain(|(job, stage, _), _| {
                     !(*job == job_id && (stages.is_empty() || stages.contains(stage)))
                 });
                 if stages.is_empty() {
@@ -235,6 +266,7 @@ impl ControlLoop {
         let job_id = JobId::from(key.job_id.as_str());
         let stage_id = StageId(key.stage_id);
         let cache_key = (job_id.clone(), stage_id, key.stage_attempt);
+        let streamed = Arc::clone(self.streamed.entry(cache_key.clone()).or_default());
         let plan = if launch.plan.is_empty() {
             self.plans.get(&cache_key).cloned().ok_or_else(|| {
                 volley_dataflow::volley_internal(format!(
@@ -281,6 +313,7 @@ impl ControlLoop {
             let settings = Arc::clone(&settings);
             let tasks_runtime = self.tasks_runtime.clone();
             let task_plan = Arc::clone(&plan);
+            let streamed = Arc::clone(&streamed);
             // With traces exported, the task's span is a child of its
             // stage's span on the scheduler.
             let span = if volley_dataflow::traces_exported() {
@@ -303,8 +336,11 @@ impl ControlLoop {
                 let inner = tasks_runtime.spawn(
                     run_task(
                         env,
-                        plan,
-                        stage_attempt,
+                        StageRun {
+                            plan,
+                            attempt: stage_attempt,
+                            streamed,
+                        },
                         task.partition as usize,
                         settings,
                         task_name.clone(),

@@ -15,9 +15,9 @@ use datafusion::physical_plan::joins::{
 };
 use datafusion::physical_plan::{ExecutionPlan, common};
 use volley_dataflow::{
-    ExchangeContext, ExchangeError, ExecutorId, ShuffleSource, ShuffleWriterExec, TrafficRecorder,
-    apply_settings, classify_error, describe_files, find_exchange_error, input_files, query_error,
-    session_config,
+    ExchangeContext, ExchangeError, ExecutorId, ShuffleSource, ShuffleWriterExec, StreamedInputs,
+    TrafficRecorder, apply_settings, classify_error, describe_files, find_exchange_error,
+    input_files, query_error, session_config,
 };
 use volley_proto::v1;
 
@@ -60,23 +60,40 @@ pub(crate) fn make_interruptible(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn
 }
 
 /// Runs `partition` of `plan` and reports the outcome.
+/// The stage attempt's plan, as a task of it runs it.
+pub(crate) struct StageRun {
+    pub(crate) plan: Arc<dyn ExecutionPlan>,
+    pub(crate) attempt: u32,
+    /// Map outputs of the inputs it streams from, as they are announced.
+    pub(crate) streamed: Arc<StreamedInputs>,
+}
+
+/// Runs `partition` of `stage`'s plan and reports the outcome.
 pub(crate) async fn run_task(
     env: Arc<TaskEnv>,
-    plan: Arc<dyn ExecutionPlan>,
-    stage_attempt: u32,
+    stage: StageRun,
     partition: usize,
     settings: Arc<HashMap<String, String>>,
     task_name: String,
 ) -> v1::task_status::Result {
     let traffic = Arc::new(TrafficRecorder::default());
+    let plan = Arc::clone(&stage.plan);
+    let exchange = ExchangeContext {
+        executor_id: env.executor_id.clone(),
+        // Tagged with the attempt, so a superseded attempt's late output
+        // never replaces the current one's.
+        sink: Arc::new(StoreSink::new(Arc::clone(&env.store), stage.attempt)),
+        source: Arc::clone(&env.source),
+        traffic: Arc::clone(&traffic),
+        streamed: stage.streamed,
+    };
     let outcome = match execute(
         &env,
         Arc::clone(&plan),
-        stage_attempt,
+        exchange,
         partition,
         &settings,
         task_name,
-        Arc::clone(&traffic),
     )
     .await
     {
@@ -138,20 +155,11 @@ pub(crate) async fn run_task(
 async fn execute(
     env: &TaskEnv,
     plan: Arc<dyn ExecutionPlan>,
-    stage_attempt: u32,
+    exchange: ExchangeContext,
     partition: usize,
     settings: &HashMap<String, String>,
     task_name: String,
-    traffic: Arc<TrafficRecorder>,
 ) -> Result<Vec<volley_dataflow::PartitionStats>> {
-    let exchange = ExchangeContext {
-        executor_id: env.executor_id.clone(),
-        // Tagged with the attempt, so a superseded attempt's late output
-        // never replaces the current one's.
-        sink: Arc::new(StoreSink::new(Arc::clone(&env.store), stage_attempt)),
-        source: Arc::clone(&env.source),
-        traffic,
-    };
     let mut config = apply_settings(session_config(), settings)?;
     // A sort reserves memory up front for merging its spills; DataFusion's
     // default (10 MiB) assumes one query owns the pool, while here every

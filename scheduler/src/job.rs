@@ -3,7 +3,15 @@
 //!
 //! A stage is *waiting* until every input stage has finished, then
 //! *runnable*: its readers are resolved against the inputs' map outputs and
-//! its plan is encoded once (`Job::resolve_ready_stages`).
+//! its plan is encoded once (`Job::resolve_ready_stages`). With the
+//! pipelined exchange (`volley.pipelined_exchange`, on by default) it is
+//! runnable as soon as every input has finished or has all its tasks
+//! placed: readers of a running input are *streamed*, and get each of its
+//! map outputs as it finishes (`Job::announce_map_output`,
+//! `Job::catch_up`). Its tasks then take only slots nobody else waits for,
+//! and wait only for tasks already running, so no set of stages can hold
+//! every slot waiting for each other; should an input have a task to place
+//! again, the consumer gives its slots back (`Job::withdraw_stalled_pipelines`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -130,6 +138,9 @@ pub(crate) struct Job {
     /// Running tasks of attempts that were superseded (their stage was
     /// re-planned), to be cancelled where they run.
     pub(crate) superseded: Vec<(ExecutorId, TaskId)>,
+    /// Whether a stage may start before its inputs finish
+    /// (`volley.pipelined_exchange`).
+    pipelined: bool,
 }
 
 /// A kept map output waiting for its stage.
@@ -180,7 +191,12 @@ impl Job {
             takes_over_outputs: true,
             offered: Vec::new(),
             superseded: Vec::new(),
+            pipelined: true,
         };
+        job.pipelined = job
+            .settings
+            .get("volley.pipelined_exchange")
+            .is_none_or(|v| !v.trim().eq_ignore_ascii_case("false"));
         job.publish();
         job
     }
@@ -486,18 +502,29 @@ impl Job {
         self.stages.last()
     }
 
-    /// Makes every waiting stage whose inputs have all finished runnable.
-    /// Returns the stages that became runnable.
+    /// Makes every waiting stage whose inputs have all finished runnable,
+    /// and with the pipelined exchange also those whose unfinished inputs
+    /// have every task placed (their readers are streamed). Returns the
+    /// stages that became runnable.
     pub(crate) fn resolve_ready_stages(&mut self) -> Result<Vec<StageId>> {
         let mut ready = Vec::new();
         for i in 0..self.stages.len() {
             let stage = &self.stages[i];
-            if stage.state() != StageState::Waiting
-                || !stage.inputs().iter().all(|input| {
-                    self.stage_index(*input)
-                        .is_some_and(|i| self.stages[i].is_finished())
-                })
-            {
+            if stage.state() != StageState::Waiting {
+                continue;
+            }
+            let mut streamed = Vec::new();
+            let mut inputs_ready = true;
+            for input in stage.inputs() {
+                match self.stage_index(*input).map(|i| &self.stages[i]) {
+                    Some(input) if input.is_finished() => {}
+                    Some(input) if self.pipelined && input.all_placed() => {
+                        streamed.push(input.id());
+                    }
+                    _ => inputs_ready = false,
+                }
+            }
+            if !inputs_ready {
                 continue;
             }
             let resolved = Arc::clone(stage.plan())
@@ -515,6 +542,11 @@ impl Job {
                             reader.input_stage()
                         )));
                     };
+                    if streamed.contains(&input.id()) {
+                        return Ok(Transformed::yes(
+                            Arc::new(reader.streamed(input.partitions())) as Arc<dyn ExecutionPlan>,
+                        ));
+                    }
                     let by_output =
                         input.output_locations(&self.id, |t| self.access.cluster_grant(t));
                     let locations = match reader.kind() {
@@ -536,10 +568,109 @@ impl Job {
                 })?
                 .data;
             let encoded = encode_plan(resolved)?;
-            self.stages[i].resolve(encoded);
+            self.stages[i].resolve(encoded, streamed);
             ready.push(self.stages[i].id());
         }
         Ok(ready)
+    }
+
+    /// Pipelined consumers whose streamed inputs have a task to place
+    /// again (failed, or lost with its executor; or re-planned) give back
+    /// their slots as a new attempt, to be resolved again once the input
+    /// has every task placed: a consumer never holds a slot while waiting
+    /// for a task that has none. Their running tasks join `superseded`.
+    pub(crate) fn withdraw_stalled_pipelines(&mut self) {
+        // A withdrawn stage stalls those streaming from it in turn.
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for i in 0..self.stages.len() {
+                let stalled = self.stages[i].streams_from().iter().any(|input| {
+                    self.stage_index(*input)
+                        .map(|i| &self.stages[i])
+                        .is_none_or(|input| !input.is_finished() && !input.all_placed())
+                });
+                if stalled && let Some(cancelled) = self.stages[i].withdraw() {
+                    self.recovery.pipelined_restarts += 1;
+                    self.superseded.extend(cancelled);
+                    changed = true;
+                }
+            }
+        }
+    }
+
+    /// Map task `map` of the stage at `input` finished: the announcement
+    /// for each executor running tasks of a consumer that streams from it.
+    pub(crate) fn announce_map_output(
+        &self,
+        input: usize,
+        map: usize,
+    ) -> Vec<(ExecutorId, v1::MapOutputsReady)> {
+        let Some(producer) = self.stages.get(input) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for consumer in &self.stages {
+            if !consumer.streams_from().contains(&producer.id()) {
+                continue;
+            }
+            let holders: Vec<&ExecutorId> = consumer.plan_holders().collect();
+            if holders.is_empty() {
+                continue;
+            }
+            let Some(pieces) =
+                producer.map_output_pieces(&self.id, map, |t| self.access.cluster_grant(t))
+            else {
+                continue;
+            };
+            let message = v1::MapOutputsReady {
+                consumer: Some(self.stage_key(consumer)),
+                input_stage: producer.id().0,
+                map_partitions: vec![map as u32],
+                locations: pieces.iter().map(v1::PartitionLocation::from).collect(),
+            };
+            out.extend(holders.into_iter().map(|e| (e.clone(), message.clone())));
+        }
+        out
+    }
+
+    /// Every map output finished so far of each input the stage at
+    /// `consumer` streams from: sent to an executor with the stage's plan.
+    pub(crate) fn catch_up(&self, consumer: usize) -> Vec<v1::MapOutputsReady> {
+        let Some(stage) = self.stages.get(consumer) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for input in stage.streams_from() {
+            let Some(producer) = self.stage_index(*input).map(|i| &self.stages[i]) else {
+                continue;
+            };
+            let mut message = v1::MapOutputsReady {
+                consumer: Some(self.stage_key(stage)),
+                input_stage: input.0,
+                ..Default::default()
+            };
+            for map in 0..producer.partitions() {
+                if let Some(pieces) =
+                    producer.map_output_pieces(&self.id, map, |t| self.access.cluster_grant(t))
+                {
+                    message.map_partitions.push(map as u32);
+                    message
+                        .locations
+                        .extend(pieces.iter().map(v1::PartitionLocation::from));
+                }
+            }
+            out.push(message);
+        }
+        out
+    }
+
+    fn stage_key(&self, stage: &Stage) -> v1::StageKey {
+        v1::StageKey {
+            job_id: self.id.to_string(),
+            stage_id: stage.id().0,
+            stage_attempt: stage.attempt(),
+        }
     }
 
     pub(crate) fn finish(&mut self, phase: JobPhase) {

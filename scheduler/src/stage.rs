@@ -4,8 +4,11 @@
 //!
 //! ```text
 //! Waiting ──(inputs finished: readers resolved, plan encoded; resolve)──▶ Runnable
+//! Waiting ──(inputs finished or all placed: some readers streamed; resolve)──▶ Runnable
 //! Runnable ──(every slot Done)──▶ Finished
 //! Runnable ──(an input lost an output; supersede: attempt + 1)──▶ Waiting
+//! Runnable ──(an input it streams from has tasks to place again;
+//!             withdraw: attempt + 1)──▶ Waiting
 //!
 //! slot: Pending ──start──▶ Running ──succeed──▶ Done
 //!       Running ──requeue (failed, executor lost, superseded)──▶ Pending
@@ -102,6 +105,9 @@ pub(crate) struct Stage {
     attempt: u32,
     /// The resolved, encoded plan, once the stage is runnable.
     encoded: Option<Arc<Vec<u8>>>,
+    /// Inputs this attempt streams from (pipelined exchange): they were
+    /// still running when it was resolved.
+    streams_from: Vec<StageId>,
     /// Executors that already hold this attempt's plan.
     plan_sent_to: HashSet<ExecutorId>,
     /// Attempts started so far, per partition.
@@ -139,6 +145,7 @@ impl Stage {
             tasks: vec![TaskSlot::Pending; plan.partitions],
             attempt: 0,
             encoded: None,
+            streams_from: Vec::new(),
             plan_sent_to: HashSet::new(),
             task_attempts: vec![0; plan.partitions],
             avoid: vec![None; plan.partitions],
@@ -200,11 +207,32 @@ impl Stage {
     }
 
     /// Waiting -> Runnable: its readers resolved, `encoded` is what every
-    /// task of this attempt runs.
-    pub(crate) fn resolve(&mut self, encoded: Vec<u8>) {
+    /// task of this attempt runs; `streams_from` are the inputs still
+    /// running, whose map outputs its tasks get as they finish.
+    pub(crate) fn resolve(&mut self, encoded: Vec<u8>, streams_from: Vec<StageId>) {
         if self.encoded.is_none() {
             self.encoded = Some(Arc::new(encoded));
+            self.streams_from = streams_from;
         }
+    }
+
+    /// Inputs this attempt streams from (empty unless pipelined).
+    pub(crate) fn streams_from(&self) -> &[StageId] {
+        if self.encoded.is_some() {
+            &self.streams_from
+        } else {
+            &[]
+        }
+    }
+
+    /// Whether every task has been placed: none waits for a slot.
+    pub(crate) fn all_placed(&self) -> bool {
+        self.encoded.is_some() && !self.tasks.iter().any(|t| matches!(t, TaskSlot::Pending))
+    }
+
+    /// Executors holding this attempt's plan, which its tasks run on.
+    pub(crate) fn plan_holders(&self) -> impl Iterator<Item = &ExecutorId> {
+        self.plan_sent_to.iter()
     }
 
     /// One slot, to read.
@@ -405,8 +433,28 @@ impl Stage {
         if self.reruns >= max_attempts {
             return Err(TooManyAttempts(self.reruns));
         }
+        Ok(Some(self.next_attempt()))
+    }
+
+    /// Runnable -> Waiting as a new attempt, not counted as a re-plan: an
+    /// input it streams from has a task to place again (it failed, or its
+    /// executor was lost), and this attempt's tasks, which may wait for
+    /// that output while holding slots, give their slots back. Returns the
+    /// running tasks, to be cancelled where they run; `None` unless the
+    /// stage is runnable, unfinished and streaming.
+    pub(crate) fn withdraw(&mut self) -> Option<Vec<(ExecutorId, TaskId)>> {
+        if self.encoded.is_none() || self.is_finished() || self.streams_from.is_empty() {
+            return None;
+        }
+        Some(self.next_attempt())
+    }
+
+    /// Starts the next attempt: the plan is resolved again; running tasks
+    /// go back to pending and are returned.
+    fn next_attempt(&mut self) -> Vec<(ExecutorId, TaskId)> {
         self.attempt += 1;
         self.encoded = None;
+        self.streams_from.clear();
         self.plan_sent_to.clear();
         let mut superseded = Vec::new();
         let now = Instant::now();
@@ -425,7 +473,7 @@ impl Stage {
                 run.ended = Some(now);
             }
         }
-        Ok(Some(superseded))
+        superseded
     }
 
     /// The encoded plan for a launch on `executor`: whole the first time
@@ -445,33 +493,54 @@ impl Stage {
         mut grant: impl FnMut(&v1::ShuffleTicket) -> Vec<u8>,
     ) -> Vec<Vec<PartitionLocation>> {
         let mut by_output = vec![Vec::new(); self.output_partitions];
-        for (map_partition, slot) in self.tasks.iter().enumerate() {
-            if let TaskSlot::Done {
-                executor,
-                endpoint,
-                stats,
-            } = slot
+        for map_partition in 0..self.tasks.len() {
+            for location in self
+                .map_output_pieces(job_id, map_partition, &mut grant)
+                .unwrap_or_default()
             {
-                for (out, pieces) in by_output.iter_mut().enumerate() {
-                    if stats.get(out).is_some_and(|s| s.rows > 0) {
-                        let mut location = PartitionLocation {
-                            map_output: MapOutputId {
-                                job_id: job_id.clone(),
-                                stage_id: self.id,
-                                map_partition: map_partition as u32,
-                            },
-                            output_partition: out as u32,
-                            executor_id: executor.clone(),
-                            endpoint: endpoint.clone(),
-                            grant: Vec::new(),
-                        };
-                        location.grant = grant(&location.ticket());
-                        pieces.push(location);
-                    }
+                if let Some(pieces) = by_output.get_mut(location.output_partition as usize) {
+                    pieces.push(location);
                 }
             }
         }
         by_output
+    }
+
+    /// The non-empty pieces of map task `map_partition`'s output, by output
+    /// partition; `None` unless that task is done.
+    pub(crate) fn map_output_pieces(
+        &self,
+        job_id: &JobId,
+        map_partition: usize,
+        mut grant: impl FnMut(&v1::ShuffleTicket) -> Vec<u8>,
+    ) -> Option<Vec<PartitionLocation>> {
+        let Some(TaskSlot::Done {
+            executor,
+            endpoint,
+            stats,
+        }) = self.tasks.get(map_partition)
+        else {
+            return None;
+        };
+        let mut pieces = Vec::new();
+        for (out, stat) in stats.iter().enumerate() {
+            if stat.rows > 0 {
+                let mut location = PartitionLocation {
+                    map_output: MapOutputId {
+                        job_id: job_id.clone(),
+                        stage_id: self.id,
+                        map_partition: map_partition as u32,
+                    },
+                    output_partition: out as u32,
+                    executor_id: executor.clone(),
+                    endpoint: endpoint.clone(),
+                    grant: Vec::new(),
+                };
+                location.grant = grant(&location.ticket());
+                pieces.push(location);
+            }
+        }
+        Some(pieces)
     }
 
     /// Rows and bytes of its finished output.
@@ -500,16 +569,36 @@ impl Stage {
     }
 
     /// Records what the operators of the current attempt's plan have done
-    /// on `executor` so far, as a succeeded task there reported it (a
-    /// running total: it replaces the executor's last report).
+    /// on `executor` so far, as a succeeded task there reported it. It is
+    /// a running total, so it only grows; but two tasks ending together
+    /// may report out of order, so each counter keeps the highest value
+    /// reported rather than the last.
     pub(crate) fn add_operator_metrics(
         &mut self,
         executor: &ExecutorId,
         report: &[v1::OperatorMetrics],
     ) {
-        if !report.is_empty() {
-            self.operators
-                .insert((executor.clone(), self.attempt), report.to_vec());
+        if report.is_empty() {
+            return;
+        }
+        let kept = self
+            .operators
+            .entry((executor.clone(), self.attempt))
+            .or_default();
+        let same_shape = kept.len() == report.len()
+            && kept
+                .iter()
+                .zip(report)
+                .all(|(a, b)| a.depth == b.depth && a.name == b.name);
+        if !same_shape {
+            *kept = report.to_vec();
+            return;
+        }
+        for (kept, new) in kept.iter_mut().zip(report) {
+            kept.output_rows = kept.output_rows.max(new.output_rows);
+            kept.elapsed_compute_ns = kept.elapsed_compute_ns.max(new.elapsed_compute_ns);
+            kept.spill_count = kept.spill_count.max(new.spill_count);
+            kept.spilled_bytes = kept.spilled_bytes.max(new.spilled_bytes);
         }
     }
 
@@ -592,7 +681,7 @@ mod tests {
             !stage.succeed(0, &a, "http://a".into(), stats(&stage)),
             "not running"
         );
-        stage.resolve(vec![1, 2, 3]);
+        stage.resolve(vec![1, 2, 3], Vec::new());
         assert_eq!(stage.state(), StageState::Runnable);
         assert_eq!(stage.start(0, TaskId(1), &a), Some(0));
         assert_eq!(stage.start(0, TaskId(2), &a), None, "already running");
@@ -608,8 +697,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn operator_metrics_keep_each_executors_latest_total_and_sum_over_executors() -> Result<()>
-    {
+    async fn operator_metrics_keep_each_executors_highest_total_and_sum_over_executors()
+    -> Result<()> {
         let mut stage = map_stage().await?;
         let op = |depth: u32, name: &str, rows: u64| v1::OperatorMetrics {
             depth,
@@ -623,7 +712,8 @@ mod tests {
             ExecutorId::from("b"),
             ExecutorId::from("c"),
         );
-        // a's second report is its running total: it replaces the first.
+        // a's second report is its running total: it replaces the first;
+        // a third, older one that arrived late changes nothing.
         stage.add_operator_metrics(
             &a,
             &[op(0, "ShuffleWriterExec", 1), op(1, "DataSourceExec", 2)],
@@ -631,6 +721,10 @@ mod tests {
         stage.add_operator_metrics(
             &a,
             &[op(0, "ShuffleWriterExec", 3), op(1, "DataSourceExec", 5)],
+        );
+        stage.add_operator_metrics(
+            &a,
+            &[op(0, "ShuffleWriterExec", 2), op(1, "DataSourceExec", 4)],
         );
         stage.add_operator_metrics(
             &b,
@@ -650,7 +744,7 @@ mod tests {
     async fn a_superseded_stage_is_a_new_attempt_and_hands_back_its_running_tasks() -> Result<()> {
         let mut stage = map_stage().await?;
         let (a, b) = (ExecutorId::from("a"), ExecutorId::from("b"));
-        stage.resolve(vec![1]);
+        stage.resolve(vec![1], Vec::new());
         stage.start(0, TaskId(1), &a);
         stage.start(1, TaskId(2), &b);
         let stats = stats(&stage);
@@ -670,7 +764,7 @@ mod tests {
             matches!(stage.supersede(4), Ok(None)),
             "a waiting stage has nothing to supersede"
         );
-        stage.resolve(vec![2]);
+        stage.resolve(vec![2], Vec::new());
         assert_eq!(
             stage.plan_for(&a),
             vec![2],
@@ -678,7 +772,7 @@ mod tests {
         );
         for _ in 0..2 {
             stage.supersede(4).ok();
-            stage.resolve(vec![3]);
+            stage.resolve(vec![3], Vec::new());
         }
         assert!(
             matches!(stage.supersede(4), Err(TooManyAttempts(4))),

@@ -886,6 +886,12 @@ impl SchedulerState {
                     entry.0 += fetch.bytes;
                     entry.1 += fetch.fetches;
                 }
+                // Pipelined consumers already running read it now.
+                for (executor, ready) in job.announce_map_output(stage_index, partition) {
+                    if let Some(entry) = self.executors.get(&executor) {
+                        entry.send(v1::scheduler_message::Kind::MapOutputsReady(ready));
+                    }
+                }
                 debug!(job_id = %job_id, stage = %stage_id, %task_id, executor_id = %from, "task succeeded");
                 self.advance(&job_id);
             }
@@ -949,26 +955,16 @@ impl SchedulerState {
     /// Resolves newly runnable stages; finishes the job when its final stage
     /// is done.
     fn advance(&mut self, id: &JobId) {
+        if let Some(job) = self.jobs.get_mut(id) {
+            job.withdraw_stalled_pipelines();
+        }
         self.cancel_superseded(id);
+        if self.resolve_stages(id).is_none() {
+            return;
+        }
         let Some(job) = self.jobs.get_mut(id) else {
             return;
         };
-        match job.resolve_ready_stages() {
-            Ok(ready) => {
-                for stage in ready {
-                    debug!(job_id = %id, %stage, "stage runnable");
-                }
-            }
-            Err(e) => {
-                let error = v1::JobError {
-                    kind: v1::ErrorKind::Internal as i32,
-                    message: format!("could not prepare a stage of job {id}: {e}"),
-                    query_error: None,
-                };
-                self.fail_job(id, error);
-                return;
-            }
-        }
         if job.final_stage().is_none_or(|s| s.is_finished()) {
             if let Some(script) = &mut job.script {
                 // A script's statement is done; its driver decides what next.
@@ -993,6 +989,30 @@ impl SchedulerState {
             self.end_job(id, JobPhase::Succeeded);
         } else {
             job.publish();
+        }
+    }
+
+    /// Makes job `id`'s stages that can run now runnable; one that cannot
+    /// be prepared fails the job. Returns how many became runnable, `None`
+    /// when the job is gone or failed.
+    fn resolve_stages(&mut self, id: &JobId) -> Option<usize> {
+        let job = self.jobs.get_mut(id)?;
+        match job.resolve_ready_stages() {
+            Ok(ready) => {
+                for stage in &ready {
+                    debug!(job_id = %id, %stage, "stage runnable");
+                }
+                Some(ready.len())
+            }
+            Err(e) => {
+                let error = v1::JobError {
+                    kind: v1::ErrorKind::Internal as i32,
+                    message: format!("could not prepare a stage of job {id}: {e}"),
+                    query_error: None,
+                };
+                self.fail_job(id, error);
+                None
+            }
         }
     }
 
@@ -1264,6 +1284,7 @@ impl SchedulerState {
             };
             job.executors_used.insert(executor_id.clone());
             let plan = stage.plan_for(&executor_id);
+            let first_here = !plan.is_empty();
             debug!(job_id = %job_id, stage = %stage_id, executor_id = %executor_id, tasks = tasks.len(), "launching tasks");
             entry.send(v1::scheduler_message::Kind::LaunchTasks(v1::LaunchTasks {
                 stage: Some(v1::StageKey {
@@ -1276,15 +1297,33 @@ impl SchedulerState {
                 settings: job.settings.clone(),
                 trace_context,
             }));
+            if first_here && let Some(index) = job.stage_index(stage_id) {
+                // A pipelined stage's tasks here learn what its running
+                // inputs finished so far; the rest is announced as it ends.
+                for ready in job.catch_up(index) {
+                    entry.send(v1::scheduler_message::Kind::MapOutputsReady(ready));
+                }
+            }
             touched.insert(job_id);
         }
+        // Placing a stage's last tasks can make its pipelined consumers
+        // runnable: they take the slots left in another pass.
+        let mut more = false;
         for job_id in touched {
+            let Some(ready) = self.resolve_stages(&job_id) else {
+                continue;
+            };
+            more |= ready > 0;
             if let Some(job) = self.jobs.get_mut(&job_id) {
                 job.publish();
             }
         }
         if launched > 0 {
             self.metrics.placed(launched, pass_began.elapsed());
+        }
+        if more && self.executors.values().any(|e| e.free_slots() > 0) {
+            self.schedule();
+            return;
         }
         self.release_drained();
     }
@@ -1422,7 +1461,21 @@ mod tests {
         }
     }
 
+    /// A job whose stages wait for their inputs to finish (barriers), so a
+    /// test can follow its stages one after the other.
     async fn job(sql: &str) -> Result<Job> {
+        let settings = HashMap::from([("volley.pipelined_exchange".into(), "false".into())]);
+        Ok(Job::new(
+            JobId::from("test-job"),
+            "test".into(),
+            stages(sql).await?,
+            settings,
+            Vec::new(),
+        ))
+    }
+
+    /// A job with the pipelined exchange (the default).
+    async fn pipelined_job(sql: &str) -> Result<Job> {
         Ok(Job::new(
             JobId::from("test-job"),
             "test".into(),
@@ -1430,6 +1483,175 @@ mod tests {
             HashMap::new(),
             Vec::new(),
         ))
+    }
+
+    fn announced(messages: &[v1::scheduler_message::Kind]) -> Vec<(u32, u32, Vec<u32>)> {
+        messages
+            .iter()
+            .filter_map(|m| match m {
+                v1::scheduler_message::Kind::MapOutputsReady(r) => Some((
+                    r.consumer.as_ref().map_or(0, |k| k.stage_id),
+                    r.input_stage,
+                    r.map_partitions.clone(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn with_one_slot_in_the_cluster_a_consumer_waits_for_its_input_and_the_job_completes()
+    -> Result<()> {
+        let mut state = SchedulerState::new(&SchedulerConfig::default());
+        let (a, mut inbox) = executor(&mut state, "a", 1);
+        let job = pipelined_job(GROUP_BY).await?;
+        let watch = job.watch.subscribe();
+        state.submit(job);
+        // One task at a time: a consumer task never takes the only slot
+        // while a map task still waits for it.
+        let mut order = Vec::new();
+        for _ in 0..20 {
+            let mut any = false;
+            for launch in launches(&drain(&mut inbox)) {
+                let stage = launch.stage.as_ref().map_or(0, |s| s.stage_id);
+                assert_eq!(launch.tasks.len(), 1, "one slot, one task");
+                for task in &launch.tasks {
+                    order.push(stage);
+                    let outputs = if stage == 0 { 4 } else { 1 };
+                    state.task_status(&a, success(&launch, task, outputs));
+                    any = true;
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+        assert_eq!(order, [0, 0, 0, 0, 1, 1, 1, 1]);
+        assert_eq!(watch.borrow().state, v1::JobState::Succeeded as i32);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_consumer_starts_on_free_slots_while_its_input_runs_and_hears_of_each_map_output()
+    -> Result<()> {
+        let mut state = SchedulerState::new(&SchedulerConfig::default());
+        let (a, mut inbox_a) = executor(&mut state, "a", 4);
+        let (b, mut inbox_b) = executor(&mut state, "b", 4);
+        let mut job = pipelined_job(GROUP_BY).await?;
+        // Four map tasks and four consumer tasks on eight slots.
+        job.settings.clear();
+        let watch = job.watch.subscribe();
+        state.submit(job);
+        let (ma, mb) = (drain(&mut inbox_a), drain(&mut inbox_b));
+        let (la, lb) = (launches(&ma), launches(&mb));
+        let stages_launched = |l: &[v1::LaunchTasks]| -> Vec<u32> {
+            l.iter()
+                .map(|l| l.stage.as_ref().map_or(0, |s| s.stage_id))
+                .collect()
+        };
+        assert_eq!(stages_launched(&la), [0, 1], "the consumer starts at once");
+        assert_eq!(stages_launched(&lb), [0, 1]);
+        assert_eq!(
+            announced(&ma),
+            [(1, 0, vec![])],
+            "with its plan, what stage 0 finished so far: nothing"
+        );
+        let stage_0 = &la[0];
+        state.task_status(&a, success(stage_0, &stage_0.tasks[0], 4));
+        let map = stage_0.tasks[0].partition;
+        assert_eq!(announced(&drain(&mut inbox_a)), [(1, 0, vec![map])]);
+        assert_eq!(
+            announced(&drain(&mut inbox_b)),
+            [(1, 0, vec![map])],
+            "every executor running the consumer hears of it"
+        );
+        for task in &stage_0.tasks[1..] {
+            state.task_status(&a, success(stage_0, task, 4));
+        }
+        for task in &lb[0].tasks {
+            state.task_status(&b, success(&lb[0], task, 4));
+        }
+        for (executor, launch) in [(&a, &la[1]), (&b, &lb[1])] {
+            for task in &launch.tasks {
+                state.task_status(executor, success(launch, task, 1));
+            }
+        }
+        let status = watch.borrow().clone();
+        assert_eq!(status.state, v1::JobState::Succeeded as i32, "{status:?}");
+        assert_eq!(status.recovery.map_or(0, |r| r.pipelined_restarts), 0);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_failed_producer_task_makes_its_running_consumer_give_back_its_slots_and_start_again()
+    -> Result<()> {
+        let mut state = SchedulerState::new(&SchedulerConfig::default());
+        let (a, mut inbox_a) = executor(&mut state, "a", 4);
+        let (b, mut inbox_b) = executor(&mut state, "b", 4);
+        let job = pipelined_job(GROUP_BY).await?;
+        let watch = job.watch.subscribe();
+        state.submit(job);
+        let (la, lb) = (
+            launches(&drain(&mut inbox_a)),
+            launches(&drain(&mut inbox_b)),
+        );
+        assert_eq!(la.len(), 2, "stage 0 and its pipelined consumer");
+        // One map task of stage 0 fails retryably while the consumer waits.
+        state.task_status(&a, failure(&la[0], &la[0].tasks[0], environment_error()));
+        let cancelled = |messages: &[v1::scheduler_message::Kind]| -> usize {
+            messages
+                .iter()
+                .map(|m| match m {
+                    v1::scheduler_message::Kind::CancelTasks(c) => c.task_ids.len(),
+                    _ => 0,
+                })
+                .sum()
+        };
+        let (ma, mb) = (drain(&mut inbox_a), drain(&mut inbox_b));
+        assert_eq!(
+            cancelled(&ma) + cancelled(&mb),
+            la[1].tasks.len() + lb[1].tasks.len(),
+            "every consumer task is stopped"
+        );
+        assert_eq!(
+            watch.borrow().recovery.map_or(0, |r| r.pipelined_restarts),
+            1
+        );
+        // The map task runs again; the consumer comes back as attempt 1
+        // once it is placed, and the job completes.
+        let relaunched: Vec<v1::LaunchTasks> =
+            launches(&ma).into_iter().chain(launches(&mb)).collect();
+        assert!(
+            relaunched.iter().any(|l| l
+                .stage
+                .as_ref()
+                .is_some_and(|s| s.stage_id == 1 && s.stage_attempt == 1)),
+            "{relaunched:?}"
+        );
+        for launch in &relaunched {
+            let executor = if launches(&ma).contains(launch) {
+                &a
+            } else {
+                &b
+            };
+            let stage = launch.stage.as_ref().map_or(0, |s| s.stage_id);
+            for task in &launch.tasks {
+                state.task_status(
+                    executor,
+                    success(launch, task, if stage == 0 { 4 } else { 1 }),
+                );
+            }
+        }
+        for (executor, launch) in [(&a, &la[0]), (&b, &lb[0])] {
+            for task in &launch.tasks {
+                state.task_status(executor, success(launch, task, 4));
+            }
+        }
+        let mut inboxes = vec![(a, inbox_a), (b, inbox_b)];
+        run_to_end(&mut state, &mut inboxes, &[4, 1]);
+        let status = watch.borrow().clone();
+        assert_eq!(status.state, v1::JobState::Succeeded as i32, "{status:?}");
+        Ok(())
     }
 
     const GROUP_BY: &str = "SELECT k % 3 AS g, count(*) FROM t GROUP BY k % 3";

@@ -284,6 +284,10 @@ pub struct ClusterSpec {
     pub executor_binary: &'static str,
     /// Executors to start.
     pub executors: usize,
+    /// Task slots of each executor.
+    pub slots: usize,
+    /// Extra arguments of every executor.
+    pub executor_args: Vec<String>,
     /// Extra arguments of the scheduler.
     pub scheduler_args: Vec<String>,
     /// Environment of every process (e.g. `AWS_*`).
@@ -304,6 +308,8 @@ impl Default for ClusterSpec {
         Self {
             executor_binary: "volley-executor",
             executors: 2,
+            slots: 2,
+            executor_args: Vec::new(),
             scheduler_args: Vec::new(),
             env: Vec::new(),
             log_dir: None,
@@ -442,10 +448,11 @@ pub fn start_cluster_with(spec: &ClusterSpec) -> Cluster {
                 "--bind",
                 "127.0.0.1:0",
                 "--slots",
-                "2",
+                &spec.slots.to_string(),
                 "--work-dir",
             ])
             .arg(work_dir.path().join("executors"))
+            .args(&spec.executor_args)
             .args(credentials.executor_args())
             .args(
                 spec.allow_urls
