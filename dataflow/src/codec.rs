@@ -97,12 +97,29 @@ impl PhysicalExtensionCodec for VolleyCodec {
                         proto_converter,
                     )?
                 };
-                Ok(Arc::new(ShuffleWriterExec::try_new(
+                let columns = input.schema().fields().len();
+                let summarize: Vec<usize> = writer
+                    .summarize_columns
+                    .iter()
+                    .map(|c| *c as usize)
+                    .collect();
+                if summarize.iter().any(|c| *c >= columns) {
+                    return Err(decode_error(
+                        "shuffle writer",
+                        "a summarized column out of range",
+                    ));
+                }
+                let shuffle_writer = ShuffleWriterExec::try_new(
                     JobId::from(writer.job_id),
                     StageId(writer.stage_id),
                     Arc::clone(input),
                     partitioning,
-                )?))
+                )?;
+                Ok(Arc::new(if summarize.is_empty() {
+                    shuffle_writer
+                } else {
+                    shuffle_writer.with_key_summaries(summarize, writer.summary_bits_log2)
+                }))
             }
             Some(v1::exchange_node::Kind::Reader(reader)) => {
                 let schema = decode_schema(&reader.schema)?;
@@ -240,6 +257,8 @@ impl PhysicalExtensionCodec for VolleyCodec {
                 job_id: writer.job_id().to_string(),
                 stage_id: writer.stage_id().0,
                 partitioning,
+                summarize_columns: writer.key_summaries().0.iter().map(|c| *c as u32).collect(),
+                summary_bits_log2: writer.key_summaries().1,
             })
         } else if let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() {
             let locations = reader

@@ -19,6 +19,7 @@ use crate::error::ExchangeError;
 use crate::ids::{ExecutorId, MapOutputId};
 use crate::location::PartitionLocation;
 use crate::streamed_inputs::StreamedInputs;
+use volley_proto::v1;
 
 /// Rows and bytes of one output partition of a map output.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -117,9 +118,25 @@ pub struct ExchangeContext {
     /// Map outputs of input stages still running when the task's stage
     /// started (pipelined exchange), as the scheduler announces them.
     pub streamed: Arc<StreamedInputs>,
+    /// What the task's writer summarized of its build keys (runtime
+    /// filters), for its status.
+    pub key_summaries: Mutex<Vec<v1::KeySummary>>,
 }
 
 impl ExchangeContext {
+    /// Keeps a writer's key summaries for the task's status.
+    pub fn add_key_summaries(&self, summaries: impl IntoIterator<Item = v1::KeySummary>) {
+        self.key_summaries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(summaries);
+    }
+
+    /// The key summaries the task's writer made.
+    pub fn take_key_summaries(&self) -> Vec<v1::KeySummary> {
+        std::mem::take(&mut *self.key_summaries.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// The exchange context of a task.
     pub fn from_task(context: &TaskContext) -> std::result::Result<Arc<Self>, ExchangeError> {
         context

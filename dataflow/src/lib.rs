@@ -22,6 +22,7 @@ mod functions;
 mod guarded_store;
 mod ids;
 mod input_files;
+mod key_filter;
 mod location;
 mod logging;
 mod logical_codec;
@@ -55,6 +56,9 @@ pub use functions::{PlannedCall, PlannedUdf, UdfRegistry};
 pub use guarded_store::GuardedStore;
 pub use ids::{ExecutorId, InvalidId, JobId, MapOutputId, StageId, TaskId};
 pub use input_files::{describe_files, input_files};
+pub use key_filter::{
+    BLOOM_CONTAINS, KeySummarizer, KeySummary, bloom_bits_log2, bloom_contains, summarizable,
+};
 pub use location::PartitionLocation;
 pub use logging::{init_logging, log_plans};
 pub use logical_codec::{VolleyLogicalCodec, decode_logical_plan, encode_logical_plan};

@@ -161,6 +161,7 @@ fn checked(subquery: Subquery) -> Result<Subquery> {
 pub fn install_volley_rules(state: &mut SessionState) -> Result<()> {
     state.add_analyzer_rule(Arc::new(SingleRowScalarSubqueries));
     state.register_udf(scalar_subquery_value())?;
+    state.register_udf(crate::key_filter::bloom_contains())?;
     Ok(())
 }
 

@@ -32,6 +32,12 @@ extensions_options! {
         /// waiting for the whole input stage (a barrier). Off: every stage
         /// waits for its inputs to finish, as Spark and Ballista do.
         pub pipelined_exchange: bool, default = true
+        /// A hash join's build keys, once their stage has finished, filter
+        /// the scan feeding its probe side, in whatever stage it runs:
+        /// rows without a partner are pruned by row group and dropped in
+        /// the scan, before they are joined or shuffled. The scan's stage
+        /// waits for the build stage.
+        pub runtime_filters: bool, default = true
     }
 }
 

@@ -35,6 +35,7 @@ use futures::StreamExt;
 use crate::error::volley_internal;
 use crate::exchange_io::{ExchangeContext, PartitionStats};
 use crate::ids::{JobId, MapOutputId, StageId};
+use crate::key_filter::KeySummarizer;
 
 /// The schema of the statistics batch a stage root produces.
 pub(crate) static STATS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -55,6 +56,10 @@ pub struct ShuffleWriterExec {
     properties: Arc<PlanProperties>,
     /// Rows written and the time spent splitting and writing them.
     metrics: ExecutionPlanMetricsSet,
+    /// Input columns whose values each task summarizes for runtime
+    /// filters, and the size of their Bloom filters.
+    summarize: Vec<usize>,
+    summary_bits_log2: u32,
 }
 
 impl ShuffleWriterExec {
@@ -79,7 +84,30 @@ impl ShuffleWriterExec {
             partitioning,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
+            summarize: Vec::new(),
+            summary_bits_log2: 0,
         })
+    }
+
+    /// This writer, also summarizing input columns `columns` (a join's
+    /// build keys) in Bloom filters of `2^bits_log2` bits, for runtime
+    /// filters (`key_filter`).
+    pub fn with_key_summaries(&self, columns: Vec<usize>, bits_log2: u32) -> Self {
+        Self {
+            job_id: self.job_id.clone(),
+            stage_id: self.stage_id,
+            input: Arc::clone(&self.input),
+            partitioning: self.partitioning.clone(),
+            properties: Arc::clone(&self.properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+            summarize: columns,
+            summary_bits_log2: bits_log2,
+        }
+    }
+
+    /// The input columns each task summarizes, and their filters' size.
+    pub fn key_summaries(&self) -> (&[usize], u32) {
+        (&self.summarize, self.summary_bits_log2)
     }
 
     /// The job this stage belongs to.
@@ -160,13 +188,23 @@ impl DisplayAs for ShuffleWriterExec {
                 f,
                 "ShuffleWriterExec: stage={}, partitioning={p}",
                 self.stage_id
-            ),
+            )?,
             None => write!(
                 f,
                 "ShuffleWriterExec: stage={}, partitioning=none",
                 self.stage_id
-            ),
+            )?,
         }
+        if !self.summarize.is_empty() {
+            let schema = self.input.schema();
+            let names: Vec<&str> = self
+                .summarize
+                .iter()
+                .filter_map(|c| schema.fields().get(*c).map(|f| f.name().as_str()))
+                .collect();
+            write!(f, ", key_summaries=[{}]", names.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -241,6 +279,17 @@ impl ExecutionPlan for ShuffleWriterExec {
         };
         let batch_size = context.session_config().batch_size();
         let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let mut summarizers: Vec<KeySummarizer> = self
+            .summarize
+            .iter()
+            .map(|column| {
+                KeySummarizer::new(
+                    *column,
+                    self.input.output_partitioning().partition_count(),
+                    self.summary_bits_log2,
+                )
+            })
+            .collect();
         let write = async move {
             let mut writer =
                 exchange
@@ -268,6 +317,9 @@ impl ExecutionPlan for ShuffleWriterExec {
                 }
                 baseline.record_output(batch.num_rows());
                 let _timer = baseline.elapsed_compute().timer();
+                for summarizer in &mut summarizers {
+                    summarizer.add(batch.columns())?;
+                }
                 match partitioner.as_mut() {
                     Some(p) => p.partition(batch, &mut push)?,
                     None => push(0, batch)?,
@@ -279,7 +331,9 @@ impl ExecutionPlan for ShuffleWriterExec {
                     writer.write(out, done)?;
                 }
             }
-            stats_batch(&writer.finish()?)
+            let stats = writer.finish()?;
+            exchange.add_key_summaries(summarizers.into_iter().map(KeySummarizer::finish));
+            stats_batch(&stats)
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&STATS_SCHEMA),

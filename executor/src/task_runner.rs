@@ -78,7 +78,7 @@ pub(crate) async fn run_task(
 ) -> v1::task_status::Result {
     let traffic = Arc::new(TrafficRecorder::default());
     let plan = Arc::clone(&stage.plan);
-    let exchange = ExchangeContext {
+    let exchange = Arc::new(ExchangeContext {
         executor_id: env.executor_id.clone(),
         // Tagged with the attempt, so a superseded attempt's late output
         // never replaces the current one's.
@@ -86,11 +86,12 @@ pub(crate) async fn run_task(
         source: Arc::clone(&env.source),
         traffic: Arc::clone(&traffic),
         streamed: stage.streamed,
-    };
+        key_summaries: Default::default(),
+    });
     let outcome = match execute(
         &env,
         Arc::clone(&plan),
-        exchange,
+        Arc::clone(&exchange),
         partition,
         &settings,
         task_name,
@@ -110,6 +111,7 @@ pub(crate) async fn run_task(
                 })
                 .collect(),
             operators: operator_metrics(&plan),
+            key_summaries: exchange.take_key_summaries(),
         }),
         Err(e) => {
             let mut failure = failure_from_error(&e);
@@ -155,7 +157,7 @@ pub(crate) async fn run_task(
 async fn execute(
     env: &TaskEnv,
     plan: Arc<dyn ExecutionPlan>,
-    exchange: ExchangeContext,
+    exchange: Arc<ExchangeContext>,
     partition: usize,
     settings: &HashMap<String, String>,
     task_name: String,
@@ -170,7 +172,7 @@ async fn execute(
         let share = env.memory_limit / (4 * env.slots.max(1));
         execution.sort_spill_reservation_bytes = execution.sort_spill_reservation_bytes.min(share);
     }
-    let config = config.with_extension(Arc::new(exchange));
+    let config = config.with_extension(exchange);
     let context = Arc::new(
         TaskContext::from(&env.state)
             .with_session_config(config)

@@ -23,6 +23,7 @@ use volley_dataflow::{
 use volley_proto::v1;
 
 use crate::planning::{plan_stages, planning_context, with_table_paths};
+use crate::runtime_filters::describe_filter;
 use crate::stage_planner::StagePlan;
 
 /// Plans `request` as [`crate::planning`] plans a job with
@@ -210,6 +211,13 @@ pub(crate) fn describe_stages(stages: &[StagePlan]) -> String {
             None => "returned to the client".into(),
         };
         let _ = writeln!(text, "  output: {destination}");
+        for filter in &stage.filters {
+            let _ = writeln!(
+                text,
+                "  runtime filter: {}",
+                describe_filter(filter, stages)
+            );
+        }
         for line in displayable(stage.plan.as_ref())
             .indent(false)
             .to_string()

@@ -24,14 +24,15 @@ use tokio::sync::watch;
 // The state machine's clock: tokio's, which tests pause and advance.
 use tokio::time::Instant;
 use volley_dataflow::{
-    ExchangeKind, ExecutorId, JobId, PartitionStats, ShuffleReaderExec, StageId, TaskId,
-    encode_plan,
+    ExchangeKind, ExecutorId, JobId, KeySummary, PartitionStats, ShuffleReaderExec, StageId,
+    TaskId, encode_plan,
 };
 use volley_proto::v1;
 
 use crate::access::JobAccess;
 use crate::event_log::{EventLog, JobEvents, StageView};
 use crate::job_trace::JobTrace;
+use crate::runtime_filters::{RuntimeFilter, apply_runtime_filters};
 use crate::stage::{Stage, StageState};
 use crate::stage_planner::StagePlan;
 
@@ -515,16 +516,26 @@ impl Job {
             }
             let mut streamed = Vec::new();
             let mut inputs_ready = true;
+            let filter_sources: Vec<StageId> = stage.filter_sources().collect();
             for input in stage.inputs() {
                 match self.stage_index(*input).map(|i| &self.stages[i]) {
                     Some(input) if input.is_finished() => {}
-                    Some(input) if self.pipelined && input.all_placed() => {
+                    // A stage a runtime filter comes from must finish first.
+                    Some(input)
+                        if self.pipelined
+                            && input.all_placed()
+                            && !filter_sources.contains(&input.id()) =>
+                    {
                         streamed.push(input.id());
                     }
                     _ => inputs_ready = false,
                 }
             }
-            if !inputs_ready {
+            let sources_done = filter_sources.iter().all(|source| {
+                self.stage_index(*source)
+                    .is_some_and(|i| self.stages[i].is_finished())
+            });
+            if !inputs_ready || !sources_done {
                 continue;
             }
             let resolved = Arc::clone(stage.plan())
@@ -567,8 +578,23 @@ impl Job {
                     ))
                 })?
                 .data;
+            // Each runtime filter whose build keys every task summarized.
+            let filters: Vec<(RuntimeFilter, KeySummary)> = stage
+                .filters()
+                .iter()
+                .filter_map(|filter| {
+                    let source = &self.stages[self.stage_index(filter.source)?];
+                    let summary = source.key_summary(filter.source_column)?;
+                    Some((filter.clone(), summary.clone()))
+                })
+                .collect();
+            let (resolved, applied) = if filters.is_empty() {
+                (resolved, 0)
+            } else {
+                apply_runtime_filters(resolved, &filters)?
+            };
             let encoded = encode_plan(resolved)?;
-            self.stages[i].resolve(encoded, streamed);
+            self.stages[i].resolve(encoded, streamed, applied);
             ready.push(self.stages[i].id());
         }
         Ok(ready)
@@ -771,6 +797,8 @@ impl Job {
                 longest_task_us: longest_task.as_micros() as u64,
                 median_task_us: stage.median_task().as_micros() as u64,
                 operators: stage.operators(),
+                runtime_filters: stage.filters_applied() as u32,
+                filtered_by: stage.filter_sources().map(|s| s.0).collect(),
             });
         }
         if let Some(stage) = self.final_stage() {

@@ -27,6 +27,7 @@ mod partition_safety;
 mod planning;
 mod recovery;
 mod restore;
+mod runtime_filters;
 mod scan_balance;
 mod script;
 mod server;

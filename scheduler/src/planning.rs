@@ -27,6 +27,7 @@ use volley_security::PathPolicy;
 use crate::job::Job;
 use crate::output_target::{OutputTarget, check_copy_target};
 use crate::partition_safety::{check_independent_partitions, volley_physical_optimizer_rules};
+use crate::runtime_filters::plan_runtime_filters;
 use crate::scan_balance::balance_file_groups;
 use crate::script::directory_copy;
 use crate::stage_planner::{StagePlan, cut_into_stages};
@@ -103,7 +104,10 @@ pub(crate) fn plan_stages(
 ) -> datafusion::error::Result<(Vec<u8>, Vec<StagePlan>)> {
     let physical = prepare_for_tasks(physical, config)?;
     let schema = encode_schema(physical.schema().as_ref())?;
-    let stages = cut_into_stages(job_id, physical, output, first_stage)?;
+    let mut stages = cut_into_stages(job_id, physical, output, first_stage)?;
+    if volley_options(config).runtime_filters {
+        plan_runtime_filters(&mut stages)?;
+    }
     check_stages(&stages, config)?;
     Ok((schema, stages))
 }

@@ -84,6 +84,7 @@ fn simulated_job(tasks: usize) -> Result<Job, SchedulerError> {
         partitions: tasks,
         output_partitions: 1,
         inputs: Vec::new(),
+        filters: Vec::new(),
     };
     Ok(Job::new(
         job_id,
@@ -167,6 +168,7 @@ pub fn simulate_tasks(
                                 partition_bytes: vec![0],
                                 fetches: Vec::new(),
                                 operators: Vec::new(),
+                                key_summaries: Vec::new(),
                             })),
                         },
                     );

@@ -24,10 +24,11 @@ use datafusion::physical_plan::{ExecutionPlan, displayable};
 // The state machine's clock: tokio's, which tests pause and advance.
 use tokio::time::Instant;
 use volley_dataflow::{
-    ExecutorId, JobId, MapOutputId, PartitionLocation, PartitionStats, StageId, TaskId,
+    ExecutorId, JobId, KeySummary, MapOutputId, PartitionLocation, PartitionStats, StageId, TaskId,
 };
 use volley_proto::v1;
 
+use crate::runtime_filters::RuntimeFilter;
 use crate::stage_planner::StagePlan;
 
 /// Where a stage is.
@@ -132,6 +133,15 @@ pub(crate) struct Stage {
     /// Launch-to-success times of the succeeded tasks, sorted: the median
     /// is read on every status, so it is kept, not computed.
     succeeded_times: Vec<Duration>,
+    /// Filters on its scans from other stages' build keys.
+    filters: Vec<RuntimeFilter>,
+    /// How many of them this attempt's plan applies.
+    filters_applied: usize,
+    /// What its tasks wrote of the columns its writer summarizes, merged,
+    /// and which partitions' tasks reported it (a summary is used only
+    /// once every partition's is in).
+    summaries: HashMap<usize, KeySummary>,
+    summarized: Vec<bool>,
 }
 
 impl Stage {
@@ -158,7 +168,61 @@ impl Stage {
             runs: Vec::new(),
             operators: HashMap::new(),
             succeeded_times: Vec::new(),
+            summarized: vec![false; plan.partitions],
+            filters: plan.filters,
+            filters_applied: 0,
+            summaries: HashMap::new(),
         }
+    }
+
+    /// Filters on its scans from other stages' build keys.
+    pub(crate) fn filters(&self) -> &[RuntimeFilter] {
+        &self.filters
+    }
+
+    /// The stages its filters come from: it waits for them to finish.
+    pub(crate) fn filter_sources(&self) -> impl Iterator<Item = StageId> + '_ {
+        self.filters.iter().map(|f| f.source)
+    }
+
+    /// How many filters this attempt's plan applies.
+    pub(crate) fn filters_applied(&self) -> usize {
+        self.filters_applied
+    }
+
+    /// Merges what partition `partition`'s task wrote of the summarized
+    /// columns; the partition counts as reported only if every summary is
+    /// well formed and fits.
+    pub(crate) fn add_key_summaries(&mut self, partition: usize, reported: &[v1::KeySummary]) {
+        if reported.is_empty() {
+            return;
+        }
+        let mut whole = true;
+        for summary in reported {
+            let Some(summary) = KeySummary::from_task(summary.clone()) else {
+                whole = false;
+                continue;
+            };
+            match self.summaries.get_mut(&summary.column()) {
+                Some(merged) => whole &= merged.merge(&summary),
+                None => {
+                    self.summaries.insert(summary.column(), summary);
+                }
+            }
+        }
+        if let Some(flag) = self.summarized.get_mut(partition) {
+            *flag |= whole;
+        }
+    }
+
+    /// The merged summary of writer input column `column`, once every
+    /// partition's task reported it.
+    pub(crate) fn key_summary(&self, column: usize) -> Option<&KeySummary> {
+        self.summarized
+            .iter()
+            .all(|s| *s)
+            .then(|| self.summaries.get(&column))
+            .flatten()
     }
 
     pub(crate) fn id(&self) -> StageId {
@@ -209,10 +273,16 @@ impl Stage {
     /// Waiting -> Runnable: its readers resolved, `encoded` is what every
     /// task of this attempt runs; `streams_from` are the inputs still
     /// running, whose map outputs its tasks get as they finish.
-    pub(crate) fn resolve(&mut self, encoded: Vec<u8>, streams_from: Vec<StageId>) {
+    pub(crate) fn resolve(
+        &mut self,
+        encoded: Vec<u8>,
+        streams_from: Vec<StageId>,
+        filters_applied: usize,
+    ) {
         if self.encoded.is_none() {
             self.encoded = Some(Arc::new(encoded));
             self.streams_from = streams_from;
+            self.filters_applied = filters_applied;
         }
     }
 
@@ -681,7 +751,7 @@ mod tests {
             !stage.succeed(0, &a, "http://a".into(), stats(&stage)),
             "not running"
         );
-        stage.resolve(vec![1, 2, 3], Vec::new());
+        stage.resolve(vec![1, 2, 3], Vec::new(), 0);
         assert_eq!(stage.state(), StageState::Runnable);
         assert_eq!(stage.start(0, TaskId(1), &a), Some(0));
         assert_eq!(stage.start(0, TaskId(2), &a), None, "already running");
@@ -744,7 +814,7 @@ mod tests {
     async fn a_superseded_stage_is_a_new_attempt_and_hands_back_its_running_tasks() -> Result<()> {
         let mut stage = map_stage().await?;
         let (a, b) = (ExecutorId::from("a"), ExecutorId::from("b"));
-        stage.resolve(vec![1], Vec::new());
+        stage.resolve(vec![1], Vec::new(), 0);
         stage.start(0, TaskId(1), &a);
         stage.start(1, TaskId(2), &b);
         let stats = stats(&stage);
@@ -764,7 +834,7 @@ mod tests {
             matches!(stage.supersede(4), Ok(None)),
             "a waiting stage has nothing to supersede"
         );
-        stage.resolve(vec![2], Vec::new());
+        stage.resolve(vec![2], Vec::new(), 0);
         assert_eq!(
             stage.plan_for(&a),
             vec![2],
@@ -772,7 +842,7 @@ mod tests {
         );
         for _ in 0..2 {
             stage.supersede(4).ok();
-            stage.resolve(vec![3], Vec::new());
+            stage.resolve(vec![3], Vec::new(), 0);
         }
         assert!(
             matches!(stage.supersede(4), Err(TooManyAttempts(4))),

@@ -46,6 +46,9 @@ pub(crate) struct StagePlan {
     pub(crate) output_partitions: usize,
     /// Stages whose output this stage reads.
     pub(crate) inputs: Vec<StageId>,
+    /// Filters on this stage's scans from other stages' join build keys
+    /// (`runtime_filters`): the stage waits for those stages to finish.
+    pub(crate) filters: Vec<crate::runtime_filters::RuntimeFilter>,
 }
 
 /// Cuts `plan` into stages; the last one is the final stage. With `output`,
@@ -84,6 +87,7 @@ pub(crate) fn cut_into_stages(
                 partitions,
                 output_partitions: 1,
                 inputs,
+                filters: Vec::new(),
             });
         }
     }
@@ -168,6 +172,7 @@ impl StageCutter {
             partitions,
             output_partitions,
             inputs,
+            filters: Vec::new(),
         });
         Ok(id)
     }

@@ -877,6 +877,7 @@ impl SchedulerState {
                 }
                 if stage.succeed(partition, from, endpoint, stats) {
                     stage.add_operator_metrics(from, &success.operators);
+                    stage.add_key_summaries(partition, &success.key_summaries);
                 }
                 for fetch in success.fetches {
                     let entry = job
@@ -1457,6 +1458,7 @@ mod tests {
                 partition_bytes: vec![100; outputs],
                 fetches: Vec::new(),
                 operators: Vec::new(),
+                key_summaries: Vec::new(),
             })),
         }
     }

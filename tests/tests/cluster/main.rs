@@ -7,6 +7,7 @@ mod distribution;
 mod explain;
 mod functions;
 mod memory;
+mod runtime_filters;
 mod startup;
 mod streaming;
 mod tables;

@@ -1,0 +1,165 @@
+//! Runtime filters across stages: a selective join's build keys prune the
+//! scan of its probe side, in the join's stage (a broadcast join) or in
+//! another one (a partitioned join), and the answer stays DataFusion's.
+
+use datafusion::arrow::array::Int64Array;
+use volley_client::{Context, v1};
+use volley_tests::{assert_same_rows, local_tpch_context};
+
+use super::tpch_context;
+
+/// Rows in the TPC-H test data's lineitem table.
+async fn lineitem_rows(ctx: &Context) -> u64 {
+    let batches = ctx
+        .sql("SELECT count(*) FROM lineitem")
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("count");
+    batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .expect("a count")
+        .value(0) as u64
+}
+
+/// What the stage scanning lineitem did: rows out of its scan, rows out of
+/// the operator right above the scan (the runtime filter, when there is
+/// one), and its status.
+struct Scanned {
+    scan: u64,
+    above_scan: u64,
+    stage: v1::StageStatus,
+}
+
+/// Runs `sql` on the cluster, checks its answer against single-node
+/// DataFusion's, and returns what the stage scanning lineitem did.
+async fn run(ctx: &Context, sql: &str) -> Scanned {
+    let batches = ctx
+        .sql(sql)
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("run");
+    let local = local_tpch_context().await.expect("local context");
+    let expected = local
+        .sql(sql)
+        .await
+        .expect("plan locally")
+        .collect()
+        .await
+        .expect("run locally");
+    assert_same_rows(&expected, &batches, false, sql);
+    let job = ctx.last_job().expect("ran as a job");
+    let stage = job
+        .stages
+        .iter()
+        .find(|s| s.plan.contains("lineitem") && s.plan.contains("DataSourceExec"))
+        .expect("a stage scans lineitem")
+        .clone();
+    let operators = &stage.operators;
+    let at = operators
+        .iter()
+        .position(|o| o.name == "DataSourceExec")
+        .expect("the scan's metrics");
+    let depth = operators[at].depth;
+    let parent = operators[..at]
+        .iter()
+        .rev()
+        .find(|o| o.depth + 1 == depth)
+        .expect("the scan's parent");
+    Scanned {
+        scan: operators[at].output_rows,
+        above_scan: parent.output_rows,
+        stage,
+    }
+}
+
+async fn set(ctx: &Context, setting: &str) {
+    ctx.sql(&format!("SET {setting}")).await.expect(setting);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_joins_build_keys_prune_the_probe_scan_in_the_stage_below() {
+    let ctx = tpch_context().await;
+    let all = lineitem_rows(&ctx).await;
+    // No broadcast: the orders side and the lineitem side are both
+    // shuffled, lineitem's scan in a stage of its own.
+    set(
+        &ctx,
+        "datafusion.optimizer.hash_join_single_partition_threshold = 0",
+    )
+    .await;
+    set(
+        &ctx,
+        "datafusion.optimizer.hash_join_single_partition_threshold_rows = 0",
+    )
+    .await;
+    // Orders of the first order keys (in a form DataFusion does not carry
+    // over to lineitem's key itself) and a few dates: lineitem's files
+    // hold order key ranges, so the bounds prune most of them unread, and
+    // the Bloom filter drops most rows of the rest.
+    let sql = "SELECT count(*) AS n, sum(l_quantity) AS quantity FROM orders JOIN lineitem \
+               ON o_orderkey = l_orderkey \
+               WHERE o_orderkey / 1000 < 20 AND o_orderdate < DATE '1994-01-01'";
+    let filtered = run(&ctx, sql).await;
+    assert_eq!(filtered.stage.runtime_filters, 1, "{:?}", filtered.stage);
+    assert!(
+        !filtered.stage.plan.contains("JoinExec"),
+        "the scan's own stage"
+    );
+    assert!(
+        filtered.scan * 3 < all,
+        "the scan read {} of {all} rows",
+        filtered.scan
+    );
+    assert!(
+        filtered.above_scan * 20 < all,
+        "{} rows passed the filter",
+        filtered.above_scan
+    );
+    set(&ctx, "volley.runtime_filters = false").await;
+    let unfiltered = run(&ctx, sql).await;
+    assert_eq!(unfiltered.stage.runtime_filters, 0);
+    assert_eq!(
+        unfiltered.scan, all,
+        "without the filter the scan reads everything"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_joins_build_keys_filter_the_probe_scan_beside_it() {
+    let ctx = tpch_context().await;
+    let all = lineitem_rows(&ctx).await;
+    let sql = "SELECT count(*) AS n, sum(l_extendedprice) AS price FROM part JOIN lineitem \
+               ON p_partkey = l_partkey WHERE p_brand = 'Brand#42' AND p_container = 'LG BAG'";
+    let filtered = run(&ctx, sql).await;
+    assert_eq!(filtered.stage.runtime_filters, 1, "{:?}", filtered.stage);
+    assert!(
+        filtered.stage.plan.contains("HashJoinExec"),
+        "the join's own stage"
+    );
+    // Part keys are spread over every file: nothing is pruned, but the
+    // filter right above the scan lets few rows through to the join.
+    assert!(
+        filtered.above_scan * 10 < all,
+        "{} of {all} rows passed the filter",
+        filtered.above_scan
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anti_join_that_returns_unmatched_probe_rows_gets_no_filter() {
+    let ctx = tpch_context().await;
+    let all = lineitem_rows(&ctx).await;
+    // Lineitem rows of no selected part: filtering the probe side by the
+    // build keys would drop exactly the answer.
+    let sql = "SELECT count(*) AS n FROM lineitem WHERE l_partkey NOT IN \
+               (SELECT p_partkey FROM part WHERE p_brand = 'Brand#42')";
+    let scanned = run(&ctx, sql).await;
+    assert_eq!(scanned.stage.runtime_filters, 0, "{:?}", scanned.stage);
+    assert_eq!(scanned.scan, all);
+}
