@@ -246,12 +246,19 @@ impl ExecutionPlan for ShuffleWriterExec {
         if children.len() != 1 {
             return Err(volley_internal("ShuffleWriterExec takes exactly one child"));
         }
-        Ok(Arc::new(Self::try_new(
+        let writer = Self::try_new(
             self.job_id.clone(),
             self.stage_id,
             children.swap_remove(0),
             self.partitioning.clone(),
-        )?))
+        )?;
+        // A stage's readers are resolved by rebuilding the plan above them:
+        // the key summaries its runtime filters need go along.
+        Ok(Arc::new(if self.summarize.is_empty() {
+            writer
+        } else {
+            writer.with_key_summaries(self.summarize.clone(), self.summary_bits_log2)
+        }))
     }
 
     fn execute(

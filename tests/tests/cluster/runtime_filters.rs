@@ -163,3 +163,28 @@ async fn an_anti_join_that_returns_unmatched_probe_rows_gets_no_filter() {
     assert_eq!(scanned.stage.runtime_filters, 0, "{:?}", scanned.stage);
     assert_eq!(scanned.scan, all);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_keys_written_by_a_stage_that_reads_other_stages_filter_tpch_q21s_lineitem_scan() {
+    let ctx = tpch_context().await;
+    let all = lineitem_rows(&ctx).await;
+    let sql = volley_tests::tpch_query(21);
+    let batches = volley_tests::run_script(&ctx, &sql).await.expect("q21");
+    let local = local_tpch_context().await.expect("local context");
+    let expected = volley_tests::run_script(&local, &sql)
+        .await
+        .expect("q21 locally");
+    assert_same_rows(&expected, &batches, true, "q21");
+    let job = ctx.last_job().expect("ran as a job");
+    let filtered = job
+        .stages
+        .iter()
+        .find(|s| !s.filtered_by.is_empty() && !s.plan.contains("JoinExec"))
+        .expect("a scan stage filtered by a join stage's keys");
+    assert_eq!(filtered.runtime_filters, 1, "{filtered:?}");
+    assert!(
+        filtered.rows_out * 2 < all,
+        "{} of {all} lineitem rows shuffled",
+        filtered.rows_out
+    );
+}
