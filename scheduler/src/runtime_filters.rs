@@ -15,8 +15,8 @@
 //! scan drops the rows without a partner ([`apply_runtime_filters`]).
 //!
 //! Only joins where a probe row without a build partner cannot reach the
-//! output get one: inner, left (outer, semi, anti, mark) and right semi
-//! joins, on keys where null equals nothing. A build key of a non-integer
+//! output get one: inner, left (outer, semi, anti but not null-aware) and
+//! right semi joins, on keys where null equals nothing. A build key of a non-integer
 //! type, a key computed by an expression, or a stage cycle gets none.
 
 use std::sync::Arc;
@@ -85,8 +85,11 @@ pub(crate) fn plan_runtime_filters(stages: &mut [StagePlan]) -> Result<()> {
             let Some(join) = node.downcast_ref::<HashJoinExec>() else {
                 continue;
             };
+            // A null-aware anti join (NOT IN) answers differently when the
+            // probe side holds a null key: its probe rows all count.
             if !filters_probe_side(join.join_type())
                 || join.null_equality() != NullEquality::NullEqualsNothing
+                || join.null_aware
             {
                 continue;
             }
@@ -161,7 +164,6 @@ fn filters_probe_side(join_type: &JoinType) -> bool {
             | JoinType::Left
             | JoinType::LeftSemi
             | JoinType::LeftAnti
-            | JoinType::LeftMark
             | JoinType::RightSemi
     )
 }
