@@ -227,14 +227,16 @@ fn build_reader(plan: &Arc<dyn ExecutionPlan>, column: usize) -> Option<(StageId
         return build_reader(plan.children().first()?, column);
     }
     if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
-        let source = projection
-            .expr()
-            .get(column)?
-            .expr
-            .downcast_ref::<Column>()?;
-        return build_reader(projection.input(), source.index());
+        return build_reader(projection.input(), projected_column(projection, column)?);
     }
     None
+}
+
+/// The input column that output column `column` of `projection` passes
+/// on unchanged, if it does.
+fn projected_column(projection: &ProjectionExec, column: usize) -> Option<usize> {
+    let expr = &projection.expr().get(column)?.expr;
+    expr.downcast_ref::<Column>().map(Column::index)
 }
 
 /// Traces column `column` of `plan` (in stage `stage`) down to the scan
@@ -258,12 +260,8 @@ fn probe_scan(
         return probe_scan(stages, input, writer.input(), column);
     }
     if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
-        let source = projection
-            .expr()
-            .get(column)?
-            .expr
-            .downcast_ref::<Column>()?;
-        return probe_scan(stages, stage, projection.input(), source.index());
+        let source = projected_column(projection, column)?;
+        return probe_scan(stages, stage, projection.input(), source);
     }
     if let Some(filter) = plan.downcast_ref::<FilterExec>() {
         let source = match filter.projection() {
