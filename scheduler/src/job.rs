@@ -139,9 +139,6 @@ pub(crate) struct Job {
     /// Running tasks of attempts that were superseded (their stage was
     /// re-planned), to be cancelled where they run.
     pub(crate) superseded: Vec<(ExecutorId, TaskId)>,
-    /// Whether a stage may start before its inputs finish
-    /// (`volley.pipelined_exchange`).
-    pipelined: bool,
 }
 
 /// A kept map output waiting for its stage.
@@ -192,12 +189,7 @@ impl Job {
             takes_over_outputs: true,
             offered: Vec::new(),
             superseded: Vec::new(),
-            pipelined: true,
         };
-        job.pipelined = job
-            .settings
-            .get("volley.pipelined_exchange")
-            .is_none_or(|v| !v.trim().eq_ignore_ascii_case("false"));
         job.publish();
         job
     }
@@ -522,7 +514,7 @@ impl Job {
                     Some(input) if input.is_finished() => {}
                     // A stage a runtime filter comes from must finish first.
                     Some(input)
-                        if self.pipelined
+                        if stage.pipelined()
                             && input.all_placed()
                             && !filter_sources.contains(&input.id()) =>
                     {
@@ -691,7 +683,8 @@ impl Job {
         out
     }
 
-    fn stage_key(&self, stage: &Stage) -> v1::StageKey {
+    /// The key tasks of `stage`'s current attempt are launched under.
+    pub(crate) fn stage_key(&self, stage: &Stage) -> v1::StageKey {
         v1::StageKey {
             job_id: self.id.to_string(),
             stage_id: stage.id().0,

@@ -105,8 +105,12 @@ pub(crate) fn plan_stages(
     let physical = prepare_for_tasks(physical, config)?;
     let schema = encode_schema(physical.schema().as_ref())?;
     let mut stages = cut_into_stages(job_id, physical, output, first_stage)?;
-    if volley_options(config).runtime_filters {
+    let options = volley_options(config);
+    if options.runtime_filters {
         plan_runtime_filters(&mut stages)?;
+    }
+    for stage in &mut stages {
+        stage.pipelined = options.pipelined_exchange;
     }
     check_stages(&stages, config)?;
     Ok((schema, stages))

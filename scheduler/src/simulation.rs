@@ -85,6 +85,7 @@ fn simulated_job(tasks: usize) -> Result<Job, SchedulerError> {
         output_partitions: 1,
         inputs: Vec::new(),
         filters: Vec::new(),
+        pipelined: true,
     };
     Ok(Job::new(
         job_id,

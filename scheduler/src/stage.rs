@@ -163,6 +163,8 @@ pub(crate) struct Stage {
     succeeded_times: Vec<Duration>,
     /// Filters on its scans from other stages' build keys.
     filters: Vec<RuntimeFilter>,
+    /// Whether it may stream from inputs that still run.
+    pipelined: bool,
     /// How many of them this attempt's plan applies.
     filters_applied: usize,
     /// What its tasks wrote of the columns its writer summarizes, merged,
@@ -202,9 +204,15 @@ impl Stage {
             succeeded_times: Vec::new(),
             summarized: vec![false; plan.partitions],
             filters: plan.filters,
+            pipelined: plan.pipelined,
             filters_applied: 0,
             summaries: HashMap::new(),
         }
+    }
+
+    /// Whether it may start while the stages it reads still run.
+    pub(crate) fn pipelined(&self) -> bool {
+        self.pipelined
     }
 
     /// Filters on its scans from other stages' build keys.

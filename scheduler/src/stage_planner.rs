@@ -49,6 +49,9 @@ pub(crate) struct StagePlan {
     /// Filters on this stage's scans from other stages' join build keys
     /// (`runtime_filters`): the stage waits for those stages to finish.
     pub(crate) filters: Vec<crate::runtime_filters::RuntimeFilter>,
+    /// Whether it may start while the stages it reads still run
+    /// (`volley.pipelined_exchange` of the session that planned it).
+    pub(crate) pipelined: bool,
 }
 
 /// Cuts `plan` into stages; the last one is the final stage. With `output`,
@@ -88,6 +91,7 @@ pub(crate) fn cut_into_stages(
                 output_partitions: 1,
                 inputs,
                 filters: Vec::new(),
+                pipelined: true,
             });
         }
     }
@@ -173,6 +177,7 @@ impl StageCutter {
             output_partitions,
             inputs,
             filters: Vec::new(),
+            pipelined: true,
         });
         Ok(id)
     }

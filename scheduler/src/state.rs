@@ -1280,25 +1280,22 @@ impl SchedulerState {
                 continue;
             };
             let trace_context = job.stage_trace_context(stage_id);
-            let Some(stage) = job.stage_index(stage_id).map(|i| &mut job.stages[i]) else {
+            let Some(index) = job.stage_index(stage_id) else {
                 continue;
             };
             job.executors_used.insert(executor_id.clone());
-            let plan = stage.plan_for(&executor_id);
+            let key = job.stage_key(&job.stages[index]);
+            let plan = job.stages[index].plan_for(&executor_id);
             let first_here = !plan.is_empty();
             debug!(job_id = %job_id, stage = %stage_id, executor_id = %executor_id, tasks = tasks.len(), "launching tasks");
             entry.send(v1::scheduler_message::Kind::LaunchTasks(v1::LaunchTasks {
-                stage: Some(v1::StageKey {
-                    job_id: job_id.to_string(),
-                    stage_id: stage_id.0,
-                    stage_attempt: stage.attempt(),
-                }),
+                stage: Some(key),
                 plan,
                 tasks,
                 settings: job.settings.clone(),
                 trace_context,
             }));
-            if first_here && let Some(index) = job.stage_index(stage_id) {
+            if first_here {
                 // A pipelined stage's tasks here learn what its running
                 // inputs finished so far; the rest is announced as it ends.
                 for ready in job.catch_up(index) {
@@ -1463,15 +1460,19 @@ mod tests {
         }
     }
 
-    /// A job whose stages wait for their inputs to finish (barriers), so a
-    /// test can follow its stages one after the other.
+    /// A job whose stages wait for their inputs to finish (barriers, as
+    /// with `volley.pipelined_exchange = false`), so a test can follow its
+    /// stages one after the other.
     async fn job(sql: &str) -> Result<Job> {
-        let settings = HashMap::from([("volley.pipelined_exchange".into(), "false".into())]);
+        let mut stages = stages(sql).await?;
+        for stage in &mut stages {
+            stage.pipelined = false;
+        }
         Ok(Job::new(
             JobId::from("test-job"),
             "test".into(),
-            stages(sql).await?,
-            settings,
+            stages,
+            HashMap::new(),
             Vec::new(),
         ))
     }
@@ -1539,9 +1540,8 @@ mod tests {
         let mut state = SchedulerState::new(&SchedulerConfig::default());
         let (a, mut inbox_a) = executor(&mut state, "a", 4);
         let (b, mut inbox_b) = executor(&mut state, "b", 4);
-        let mut job = pipelined_job(GROUP_BY).await?;
         // Four map tasks and four consumer tasks on eight slots.
-        job.settings.clear();
+        let job = pipelined_job(GROUP_BY).await?;
         let watch = job.watch.subscribe();
         state.submit(job);
         let (ma, mb) = (drain(&mut inbox_a), drain(&mut inbox_b));
