@@ -69,34 +69,41 @@ impl PieceFilter {
 }
 
 impl StreamedInputs {
-    fn subscribe(&self, stage: StageId) -> watch::Receiver<FinishedMaps> {
+    /// Runs `f` on `stage`'s channel, made on first use (by a reader or
+    /// by the first announcement, whichever comes first).
+    fn with_channel<T>(
+        &self,
+        stage: StageId,
+        f: impl FnOnce(&watch::Sender<FinishedMaps>) -> T,
+    ) -> T {
         let mut stages = self.stages.lock().unwrap_or_else(|p| p.into_inner());
-        stages
+        f(stages
             .entry(stage)
-            .or_insert_with(|| watch::channel(FinishedMaps::default()).0)
-            .subscribe()
+            .or_insert_with(|| watch::channel(FinishedMaps::default()).0))
+    }
+
+    fn subscribe(&self, stage: StageId) -> watch::Receiver<FinishedMaps> {
+        self.with_channel(stage, watch::Sender::subscribe)
     }
 
     /// Map outputs `maps` of `stage` finished; `pieces` are their
     /// non-empty pieces. A map output announced before keeps its first
     /// pieces (readers may have read them).
     pub fn announce(&self, stage: StageId, maps: &[u32], pieces: Vec<PartitionLocation>) {
-        let mut stages = self.stages.lock().unwrap_or_else(|p| p.into_inner());
-        let sender = stages
-            .entry(stage)
-            .or_insert_with(|| watch::channel(FinishedMaps::default()).0);
-        sender.send_modify(|finished| {
-            let mut fresh: BTreeMap<u32, Vec<PartitionLocation>> = maps
-                .iter()
-                .filter(|m| !finished.by_map.contains_key(m))
-                .map(|m| (*m, Vec::new()))
-                .collect();
-            for piece in pieces {
-                if let Some(list) = fresh.get_mut(&piece.map_output.map_partition) {
-                    list.push(piece);
+        self.with_channel(stage, |sender| {
+            sender.send_modify(|finished| {
+                let mut fresh: BTreeMap<u32, Vec<PartitionLocation>> = maps
+                    .iter()
+                    .filter(|m| !finished.by_map.contains_key(m))
+                    .map(|m| (*m, Vec::new()))
+                    .collect();
+                for piece in pieces {
+                    if let Some(list) = fresh.get_mut(&piece.map_output.map_partition) {
+                        list.push(piece);
+                    }
                 }
-            }
-            finished.by_map.extend(fresh);
+                finished.by_map.extend(fresh);
+            })
         });
     }
 
