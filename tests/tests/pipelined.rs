@@ -45,6 +45,18 @@ async fn expected(sql: &str) -> Vec<RecordBatch> {
         .expect("run locally")
 }
 
+/// Runs `sql` in a task of its own: its rows and its job's last status.
+fn spawn_query(
+    ctx: &Context,
+    sql: &str,
+) -> tokio::task::JoinHandle<datafusion::error::Result<(Vec<RecordBatch>, Option<v1::JobStatus>)>> {
+    let (ctx, sql) = (ctx.clone(), sql.to_string());
+    tokio::spawn(async move {
+        let batches = ctx.sql(&sql).await?.collect().await;
+        batches.map(|b| (b, ctx.last_job()))
+    })
+}
+
 /// Follows the scheduler's only running job (once `query` has submitted
 /// it) until its status satisfies `done`; returns that status.
 async fn until_job<T>(
@@ -124,14 +136,7 @@ async fn a_producer_lost_while_its_pipelined_consumer_reads_changes_no_answer() 
           THEN '{}' ELSE '/' END) AS l_orderkey, l_quantity FROM lineitem) GROUP BY l_orderkey % 7",
         gate.display()
     );
-    let query = {
-        let sql = sql.clone();
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let batches = ctx.sql(&sql).await?.collect().await;
-            batches.map(|b| (b, ctx.last_job()))
-        })
-    };
+    let query = spawn_query(&ctx, &sql);
     // The consumer runs while some scan outputs are finished and others
     // are still being written.
     let status = until_job(&cluster.url, &query, |job| {
@@ -203,14 +208,7 @@ async fn a_consumer_stalled_mid_read_leaves_its_producers_output_spilled_not_in_
          ON o_orderkey = l_orderkey AND volley_gate(l_orderkey + o_orderkey, '{}') > 0",
         gate.display()
     );
-    let query = {
-        let sql = sql.clone();
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let batches = ctx.sql(&sql).await?.collect().await;
-            batches.map(|b| (b, ctx.last_job()))
-        })
-    };
+    let query = spawn_query(&ctx, &sql);
     // Every producer stage finished while the join stage's tasks run.
     let status = until_job(&cluster.url, &query, |job| {
         let last = job.stages.len().saturating_sub(1);
