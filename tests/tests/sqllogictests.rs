@@ -94,11 +94,10 @@ async fn run() -> ExitCode {
         slots_per_executor: 2,
         target_partitions: Some(4),
         memory_per_executor: 2 << 30,
-        allowed_paths: {
-            let mut paths = volley_tests::test_paths();
-            paths.push(package.clone());
-            paths
-        },
+        // The scratch copy (the files' relative paths) and the package,
+        // not the whole temp dir: records that write to /tmp then behave
+        // the same whatever another program left there.
+        allowed_paths: vec![work.path().to_path_buf(), package.clone()],
         ..EmbeddedClusterConfig::with_executors(2)
     })
     .await
