@@ -3,12 +3,11 @@
 //! whatever the size of the result.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use futures::StreamExt;
 use volley_client::{Context, EmbeddedClusterConfig};
-use volley_tests::tpch_dir;
+use volley_tests::{tpch_dir, udfs};
 
 /// Reads a metric of the query's root (the client's `DistributedQueryExec`).
 fn metric(plan: &Arc<dyn ExecutionPlan>, name: &str) -> usize {
@@ -20,13 +19,17 @@ fn metric(plan: &Arc<dyn ExecutionPlan>, name: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn execute_stream_yields_before_the_job_ends_and_holds_few_batches() {
-    // One slot and many partitions: the final stage's tasks finish one after
-    // another, so a streaming client gets rows while later ones still run.
+    // One slot and many partitions: the final stage's tasks run one after
+    // another. Those reading the upper half of lineitem's order keys wait at
+    // a gate, which the client opens only once it has read a batch: so the
+    // job cannot end before the client has rows, and while the client is
+    // held, the executors keep the rest, not the client.
     let ctx = Context::embedded_with(EmbeddedClusterConfig {
         slots_per_executor: 1,
         target_partitions: Some(16),
         memory_per_executor: 1 << 30,
         allowed_paths: volley_tests::test_paths(),
+        udfs: udfs::registry(),
         ..EmbeddedClusterConfig::with_executors(1)
     })
     .await
@@ -34,8 +37,31 @@ async fn execute_stream_yields_before_the_job_ends_and_holds_few_batches() {
     volley_client::tpch::register_tpch(&ctx, tpch_dir())
         .await
         .expect("register TPC-H tables");
+    let gate_dir = tempfile::tempdir().expect("gate dir");
+    let gate = gate_dir.path().join("open");
+    let middle: i64 = {
+        let local = volley_tests::local_tpch_context().await.unwrap();
+        let max = local
+            .sql("SELECT max(l_orderkey) FROM lineitem")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let max = max[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .expect("an integer key")
+            .value(0);
+        max / 2
+    };
     let df = ctx
-        .sql("SELECT l_orderkey, l_comment, upper(l_comment) AS shout, md5(l_comment) AS h FROM lineitem")
+        .sql(&format!(
+            "SELECT volley_gate(l_orderkey, CASE WHEN l_orderkey > {middle} THEN '{}' END) AS l_orderkey, \
+             l_comment, upper(l_comment) AS shout, md5(l_comment) AS h FROM lineitem",
+            gate.display()
+        ))
         .await
         .unwrap();
     let task_ctx = Arc::new(df.task_ctx());
@@ -45,8 +71,9 @@ async fn execute_stream_yields_before_the_job_ends_and_holds_few_batches() {
     while let Some(batch) = stream.next().await {
         let batch = batch.unwrap();
         if batches == 0 {
-            // A slow consumer: the executors keep the rest, not the client.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // The job is held at the gate until now: this batch came
+            // before its end.
+            std::fs::write(&gate, b"").expect("open the gate");
         }
         rows += batch.num_rows();
         batches += 1;
