@@ -208,33 +208,40 @@ async fn main() -> ExitCode {
         } => {
             // Enough slots for every task, so all of them are placed at once.
             let slots = tasks.div_ceil(executors.max(1));
-            let mut best = None;
-            for _ in 0..runs.max(1) {
-                match volley_scheduler::simulate_placement(tasks, executors, slots) {
-                    Ok((placed, elapsed)) => {
-                        best = Some(best.map_or(elapsed, |b: std::time::Duration| b.min(elapsed)));
-                        if placed != tasks {
-                            eprintln!("volley-bench: placed {placed} of {tasks} tasks");
+            let state_dir =
+                std::env::temp_dir().join(format!("volley-bench-state-{}", std::process::id()));
+            for (what, dir) in [
+                ("in memory", None),
+                ("with a state store", Some(state_dir.as_path())),
+            ] {
+                let mut best = None;
+                for _ in 0..runs.max(1) {
+                    match volley_scheduler::simulate_placement(tasks, executors, slots, dir) {
+                        Ok((placed, elapsed)) => {
+                            best =
+                                Some(best.map_or(elapsed, |b: std::time::Duration| b.min(elapsed)));
+                            if placed != tasks {
+                                eprintln!("volley-bench: placed {placed} of {tasks} tasks");
+                                return ExitCode::from(1);
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("volley-bench: {e}");
+                            let _ = std::fs::remove_dir_all(&state_dir);
                             return ExitCode::from(1);
                         }
                     }
-                    Err(e) => {
-                        eprintln!("volley-bench: {e}");
-                        return ExitCode::from(1);
-                    }
                 }
+                let best = best.unwrap_or_default();
+                println!(
+                    "placed {tasks} tasks on {executors} executors {what} in {:.1} ms (best of {runs}): {:.0} tasks/s",
+                    best.as_secs_f64() * 1000.0,
+                    tasks as f64 / best.as_secs_f64().max(1e-9)
+                );
             }
-            let best = best.unwrap_or_default();
-            println!(
-                "placed {tasks} tasks on {executors} executors in {:.1} ms (best of {runs}): {:.0} tasks/s",
-                best.as_secs_f64() * 1000.0,
-                tasks as f64 / best.as_secs_f64().max(1e-9)
-            );
             // Run to the end: placement plus every task's status, in memory
             // and with a state store.
             let run_tasks = tasks.min(10_000);
-            let state_dir =
-                std::env::temp_dir().join(format!("volley-bench-state-{}", std::process::id()));
             for (what, dir) in [
                 ("in memory", None),
                 ("with a state store", Some(state_dir.as_path())),

@@ -97,24 +97,59 @@ fn simulated_job(tasks: usize) -> Result<Job, SchedulerError> {
 }
 
 /// Places one stage of `tasks` tasks on `executors` simulated executors of
-/// `slots` slots each (messages go to channels nobody reads). Returns how
-/// many tasks were placed and how long placement took.
+/// `slots` slots each (messages go to channels nobody reads); with
+/// `state_dir`, the submission is kept in a state store there, as the
+/// service keeps it, and the time includes committing it. Returns how many
+/// tasks were placed and how long placement took.
 pub fn simulate_placement(
     tasks: usize,
     executors: usize,
     slots: usize,
+    state_dir: Option<&Path>,
 ) -> Result<(usize, Duration), SchedulerError> {
     let SimulatedCluster {
-        mut state, inboxes, ..
-    } = simulated_cluster(executors, slots, None)?;
+        mut state,
+        journal,
+        inboxes,
+    } = simulated_cluster(executors, slots, state_dir)?;
     let job = simulated_job(tasks)?;
     let watch = job.watch.subscribe();
     let started = Instant::now();
+    record_submission(journal.as_ref(), &job, tasks);
     state.submit(job);
+    flush(journal.as_ref(), state_dir)?;
     let elapsed = started.elapsed();
     let placed = watch.borrow().tasks_running as usize;
     drop(inboxes);
     Ok((placed, elapsed))
+}
+
+/// Keeps the job's submission in the store, as the service does before it
+/// answers a submission.
+fn record_submission(journal: Option<&Journal>, job: &crate::job::Job, tasks: usize) {
+    if let Some(journal) = journal {
+        journal.record(StoreOp::Submitted(Box::new(v1::StoredJob {
+            job_id: job.id.to_string(),
+            target_partitions: tasks as u32,
+            stage_partitions: job.stage_partitions(),
+            ..Default::default()
+        })));
+    }
+}
+
+/// Waits until everything recorded is committed to the store.
+fn flush(journal: Option<&Journal>, state_dir: Option<&Path>) -> Result<(), SchedulerError> {
+    match journal {
+        Some(journal) => journal
+            .flush_blocking()
+            .map_err(|message| SchedulerError::StateStore {
+                path: state_dir
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default(),
+                message,
+            }),
+        None => Ok(()),
+    }
 }
 
 /// Places one stage of `tasks` tasks and reports every task finished, as
@@ -135,15 +170,7 @@ pub fn simulate_tasks(
     let job = simulated_job(tasks)?;
     let watch = job.watch.subscribe();
     let started = Instant::now();
-    if let Some(journal) = &journal {
-        // As the service does before it answers a submission.
-        journal.record(StoreOp::Submitted(Box::new(v1::StoredJob {
-            job_id: job.id.to_string(),
-            target_partitions: tasks as u32,
-            stage_partitions: job.stage_partitions(),
-            ..Default::default()
-        })));
-    }
+    record_submission(journal.as_ref(), &job, tasks);
     state.submit(job);
     loop {
         let mut finished_any = false;
@@ -180,16 +207,7 @@ pub fn simulate_tasks(
             break;
         }
     }
-    if let Some(journal) = &journal {
-        journal
-            .flush_blocking()
-            .map_err(|message| SchedulerError::StateStore {
-                path: state_dir
-                    .map(|d| d.display().to_string())
-                    .unwrap_or_default(),
-                message,
-            })?;
-    }
+    flush(journal.as_ref(), state_dir)?;
     let elapsed = started.elapsed();
     let finished = watch.borrow().tasks_done as usize;
     Ok((finished, elapsed))
@@ -201,10 +219,13 @@ mod tests {
 
     #[test]
     fn every_task_is_placed_when_there_are_slots_for_all() -> Result<(), SchedulerError> {
-        let (placed, _) = simulate_placement(1000, 10, 100)?;
+        let (placed, _) = simulate_placement(1000, 10, 100, None)?;
         assert_eq!(placed, 1000);
-        let (placed, _) = simulate_placement(1000, 10, 20)?;
+        let (placed, _) = simulate_placement(1000, 10, 20, None)?;
         assert_eq!(placed, 200, "no more tasks than slots");
+        let dir = tempfile::tempdir()?;
+        let (placed, _) = simulate_placement(1000, 10, 100, Some(dir.path()))?;
+        assert_eq!(placed, 1000, "a state store changes nothing placed");
         Ok(())
     }
 
