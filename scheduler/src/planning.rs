@@ -9,7 +9,7 @@ use datafusion::datasource::listing::ListingTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SessionContext;
 use datafusion::execution::runtime_env::RuntimeEnv;
-use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::sanity_checker::SanityCheckPlan;
@@ -89,6 +89,24 @@ pub(crate) fn prepare_for_tasks(
     let physical = memory_scans_for_the_wire(physical)?;
     check_independent_partitions(&physical)?;
     check_requirements(physical, config)
+}
+
+/// A logical plan as the stages that run it: DataFusion's physical planner
+/// (its errors naming the tables' paths), then [`plan_stages`]. The one
+/// path from a logical plan to stages, for a plan job and for each
+/// statement of a script job.
+pub(crate) async fn logical_to_stages(
+    job_id: &JobId,
+    logical: &LogicalPlan,
+    state: &SessionState,
+    output: Option<(String, OutputFormat)>,
+    first_stage: u32,
+) -> datafusion::error::Result<(Vec<u8>, Vec<StagePlan>)> {
+    let physical = DefaultPhysicalPlanner::default()
+        .create_physical_plan(logical, state)
+        .await
+        .map_err(|e| with_table_paths(e, logical))?;
+    plan_stages(job_id, physical, output, state.config(), first_stage)
 }
 
 /// A physical plan from [`planning_context`] as the stages that run it:
@@ -215,18 +233,14 @@ async fn try_plan(
         Some(Err(e)) => return Err(e),
         None => (logical, None),
     };
-    let state = ctx.state();
-    let physical = DefaultPhysicalPlanner::default()
-        .create_physical_plan(&logical, &state)
-        .await
-        .map_err(|e| with_table_paths(e, &logical))?;
-    let (schema, stages) = plan_stages(
+    let (schema, stages) = logical_to_stages(
         job_id,
-        physical,
+        &logical,
+        &ctx.state(),
         output.as_ref().map(OutputTarget::staging_target),
-        state.config(),
         0,
-    )?;
+    )
+    .await?;
     for stage in stages.iter().filter(|_| volley_dataflow::log_plans()) {
         tracing::debug!(
             job_id = %job_id,

@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use tracing::{info, warn};
 use volley_dataflow::{
     JobId, Statement, apply_settings, classify_error, query_error, session_config, split_statements,
@@ -26,7 +25,7 @@ use volley_security::PathPolicy;
 
 use crate::job::Job;
 use crate::output_target::{Commit, OutputTarget, check_copy_target};
-use crate::planning::{plan_stages, planning_context};
+use crate::planning::{logical_to_stages, planning_context};
 use crate::service::Shared;
 
 /// Does this plan run on the scheduler alone?
@@ -167,10 +166,7 @@ async fn run(
             .map(OutputTarget::staging_target);
         let (schema, stages) = async {
             let optimized = state.optimize(&plan)?;
-            let physical = DefaultPhysicalPlanner::default()
-                .create_physical_plan(&optimized, &state)
-                .await?;
-            plan_stages(job_id, physical, target, state.config(), next_stage)
+            logical_to_stages(job_id, &optimized, &state, target, next_stage).await
         }
         .await
         .map_err(|e| fail_at(number, statement, &e))?;
