@@ -295,6 +295,7 @@ mod tests {
             executor_id: ExecutorId::from("e1"),
             endpoint: "http://127.0.0.1:1".into(),
             grant: Vec::new(),
+            attempt: Default::default(),
         };
         let error: DataFusionError = ExchangeError::FetchFailed {
             location: Box::new(location.clone()),

@@ -159,6 +159,54 @@ impl fmt::Display for MapOutputId {
     }
 }
 
+/// Which attempt of a map task wrote an output: the stage attempt that ran
+/// it, under the epoch of the scheduler that launched it (0 without a
+/// state store). Every stored output, location and ticket names its
+/// attempt, so a reader gets exactly the output the scheduler resolved for
+/// it or a fetch failure, never another attempt's.
+///
+/// Ordered by epoch, then stage attempt: a scheduler restarted from its
+/// state store numbers stage attempts from 0 again, under a higher epoch,
+/// so its attempts still outrank every attempt launched before it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OutputAttempt {
+    /// The epoch of the scheduler that launched the attempt.
+    pub epoch: u64,
+    /// The stage attempt (0 first, under that scheduler).
+    pub stage_attempt: u32,
+}
+
+impl OutputAttempt {
+    /// Stage attempt `stage_attempt`, launched by a scheduler of `epoch`.
+    pub fn new(epoch: u64, stage_attempt: u32) -> Self {
+        Self {
+            epoch,
+            stage_attempt,
+        }
+    }
+}
+
+impl fmt::Display for OutputAttempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "e{}a{}", self.epoch, self.stage_attempt)
+    }
+}
+
+impl From<Option<&volley_proto::v1::OutputAttempt>> for OutputAttempt {
+    fn from(value: Option<&volley_proto::v1::OutputAttempt>) -> Self {
+        value.map_or_else(Self::default, |a| Self::new(a.epoch, a.stage_attempt))
+    }
+}
+
+impl From<OutputAttempt> for volley_proto::v1::OutputAttempt {
+    fn from(value: OutputAttempt) -> Self {
+        Self {
+            epoch: value.epoch,
+            stage_attempt: value.stage_attempt,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,5 +220,14 @@ mod tests {
             assert!(ExecutorId::parse(bad).is_err(), "{bad:?}");
         }
         assert!(!JobId::from("../x").is_well_formed());
+    }
+
+    #[test]
+    fn a_restarted_schedulers_first_attempt_outranks_every_earlier_one() {
+        let before_restart = OutputAttempt::new(7, 3);
+        let after_restart = OutputAttempt::new(8, 0);
+        assert!(after_restart > before_restart);
+        assert!(OutputAttempt::new(7, 4) > before_restart);
+        assert_eq!(after_restart.to_string(), "e8a0");
     }
 }

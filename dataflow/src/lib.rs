@@ -54,7 +54,7 @@ pub use exchange_io::{
 pub use file_output::{Destination, FileOutputExec, OutputFormat, SHARED_MARKER};
 pub use functions::{PlannedCall, PlannedUdf, UdfRegistry};
 pub use guarded_store::GuardedStore;
-pub use ids::{ExecutorId, InvalidId, JobId, MapOutputId, StageId, TaskId};
+pub use ids::{ExecutorId, InvalidId, JobId, MapOutputId, OutputAttempt, StageId, TaskId};
 pub use input_files::{describe_files, input_files};
 pub use key_filter::{
     BLOOM_CONTAINS, KeySummarizer, KeySummary, bloom_bits_log2, bloom_contains, summarizable,

@@ -5,13 +5,15 @@ use std::fmt;
 
 use volley_proto::v1;
 
-use crate::ids::{ExecutorId, JobId, MapOutputId, StageId};
+use crate::ids::{ExecutorId, JobId, MapOutputId, OutputAttempt, StageId};
 
 /// One output partition of one map output, on one executor.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PartitionLocation {
     /// The map output this piece belongs to.
     pub map_output: MapOutputId,
+    /// The attempt of the map task that wrote it.
+    pub attempt: OutputAttempt,
     /// Which of the map output's partitions.
     pub output_partition: u32,
     /// The executor holding it.
@@ -27,8 +29,8 @@ impl fmt::Display for PartitionLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} partition {} on executor {} ({})",
-            self.map_output, self.output_partition, self.executor_id, self.endpoint
+            "{} ({}) partition {} on executor {} ({})",
+            self.map_output, self.attempt, self.output_partition, self.executor_id, self.endpoint
         )
     }
 }
@@ -43,6 +45,7 @@ impl From<&PartitionLocation> for v1::PartitionLocation {
             output_partition: value.output_partition,
             job_id: value.map_output.job_id.to_string(),
             grant: value.grant.clone(),
+            attempt: Some(value.attempt.into()),
         }
     }
 }
@@ -55,6 +58,7 @@ impl From<&v1::PartitionLocation> for PartitionLocation {
                 stage_id: StageId(value.stage_id),
                 map_partition: value.map_partition,
             },
+            attempt: OutputAttempt::from(value.attempt.as_ref()),
             output_partition: value.output_partition,
             executor_id: ExecutorId::from(value.executor_id.as_str()),
             endpoint: value.endpoint.clone(),
@@ -71,6 +75,7 @@ impl PartitionLocation {
             stage_id: self.map_output.stage_id.0,
             map_partition: self.map_output.map_partition,
             output_partition: self.output_partition,
+            attempt: Some(self.attempt.into()),
         }
     }
 

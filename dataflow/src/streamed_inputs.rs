@@ -191,6 +191,7 @@ mod tests {
             executor_id: ExecutorId::from("e"),
             endpoint: "http://e".into(),
             grant: Vec::new(),
+            attempt: Default::default(),
         }
     }
 

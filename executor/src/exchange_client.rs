@@ -59,14 +59,18 @@ impl ShuffleSource for ExchangeClient {
         schema: SchemaRef,
     ) -> Result<SendableRecordBatchStream, ExchangeError> {
         if location.executor_id == self.executor_id {
-            return match self
-                .store
-                .read(&location.map_output, location.output_partition as usize)
-            {
+            return match self.store.read(
+                &location.map_output,
+                location.attempt,
+                location.output_partition as usize,
+            ) {
                 Some((_, stream)) => Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream))),
                 None => Err(ExchangeError::FetchFailed {
                     location: Box::new(location.clone()),
-                    reason: "the map output is no longer held by this executor".into(),
+                    reason: format!(
+                        "the output of attempt {} is no longer held by this executor",
+                        location.attempt
+                    ),
                 }),
             };
         }

@@ -96,6 +96,39 @@ struct Epochs {
     highest: u64,
 }
 
+/// What registering with a scheduler of some epoch means for the outputs
+/// an executor holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    /// A scheduler restarted from its state store: it may take them over.
+    MayTakeOver,
+    /// The scheduler that declared this executor lost (it re-ran that work),
+    /// or one without a state store: nobody will read them.
+    DropsOutputs,
+}
+
+impl Epochs {
+    /// Whether a scheduler announcing `epoch` is served: `Err(highest)` when
+    /// it is older than one served before (a stale scheduler, fenced off by
+    /// a newer one); epoch 0 (no state store) is always served.
+    fn admit(&self, epoch: u64, registered_before: bool) -> Result<Admission, u64> {
+        if epoch != 0 && epoch < self.highest {
+            return Err(self.highest);
+        }
+        if registered_before && (epoch == 0 || epoch == self.last) {
+            Ok(Admission::DropsOutputs)
+        } else {
+            Ok(Admission::MayTakeOver)
+        }
+    }
+
+    /// A scheduler of `epoch` is now served.
+    fn served(&mut self, epoch: u64) {
+        self.last = epoch;
+        self.highest = self.highest.max(epoch);
+    }
+}
+
 /// An open control stream.
 type Control = (
     mpsc::UnboundedSender<v1::ExecutorMessage>,
@@ -117,6 +150,7 @@ impl Membership {
             state: self.state.clone(),
             store: Arc::clone(&self.store),
             source,
+            epoch: self.epochs.lock().unwrap_or_else(|p| p.into_inner()).last,
         })
     }
 
@@ -177,15 +211,15 @@ impl Membership {
                             .into(),
                     ));
                 }
-                if registered.epoch != 0 && registered.epoch < epochs.highest {
-                    return Err(ExecutorError::StaleScheduler {
-                        url: self.scheduler_url.clone(),
-                        epoch: registered.epoch,
-                        served: epochs.highest,
-                    });
-                }
-                if previous.is_some() && (registered.epoch == 0 || registered.epoch == epochs.last)
-                {
+                let admission =
+                    epochs
+                        .admit(registered.epoch, previous.is_some())
+                        .map_err(|served| ExecutorError::StaleScheduler {
+                            url: self.scheduler_url.clone(),
+                            epoch: registered.epoch,
+                            served,
+                        })?;
+                if admission == Admission::DropsOutputs {
                     // The same scheduler dropped this executor (and re-ran
                     // its work), or a scheduler without a state store knows
                     // nothing of what it holds.
@@ -194,9 +228,10 @@ impl Membership {
                         info!(executor_id = %id, dropped_outputs = dropped, "the scheduler will not take over stored outputs; dropped them");
                     }
                 }
-                let mut known = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
-                known.last = registered.epoch;
-                known.highest = known.highest.max(registered.epoch);
+                self.epochs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .served(registered.epoch);
             }
             Ok(_) => {
                 return Err(refused(
@@ -665,6 +700,25 @@ fn route_to(url: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scheduler_older_than_one_served_is_refused_and_a_restarted_one_may_take_over() {
+        let mut epochs = Epochs::default();
+        assert_eq!(epochs.admit(5, false), Ok(Admission::MayTakeOver));
+        epochs.served(5);
+        // The store's next scheduler takes over what this executor kept.
+        assert_eq!(epochs.admit(6, true), Ok(Admission::MayTakeOver));
+        epochs.served(6);
+        // The scheduler it already served declared it lost: it re-ran that work.
+        assert_eq!(epochs.admit(6, true), Ok(Admission::DropsOutputs));
+        // One fenced off by epoch 6 is stale, however often it asks.
+        assert_eq!(epochs.admit(5, true), Err(6));
+        assert_eq!(epochs.admit(5, false), Err(6));
+        // A scheduler without a store is always served, and knows nothing.
+        assert_eq!(epochs.admit(0, true), Ok(Admission::DropsOutputs));
+        epochs.served(0);
+        assert_eq!(epochs.admit(5, true), Err(6), "the highest is remembered");
+    }
 
     #[test]
     fn a_wildcard_bind_advertises_the_address_that_reaches_the_scheduler() {

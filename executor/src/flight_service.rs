@@ -22,7 +22,7 @@ use std::time::SystemTime;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
-use volley_dataflow::{JobId, MapOutputId, StageId};
+use volley_dataflow::{JobId, MapOutputId, OutputAttempt, StageId};
 use volley_proto::v1;
 use volley_security::{TicketSigner, TokenHash, bearer};
 
@@ -131,11 +131,16 @@ impl FlightService for ShuffleFlightService {
             stage_id: StageId(ticket.stage_id),
             map_partition: ticket.map_partition,
         };
-        debug!(job_id = %id.job_id, stage = %id.stage_id, map = id.map_partition, output = ticket.output_partition, compression = ?compression, "serving shuffle data");
+        let attempt = OutputAttempt::from(ticket.attempt.as_ref());
+        debug!(job_id = %id.job_id, stage = %id.stage_id, map = id.map_partition, %attempt, output = ticket.output_partition, compression = ?compression, "serving shuffle data");
         let (schema, stream) = self
             .store
-            .read(&id, ticket.output_partition as usize)
-            .ok_or_else(|| Status::not_found(format!("this executor holds no output of {id}")))?;
+            .read(&id, attempt, ticket.output_partition as usize)
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "this executor holds no output of {id} written by attempt {attempt}"
+                ))
+            })?;
         let served = self.store.metrics().shuffle_bytes_served.clone();
         let stream = stream.inspect_ok(move |batch| {
             served.inc_by(batch.get_array_memory_size() as u64);
@@ -220,6 +225,7 @@ mod tests {
             executor_id: ExecutorId::from("exec-test"),
             endpoint: endpoint.to_string(),
             grant: Vec::new(),
+            attempt: Default::default(),
         }
     }
 
@@ -237,7 +243,8 @@ mod tests {
         ));
         for map in 0..4 {
             let id = location(map, "").map_output;
-            let mut writer = StoreSink::new(Arc::clone(&store), 0).open(id, schema(), 1)?;
+            let mut writer =
+                StoreSink::new(Arc::clone(&store), Default::default()).open(id, schema(), 1)?;
             for _ in 0..4 {
                 let values = Int64Array::from_iter_values(0..250_000);
                 writer.write(0, RecordBatch::try_new(schema(), vec![Arc::new(values)])?)?;

@@ -34,8 +34,8 @@ use datafusion::execution::memory_pool::{
 };
 use futures::stream::BoxStream;
 use volley_dataflow::{
-    ExchangeError, JobId, MapOutputId, MapOutputWriter, PartitionStats, ShuffleSink, StageId,
-    from_wire, to_wire, wire_schema,
+    ExchangeError, JobId, MapOutputId, MapOutputWriter, OutputAttempt, PartitionStats, ShuffleSink,
+    StageId, from_wire, to_wire, wire_schema,
 };
 
 #[derive(Debug)]
@@ -77,9 +77,10 @@ struct StoredOutput {
     partitions: Vec<StoredPartition>,
     /// Rows and bytes of each partition, as reported when it was written.
     stats: Vec<PartitionStats>,
-    /// The stage attempt that wrote it: a later attempt's output replaces
-    /// it, an earlier one's never does.
-    attempt: u32,
+    /// The attempt that wrote it: a later attempt's output replaces it, an
+    /// earlier one's never does, and a reader naming another attempt is
+    /// refused.
+    attempt: OutputAttempt,
     /// Holds the pool memory of the in-memory partitions until dropped.
     _reservation: MemoryReservation,
     /// And their share of the shuffle budget.
@@ -171,14 +172,20 @@ impl ShuffleStore {
         self.outputs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Streams one output partition of a stored map output; `None` if this
-    /// executor does not hold it.
+    /// Streams one output partition of attempt `attempt`'s output of map
+    /// task `id`; `None` if this executor does not hold that attempt's
+    /// output (none, or another attempt's).
     pub(crate) fn read(
         &self,
         id: &MapOutputId,
+        attempt: OutputAttempt,
         partition: usize,
     ) -> Option<(SchemaRef, BoxStream<'static, Result<RecordBatch>>)> {
         let output = Arc::clone(self.outputs().get(id)?);
+        if output.attempt != attempt {
+            debug!(%id, held = %output.attempt, asked = %attempt, "a read of another attempt's output refused");
+            return None;
+        }
         let schema = Arc::clone(&output.schema);
         let stream: BoxStream<'static, Result<RecordBatch>> = match output.partitions.get(partition)
         {
@@ -244,6 +251,7 @@ impl ShuffleStore {
                 map_partition: id.map_partition,
                 partition_rows: output.stats.iter().map(|s| s.rows).collect(),
                 partition_bytes: output.stats.iter().map(|s| s.bytes).collect(),
+                attempt: Some(output.attempt.into()),
             })
             .collect()
     }
@@ -260,16 +268,16 @@ fn read_file(path: &Path) -> Result<FileReader<BufReader<File>>> {
 }
 
 /// The store as the [`ShuffleSink`] the shuffle writers of one task write
-/// to, tagged with the task's stage attempt.
+/// to, tagged with the task's attempt.
 #[derive(Debug)]
 pub(crate) struct StoreSink {
     store: Arc<ShuffleStore>,
-    attempt: u32,
+    attempt: OutputAttempt,
 }
 
 impl StoreSink {
-    /// Writers of a task of stage attempt `attempt`.
-    pub(crate) fn new(store: Arc<ShuffleStore>, attempt: u32) -> Self {
+    /// Writers of a task of attempt `attempt`.
+    pub(crate) fn new(store: Arc<ShuffleStore>, attempt: OutputAttempt) -> Self {
         Self { store, attempt }
     }
 }
@@ -318,8 +326,8 @@ impl SpillFile {
 
 struct StoreWriter {
     store: Arc<ShuffleStore>,
-    /// The stage attempt of the task writing.
-    attempt: u32,
+    /// The attempt of the task writing.
+    attempt: OutputAttempt,
     id: MapOutputId,
     schema: SchemaRef,
     reservation: Option<MemoryReservation>,
@@ -350,8 +358,9 @@ impl StoreWriter {
                 .join(self.id.stage_id.to_string());
             std::fs::create_dir_all(&dir).map_err(|e| spill_error(&dir, e))?;
             let path = dir.join(format!(
-                "map{}-out{out}-{}.arrow",
+                "map{}-{}-out{out}-{}.arrow",
                 self.id.map_partition,
+                self.attempt,
                 uuid_suffix()
             ));
             let file = File::create(&path).map_err(|e| spill_error(&path, e))?;
@@ -485,7 +494,7 @@ impl MapOutputWriter for StoreWriter {
             // current attempt's output stays (this one is dropped, freeing
             // its memory and files).
             Some(current) if current.attempt > self.attempt => {
-                debug!(id = %self.id, attempt = self.attempt, current = current.attempt, "output of a superseded attempt dropped");
+                debug!(id = %self.id, attempt = %self.attempt, current = %current.attempt, "output of a superseded attempt dropped");
             }
             _ => {
                 outputs.insert(self.id.clone(), Arc::new(output));
@@ -534,6 +543,11 @@ mod tests {
         ))
     }
 
+    /// Stage attempt `n` under the first scheduler.
+    fn a(n: u32) -> OutputAttempt {
+        OutputAttempt::new(1, n)
+    }
+
     fn id(map: u32) -> MapOutputId {
         MapOutputId {
             job_id: JobId::from("job"),
@@ -562,18 +576,19 @@ mod tests {
         // Room for about one batch of 10k i64s, not three.
         let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(100_000));
         let store = store(&pool, dir.path(), usize::MAX);
-        let mut writer = StoreSink::new(Arc::clone(&store), 0).open(id(0), batch(1).schema(), 2)?;
+        let mut writer =
+            StoreSink::new(Arc::clone(&store), a(0)).open(id(0), batch(1).schema(), 2)?;
         for _ in 0..3 {
             writer.write(1, batch(10_000))?;
         }
         let stats = writer.finish()?;
         assert_eq!(stats[1].rows, 30_000);
         assert_eq!(pool.reserved(), 0, "spilled output holds no pool memory");
-        let (_, stream) = store.read(&id(0), 1).expect("stored");
+        let (_, stream) = store.read(&id(0), a(0), 1).expect("stored");
         let batches: Vec<RecordBatch> = stream.try_collect().await?;
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 30_000);
         assert_eq!(store.remove_job(&JobId::from("job"), &[]), 1);
-        assert!(store.read(&id(0), 1).is_none());
+        assert!(store.read(&id(0), a(0), 1).is_none());
         Ok(())
     }
 
@@ -591,10 +606,10 @@ mod tests {
         let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1 << 20));
         // No shuffle memory: everything spills.
         let store = store(&pool, dir.path(), 0);
-        let mut writer = StoreSink::new(Arc::clone(&store), 0).open(id(0), batch.schema(), 1)?;
+        let mut writer = StoreSink::new(Arc::clone(&store), a(0)).open(id(0), batch.schema(), 1)?;
         writer.write(0, batch.clone())?;
         writer.finish()?;
-        let (_, stream) = store.read(&id(0), 0).expect("stored");
+        let (_, stream) = store.read(&id(0), a(0), 0).expect("stored");
         let back: Vec<RecordBatch> = stream.try_collect().await?;
         assert_eq!(back, vec![batch]);
         Ok(())
@@ -606,7 +621,8 @@ mod tests {
         // The pool could hold all five batches; one output may hold one.
         let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1_000_000));
         let store = store(&pool, dir.path(), usize::MAX);
-        let mut writer = StoreSink::new(Arc::clone(&store), 0).open(id(1), batch(1).schema(), 1)?;
+        let mut writer =
+            StoreSink::new(Arc::clone(&store), a(0)).open(id(1), batch(1).schema(), 1)?;
         for _ in 0..5 {
             writer.write(0, batch(10_000))?;
         }
@@ -624,19 +640,21 @@ mod tests {
         let one_batch = batch(10_000).get_array_memory_size();
         // Room in the budget for two batches; the pool could hold hundreds.
         let store = store(&pool, dir.path(), 2 * one_batch + 1);
-        let mut first = StoreSink::new(Arc::clone(&store), 0).open(id(4), batch(1).schema(), 1)?;
+        let mut first =
+            StoreSink::new(Arc::clone(&store), a(0)).open(id(4), batch(1).schema(), 1)?;
         first.write(0, batch(10_000))?;
         first.finish()?;
         assert_eq!(store.memory_held(), one_batch);
         assert!(walk(dir.path()).is_empty(), "the first output fits");
 
-        let mut second = StoreSink::new(Arc::clone(&store), 0).open(id(5), batch(1).schema(), 1)?;
+        let mut second =
+            StoreSink::new(Arc::clone(&store), a(0)).open(id(5), batch(1).schema(), 1)?;
         second.write(0, batch(10_000))?;
         second.write(0, batch(10_000))?;
         second.finish()?;
         assert_eq!(store.memory_held(), one_batch, "the second output spilled");
         assert_eq!(walk(dir.path()).len(), 1);
-        let (_, stream) = store.read(&id(5), 0).expect("stored");
+        let (_, stream) = store.read(&id(5), a(0), 0).expect("stored");
         let batches: Vec<RecordBatch> = stream.try_collect().await?;
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 20_000);
 
@@ -650,8 +668,12 @@ mod tests {
         Ok(())
     }
 
-    async fn rows_of(store: &ShuffleStore, id: &MapOutputId) -> Result<usize> {
-        let (_, stream) = store.read(id, 0).expect("stored");
+    async fn rows_of(
+        store: &ShuffleStore,
+        id: &MapOutputId,
+        attempt: OutputAttempt,
+    ) -> Result<usize> {
+        let (_, stream) = store.read(id, attempt, 0).expect("stored");
         let batches: Vec<RecordBatch> = stream.try_collect().await?;
         Ok(batches.iter().map(|b| b.num_rows()).sum())
     }
@@ -664,24 +686,102 @@ mod tests {
         let store = store(&pool, dir.path(), usize::MAX);
         // Attempt 0's task starts, the stage is re-planned, attempt 1's task
         // finishes first; attempt 0's finishes late.
-        let mut old = StoreSink::new(Arc::clone(&store), 0).open(id(7), batch(1).schema(), 1)?;
+        let mut old = StoreSink::new(Arc::clone(&store), a(0)).open(id(7), batch(1).schema(), 1)?;
         old.write(0, batch(5))?;
-        let mut new = StoreSink::new(Arc::clone(&store), 1).open(id(7), batch(1).schema(), 1)?;
+        let mut new = StoreSink::new(Arc::clone(&store), a(1)).open(id(7), batch(1).schema(), 1)?;
         new.write(0, batch(3))?;
         new.finish()?;
         old.finish()?;
         assert_eq!(
-            rows_of(&store, &id(7)).await?,
+            rows_of(&store, &id(7), a(1)).await?,
             3,
             "attempt 1's output stays"
         );
+        assert!(
+            store.read(&id(7), a(0), 0).is_none(),
+            "attempt 0's output is gone"
+        );
         // A later attempt replaces an earlier one's.
-        let mut newer = StoreSink::new(Arc::clone(&store), 2).open(id(7), batch(1).schema(), 1)?;
+        let mut newer =
+            StoreSink::new(Arc::clone(&store), a(2)).open(id(7), batch(1).schema(), 1)?;
         newer.write(0, batch(4))?;
         newer.finish()?;
-        assert_eq!(rows_of(&store, &id(7)).await?, 4);
+        assert_eq!(rows_of(&store, &id(7), a(2)).await?, 4);
         assert_eq!(store.len(), 1);
         Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_reader_naming_another_attempt_gets_nothing_rather_than_that_attempts_rows()
+    -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(100_000_000));
+        let store = store(&pool, dir.path(), usize::MAX);
+        let mut writer =
+            StoreSink::new(Arc::clone(&store), a(2)).open(id(8), batch(1).schema(), 1)?;
+        writer.write(0, batch(6))?;
+        writer.finish()?;
+        // A reader resolved against attempt 1 (re-planned since) must fail
+        // to fetch, and so be re-planned, not read attempt 2's rows.
+        assert!(store.read(&id(8), a(1), 0).is_none());
+        assert!(store.read(&id(8), OutputAttempt::new(2, 2), 0).is_none());
+        assert_eq!(rows_of(&store, &id(8), a(2)).await?, 6);
+        let held = store.held();
+        assert_eq!(
+            held[0].attempt,
+            Some(a(2).into()),
+            "held outputs name their attempt"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_restarted_schedulers_attempt_replaces_a_kept_output_and_a_late_writer_of_the_old_one_does_not()
+    -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(100_000_000));
+        let store = store(&pool, dir.path(), usize::MAX);
+        // Under scheduler epoch 1, stage attempt 3 wrote map 9; a task of
+        // that attempt is still running when the scheduler dies.
+        let kept = OutputAttempt::new(1, 3);
+        let mut first =
+            StoreSink::new(Arc::clone(&store), kept).open(id(9), batch(1).schema(), 1)?;
+        first.write(0, batch(2))?;
+        first.finish()?;
+        let mut late =
+            StoreSink::new(Arc::clone(&store), kept).open(id(9), batch(1).schema(), 1)?;
+        late.write(0, batch(7))?;
+        // The restarted scheduler (epoch 2) numbers attempts from 0 again,
+        // and runs map 9 here once more.
+        let restarted = OutputAttempt::new(2, 0);
+        let mut again =
+            StoreSink::new(Arc::clone(&store), restarted).open(id(9), batch(1).schema(), 1)?;
+        again.write(0, batch(5))?;
+        again.finish()?;
+        late.finish()?;
+        assert_eq!(rows_of(&store, &id(9), restarted).await?, 5);
+        assert!(store.read(&id(9), kept, 0).is_none());
+        assert_eq!(store.len(), 1);
+        // Spill file names carry the attempt too.
+        let spilling = store_at(&pool, dir.path());
+        let mut spilled =
+            StoreSink::new(Arc::clone(&spilling), restarted).open(id(9), batch(1).schema(), 1)?;
+        spilled.write(0, batch(5))?;
+        spilled.finish()?;
+        let names: Vec<String> = walk(dir.path())
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        assert!(
+            names.iter().any(|n| n.starts_with("map9-e2a0-out0-")),
+            "{names:?}"
+        );
+        Ok(())
+    }
+
+    /// A store in `dir` that spills everything.
+    fn store_at(pool: &Arc<dyn MemoryPool>, dir: &Path) -> Arc<ShuffleStore> {
+        store(pool, dir, 0)
     }
 
     #[tokio::test]
@@ -689,10 +789,11 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(10));
         let store = store(&pool, dir.path(), usize::MAX);
-        let mut writer = StoreSink::new(Arc::clone(&store), 0).open(id(3), batch(1).schema(), 1)?;
+        let mut writer =
+            StoreSink::new(Arc::clone(&store), a(0)).open(id(3), batch(1).schema(), 1)?;
         writer.write(0, batch(1000))?;
         drop(writer);
-        assert!(store.read(&id(3), 0).is_none());
+        assert!(store.read(&id(3), a(0), 0).is_none());
         let leftover: Vec<_> = walk(dir.path());
         assert!(leftover.is_empty(), "files left behind: {leftover:?}");
         Ok(())

@@ -15,9 +15,9 @@ use datafusion::physical_plan::joins::{
 };
 use datafusion::physical_plan::{ExecutionPlan, common};
 use volley_dataflow::{
-    ExchangeContext, ExchangeError, ExecutorId, ShuffleSource, ShuffleWriterExec, StreamedInputs,
-    TrafficRecorder, apply_settings, classify_error, describe_files, find_exchange_error,
-    input_files, query_error, session_config,
+    ExchangeContext, ExchangeError, ExecutorId, OutputAttempt, ShuffleSource, ShuffleWriterExec,
+    StreamedInputs, TrafficRecorder, apply_settings, classify_error, describe_files,
+    find_exchange_error, input_files, query_error, session_config,
 };
 use volley_proto::v1;
 
@@ -35,6 +35,9 @@ pub(crate) struct TaskEnv {
     /// Where the tasks' shuffle writers store their output.
     pub(crate) store: Arc<ShuffleStore>,
     pub(crate) source: Arc<dyn ShuffleSource>,
+    /// The epoch of the scheduler this registration serves: with the stage
+    /// attempt, it names every output the tasks write.
+    pub(crate) epoch: u64,
 }
 
 /// Makes a decoded stage plan interruptible: a join can turn one input batch
@@ -80,9 +83,13 @@ pub(crate) async fn run_task(
     let plan = Arc::clone(&stage.plan);
     let exchange = Arc::new(ExchangeContext {
         executor_id: env.executor_id.clone(),
-        // Tagged with the attempt, so a superseded attempt's late output
-        // never replaces the current one's.
-        sink: Arc::new(StoreSink::new(Arc::clone(&env.store), stage.attempt)),
+        // Named with the attempt, so a superseded attempt's late output
+        // never replaces the current one's, and no reader gets another
+        // attempt's rows.
+        sink: Arc::new(StoreSink::new(
+            Arc::clone(&env.store),
+            OutputAttempt::new(env.epoch, stage.attempt),
+        )),
         source: Arc::clone(&env.source),
         traffic: Arc::clone(&traffic),
         streamed: stage.streamed,

@@ -7,7 +7,7 @@
 
 /// The protocol version executors announce when they register. Bump it on
 /// any change to `volley.proto` that old peers cannot read.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Size limits of what every node decodes or accepts, the same everywhere,
 /// so that no peer can make another allocate without bound.

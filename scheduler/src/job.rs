@@ -24,8 +24,8 @@ use tokio::sync::watch;
 // The state machine's clock: tokio's, which tests pause and advance.
 use tokio::time::Instant;
 use volley_dataflow::{
-    ExchangeKind, ExecutorId, JobId, KeySummary, PartitionStats, ShuffleReaderExec, StageId,
-    TaskId, encode_plan,
+    ExchangeKind, ExecutorId, JobId, KeySummary, ShuffleReaderExec, StageId, TaskId, encode_plan,
+    volley_internal,
 };
 use volley_proto::v1;
 
@@ -33,7 +33,12 @@ use crate::access::JobAccess;
 use crate::event_log::{EventLog, JobEvents, StageView};
 use crate::job_trace::JobTrace;
 use crate::runtime_filters::{RuntimeFilter, apply_runtime_filters};
-use crate::stage::{Stage, StageState};
+use crate::stage::{FinishedOutput, Stage, StageState};
+
+/// How a job recovers from failures: methods of `Job` kept in their own
+/// file, a child module so they reach the job's private fields.
+#[path = "recovery.rs"]
+pub(crate) mod recovery;
 use crate::stage_planner::StagePlan;
 
 /// Where a job is in its life.
@@ -87,8 +92,11 @@ pub(crate) struct ScriptProgress {
 pub(crate) struct Job {
     pub(crate) id: JobId,
     pub(crate) name: String,
-    pub(crate) phase: JobPhase,
-    pub(crate) stages: Vec<Stage>,
+    /// Where it is; changed only by its own methods.
+    phase: JobPhase,
+    /// Its stages in order (the final one last), current statement's for
+    /// a script; each changes only through its own transitions.
+    stages: Vec<Stage>,
     pub(crate) settings: HashMap<String, String>,
     result_schema: Vec<u8>,
     pub(crate) traffic: BTreeMap<(ExecutorId, ExecutorId), (u64, u64)>,
@@ -118,8 +126,9 @@ pub(crate) struct Job {
     /// Its spans, when traces are exported.
     trace: Option<JobTrace>,
     /// The owner's tickets for result pieces, by (stage, map, output
-    /// partition): a piece re-run elsewhere keeps its ticket.
-    result_grants: std::sync::Mutex<HashMap<(u32, u32, u32), Vec<u8>>>,
+    /// partition, attempt): a piece written again by another attempt gets
+    /// a new ticket, since tickets name the attempt whose output they read.
+    result_grants: std::sync::Mutex<HashMap<ResultPiece, Vec<u8>>>,
     /// A script job's outputs (`--output`, `COPY ... TO 'dir/'`) once
     /// prepared: removed as the job fails, before anyone hears it failed.
     pub(crate) script_outputs: Vec<crate::output_target::OutputTarget>,
@@ -141,14 +150,16 @@ pub(crate) struct Job {
     pub(crate) superseded: Vec<(ExecutorId, TaskId)>,
 }
 
+/// A piece of a job's result as its tickets name it: stage, map and output
+/// partition, and the attempt that wrote it.
+type ResultPiece = (u32, u32, u32, volley_dataflow::OutputAttempt);
+
 /// A kept map output waiting for its stage.
 #[derive(Debug)]
 struct Offered {
     stage: StageId,
     map: usize,
-    executor: ExecutorId,
-    endpoint: String,
-    stats: Vec<PartitionStats>,
+    output: FinishedOutput,
 }
 
 impl Job {
@@ -431,6 +442,26 @@ impl Job {
 
     /// Where stage `id` is in `stages` (a script's statements number their
     /// stages on from the last one's).
+    /// Where the job is in its life.
+    pub(crate) fn phase(&self) -> &JobPhase {
+        &self.phase
+    }
+
+    /// Its stages, in order: the final one last.
+    pub(crate) fn stages(&self) -> &[Stage] {
+        &self.stages
+    }
+
+    /// Stage `index`, to make one of its transitions.
+    pub(crate) fn stage_mut(&mut self, index: usize) -> &mut Stage {
+        &mut self.stages[index]
+    }
+
+    /// Every stage, to make their transitions (placement).
+    pub(crate) fn stages_mut(&mut self) -> impl Iterator<Item = &mut Stage> {
+        self.stages.iter_mut()
+    }
+
     pub(crate) fn stage_index(&self, id: StageId) -> Option<usize> {
         let first = self.stages.first()?.id().0;
         let index = id.0.checked_sub(first)? as usize;
@@ -445,21 +476,13 @@ impl Job {
         &mut self,
         stage: StageId,
         map: usize,
-        executor: &ExecutorId,
-        endpoint: &str,
-        stats: Vec<PartitionStats>,
+        output: FinishedOutput,
     ) -> bool {
         if self.stage_index(stage).is_none() && self.script.is_some() {
-            self.offered.push(Offered {
-                stage,
-                map,
-                executor: executor.clone(),
-                endpoint: endpoint.to_string(),
-                stats,
-            });
+            self.offered.push(Offered { stage, map, output });
             return false;
         }
-        self.adopt_output(stage, map, executor, endpoint, stats)
+        self.adopt_output(stage, map, output)
     }
 
     /// Takes over kept outputs offered for the stages now current.
@@ -467,13 +490,7 @@ impl Job {
         let offered = std::mem::take(&mut self.offered);
         for offer in offered {
             if self.stage_index(offer.stage).is_some() {
-                self.adopt_output(
-                    offer.stage,
-                    offer.map,
-                    &offer.executor,
-                    &offer.endpoint,
-                    offer.stats,
-                );
+                self.adopt_output(offer.stage, offer.map, offer.output);
             } else {
                 self.offered.push(offer);
             }
@@ -482,7 +499,7 @@ impl Job {
 
     /// `executor` is gone: what it offered is gone with it.
     pub(crate) fn withdraw_offers(&mut self, executor: &ExecutorId) {
-        self.offered.retain(|o| o.executor != *executor);
+        self.offered.retain(|o| o.output.executor != *executor);
     }
 
     /// Ids of every stage but the final one.
@@ -586,7 +603,9 @@ impl Job {
                 apply_runtime_filters(resolved, &filters)?
             };
             let encoded = encode_plan(resolved)?;
-            self.stages[i].resolve(encoded, streamed, applied);
+            self.stages[i]
+                .resolve(encoded, streamed, applied)
+                .map_err(|e| volley_internal(format!("stage {} resolved twice", e.0)))?;
             ready.push(self.stages[i].id());
         }
         Ok(ready)
@@ -822,7 +841,8 @@ impl Job {
             let mut signed = self.result_grants.lock().unwrap_or_else(|p| p.into_inner());
             status.result = stage
                 .output_locations(&self.id, |t| {
-                    let key = (t.stage_id, t.map_partition, t.output_partition);
+                    let attempt = volley_dataflow::OutputAttempt::from(t.attempt.as_ref());
+                    let key = (t.stage_id, t.map_partition, t.output_partition, attempt);
                     signed
                         .entry(key)
                         .or_insert_with(|| self.access.owner_grant(t))

@@ -25,7 +25,8 @@ mod metrics;
 mod output_target;
 mod partition_safety;
 mod planning;
-mod recovery;
+// Recovery is `Job`'s own (`job/recovery`): it sees the job's private fields.
+use job::recovery;
 mod restore;
 mod runtime_filters;
 mod scan_balance;

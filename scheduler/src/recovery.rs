@@ -19,7 +19,7 @@ use volley_dataflow::{ExecutorId, StageId};
 use volley_proto::v1;
 
 use crate::job::Job;
-use crate::stage::{TaskSlot, TooManyAttempts};
+use crate::stage::{FinishedOutput, TaskSlot, TooManyAttempts};
 
 /// Limits of recovery.
 #[derive(Debug, Clone, Copy)]
@@ -180,19 +180,17 @@ impl Job {
         })
     }
 
-    /// After a scheduler restart: `executor` still holds the finished output
-    /// of map task `(stage, map)`, of these sizes per output partition. If
-    /// that task is pending (not running, not done elsewhere) and the sizes
-    /// fit the stage, the output is taken over instead of run again (plans
-    /// are deterministic, so it is what the task would write). Returns
-    /// whether it was taken over.
+    /// After a scheduler restart: an executor still holds `output`, the
+    /// finished output of map task `(stage, map)`. If that task is pending
+    /// (not running, not done elsewhere) and the sizes fit the stage, the
+    /// output is taken over instead of run again (plans are deterministic,
+    /// so it is what the task would write); its readers name the attempt
+    /// that wrote it. Returns whether it was taken over.
     pub(crate) fn adopt_output(
         &mut self,
         stage: StageId,
         map: usize,
-        executor: &ExecutorId,
-        endpoint: &str,
-        stats: Vec<volley_dataflow::PartitionStats>,
+        output: FinishedOutput,
     ) -> bool {
         if !self.takes_over_outputs() {
             return false;
@@ -200,10 +198,11 @@ impl Job {
         let Some(index) = self.stage_index(stage) else {
             return false;
         };
-        if !self.stages[index].adopt(map, executor, endpoint, stats) {
+        let executor = output.executor.clone();
+        if !self.stages[index].adopt(map, output) {
             return false;
         }
-        self.executors_used.insert(executor.clone());
+        self.executors_used.insert(executor);
         self.recovery.outputs_recovered += 1;
         true
     }

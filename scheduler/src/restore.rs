@@ -94,7 +94,7 @@ async fn resume(shared: &Arc<Shared>, job_id: JobId, stored: LoadedJob, access: 
     .with_access(access)
     .submitted_at(submitted_at)
     .restarted();
-    if job.phase.is_terminal() {
+    if job.phase().is_terminal() {
         // It can no longer be planned (a table went away): it fails saying
         // why, like at submission.
         warn!(job_id = %job_id, "a recovered job could not be planned again");

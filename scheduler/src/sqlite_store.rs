@@ -209,6 +209,21 @@ fn delete_outputs(transaction: &rusqlite::Transaction<'_>, job: &JobId) -> rusql
     )
 }
 
+/// The epoch a scheduler claims after `last`: above it, and at least the
+/// time now in milliseconds since the Unix epoch. So a scheduler started on
+/// a fresh store (`--fresh-state`, or a new disk) still outranks every
+/// scheduler the executors served before, which a count restarting at 1
+/// would not: they would refuse it as stale and never register.
+fn next_epoch(last: u64, now_ms: u64) -> u64 {
+    last.saturating_add(1).max(now_ms)
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 impl StateStore for SqliteStore {
     fn claim(&mut self) -> Result<Epoch, SchedulerError> {
         let transaction =
@@ -227,7 +242,7 @@ impl StateStore for SqliteStore {
                 path: self.path.display().to_string(),
                 message: e.to_string(),
             })?;
-        let epoch = last.unwrap_or(0).max(0) as u64 + 1;
+        let epoch = next_epoch(last.unwrap_or(0).max(0) as u64, unix_millis());
         transaction
             .execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?1)",
@@ -419,6 +434,7 @@ mod tests {
             endpoint: "http://127.0.0.1:1".into(),
             partition_rows: vec![1, 2],
             partition_bytes: vec![8, 16],
+            epoch: 1,
         }
     }
 
@@ -428,7 +444,6 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let mut store = SqliteStore::open(dir.path(), false)?;
         let first = store.claim()?;
-        assert_eq!(first, Epoch(1));
         let running = JobId::from("running-job");
         let ended = JobId::from("ended-job");
         store.write(
@@ -464,7 +479,7 @@ mod tests {
         )?;
         drop(store);
         let mut store = SqliteStore::open(dir.path(), false)?;
-        assert_eq!(store.claim()?, Epoch(2));
+        assert!(store.claim()? > first);
         let jobs = store.load()?.jobs;
         assert_eq!(jobs.len(), 2);
         assert_eq!(jobs[0].record.job_id, "running-job", "oldest first");
@@ -483,15 +498,13 @@ mod tests {
         let mut old = SqliteStore::open(dir.path(), false)?;
         let epoch = old.claim()?;
         let mut new = SqliteStore::open(dir.path(), false)?;
-        new.claim()?;
+        let current = new.claim()?;
         let refused = old.write(epoch, &[StoreOp::Submitted(Box::new(record("job-x")))]);
         assert!(
             matches!(
                 refused,
-                Err(SchedulerError::Fenced {
-                    ours: 1,
-                    current: 2
-                })
+                Err(SchedulerError::Fenced { ours, current: now })
+                    if ours == epoch.0 && now == current.0 && now > ours
             ),
             "{refused:?}"
         );
@@ -512,6 +525,21 @@ mod tests {
             .pragma_update(None, "wal_checkpoint", "TRUNCATE")
             .map_err(|e| store.failed(e))?;
         Ok(SqliteStore::file_in(dir))
+    }
+
+    #[test]
+    fn epochs_grow_by_one_within_a_millisecond_and_never_fall_below_the_clock() {
+        assert_eq!(next_epoch(0, 1_700_000_000_000), 1_700_000_000_000);
+        assert_eq!(
+            next_epoch(1_700_000_000_000, 1_700_000_000_000),
+            1_700_000_000_001
+        );
+        // A clock set back never takes the epoch down.
+        assert_eq!(
+            next_epoch(1_800_000_000_000, 1_700_000_000_000),
+            1_800_000_000_001
+        );
+        assert_eq!(next_epoch(u64::MAX, 0), u64::MAX);
     }
 
     fn corruption_named(result: Result<Loaded, SchedulerError>, path: &Path) {
@@ -535,8 +563,12 @@ mod tests {
         let file = std::fs::OpenOptions::new().write(true).open(&path)?;
         file.set_len(file.metadata()?.len() / 2)?;
         corruption_named(open_and_load(dir.path()), &path);
+        let before = unix_millis();
         let mut fresh = SqliteStore::open(dir.path(), true)?;
-        assert_eq!(fresh.claim()?, Epoch(1));
+        assert!(
+            fresh.claim()?.0 >= before,
+            "a fresh store still outranks the schedulers before it"
+        );
         assert!(fresh.load()?.jobs.is_empty());
         assert!(path.with_extension("sqlite.corrupt").exists(), "kept aside");
         Ok(())

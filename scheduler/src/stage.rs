@@ -3,13 +3,23 @@
 //! outside this file changes a stage's fields.
 //!
 //! ```text
-//! Waiting ──(inputs finished: readers resolved, plan encoded; resolve)──▶ Runnable
-//! Waiting ──(inputs finished or all placed: some readers streamed; resolve)──▶ Runnable
-//! Runnable ──(every slot Done)──▶ Finished
-//! Runnable ──(an input lost an output; supersede: attempt + 1)──▶ Waiting
-//! Runnable ──(an input it streams from has tasks to place again;
-//!             withdraw: attempt + 1)──▶ Waiting
+//! Waiting ──(inputs finished, or with the pipelined exchange finished or
+//!            all placed: readers resolved, plan encoded; resolve)──▶ Ready
+//! Ready ──(a task starts)──▶ Running ──(none runs, some pending)──▶ Ready
+//! Running ──(every slot Done)──▶ Finished
+//! Finished ──(an output was lost: requeue)──▶ Ready
+//! Ready | Running ──(an input lost an output; supersede: attempt + 1)──▶ Waiting
+//! Ready | Running ──(an input it streams from has tasks to place again;
+//!                    withdraw: attempt + 1)──▶ Waiting
+//! ```
 //!
+//! The state is derived from the current attempt (resolved or not: the
+//! encoded plan lives inside `Attempt::Resolved`) and the slot counts, so
+//! it cannot disagree with them. A stage has no failed state: a failure
+//! recovery cannot absorb fails the job (`JobPhase::Failed`), which stops
+//! all of its tasks.
+//!
+//! ```text
 //! slot: Pending ──start──▶ Running ──succeed──▶ Done
 //!       Running ──requeue (failed, executor lost, superseded)──▶ Pending
 //!       Done ──requeue (its output was lost)──▶ Pending
@@ -24,23 +34,49 @@ use datafusion::physical_plan::{ExecutionPlan, displayable};
 // The state machine's clock: tokio's, which tests pause and advance.
 use tokio::time::Instant;
 use volley_dataflow::{
-    ExecutorId, JobId, KeySummary, MapOutputId, PartitionLocation, PartitionStats, StageId, TaskId,
+    ExecutorId, JobId, KeySummary, MapOutputId, OutputAttempt, PartitionLocation, PartitionStats,
+    StageId, TaskId,
 };
 use volley_proto::v1;
 
 use crate::runtime_filters::RuntimeFilter;
 use crate::stage_planner::StagePlan;
 
-/// Where a stage is.
+/// Where a stage is: derived from its current attempt (resolved or not)
+/// and its slot counts, never stored beside them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StageState {
-    /// Some input stage has not finished.
+    /// Its current attempt is not resolved: some input is not ready.
     Waiting,
-    /// Its plan is resolved and encoded: its pending tasks may be placed.
-    Runnable,
+    /// Resolved (its plan encoded): its pending tasks may be placed; none
+    /// runs now.
+    Ready,
+    /// Resolved, and some of its tasks run now.
+    Running,
     /// Every task is done.
     Finished,
 }
+
+/// What the current attempt of a stage has been given.
+#[derive(Debug)]
+enum Attempt {
+    /// Nothing yet: its readers wait for their inputs.
+    Unresolved,
+    /// Its readers are resolved.
+    Resolved {
+        /// The encoded plan every task of the attempt runs.
+        encoded: Arc<Vec<u8>>,
+        /// Inputs it streams from (pipelined exchange): they were still
+        /// running when it was resolved.
+        streams_from: Vec<StageId>,
+        /// Executors that already hold the plan.
+        plan_sent_to: HashSet<ExecutorId>,
+    },
+}
+
+/// Why a stage cannot be resolved: its current attempt already is.
+#[derive(Debug)]
+pub(crate) struct AlreadyResolved(pub(crate) StageId);
 
 /// One partition of a stage.
 #[derive(Clone, Debug)]
@@ -55,7 +91,30 @@ pub(crate) enum TaskSlot {
         executor: ExecutorId,
         endpoint: String,
         stats: Vec<PartitionStats>,
+        /// The attempt that wrote the output: its readers name it.
+        attempt: OutputAttempt,
     },
+}
+
+/// A map task's finished output: where it is, its rows and bytes per output
+/// partition, and the attempt that wrote it.
+#[derive(Clone, Debug)]
+pub(crate) struct FinishedOutput {
+    pub(crate) executor: ExecutorId,
+    pub(crate) endpoint: String,
+    pub(crate) stats: Vec<PartitionStats>,
+    pub(crate) attempt: OutputAttempt,
+}
+
+impl From<FinishedOutput> for TaskSlot {
+    fn from(output: FinishedOutput) -> Self {
+        TaskSlot::Done {
+            executor: output.executor,
+            endpoint: output.endpoint,
+            stats: output.stats,
+            attempt: output.attempt,
+        }
+    }
 }
 
 /// How many slots of a stage are in each state.
@@ -132,13 +191,8 @@ pub(crate) struct Stage {
     /// scheduler's task rate).
     counts: SlotCounts,
     attempt: u32,
-    /// The resolved, encoded plan, once the stage is runnable.
-    encoded: Option<Arc<Vec<u8>>>,
-    /// Inputs this attempt streams from (pipelined exchange): they were
-    /// still running when it was resolved.
-    streams_from: Vec<StageId>,
-    /// Executors that already hold this attempt's plan.
-    plan_sent_to: HashSet<ExecutorId>,
+    /// What the current attempt has been given.
+    resolved: Attempt,
     /// Attempts started so far, per partition.
     task_attempts: Vec<u32>,
     /// Where a partition last failed, to try elsewhere next.
@@ -188,9 +242,7 @@ impl Stage {
                 ..SlotCounts::default()
             },
             attempt: 0,
-            encoded: None,
-            streams_from: Vec::new(),
-            plan_sent_to: HashSet::new(),
+            resolved: Attempt::Unresolved,
             task_attempts: vec![0; plan.partitions],
             avoid: vec![None; plan.partitions],
             reruns: 0,
@@ -297,11 +349,18 @@ impl Stage {
     pub(crate) fn state(&self) -> StageState {
         if self.is_finished() {
             StageState::Finished
-        } else if self.encoded.is_some() {
-            StageState::Runnable
-        } else {
+        } else if !self.is_resolved() {
             StageState::Waiting
+        } else if self.counts.running > 0 {
+            StageState::Running
+        } else {
+            StageState::Ready
         }
+    }
+
+    /// Whether the current attempt's readers are resolved.
+    fn is_resolved(&self) -> bool {
+        matches!(self.resolved, Attempt::Resolved { .. })
     }
 
     pub(crate) fn is_finished(&self) -> bool {
@@ -316,39 +375,49 @@ impl Stage {
         old
     }
 
-    /// Waiting -> Runnable: its readers resolved, `encoded` is what every
+    /// Waiting -> Ready: its readers resolved, `encoded` is what every
     /// task of this attempt runs; `streams_from` are the inputs still
-    /// running, whose map outputs its tasks get as they finish.
+    /// running, whose map outputs its tasks get as they finish. Refused
+    /// once the attempt is resolved.
     pub(crate) fn resolve(
         &mut self,
         encoded: Vec<u8>,
         streams_from: Vec<StageId>,
         filters_applied: usize,
-    ) {
-        if self.encoded.is_none() {
-            self.encoded = Some(Arc::new(encoded));
-            self.streams_from = streams_from;
-            self.filters_applied = filters_applied;
+    ) -> Result<(), AlreadyResolved> {
+        if self.is_resolved() {
+            return Err(AlreadyResolved(self.id));
         }
+        self.resolved = Attempt::Resolved {
+            encoded: Arc::new(encoded),
+            streams_from,
+            plan_sent_to: HashSet::new(),
+        };
+        self.filters_applied = filters_applied;
+        Ok(())
     }
 
     /// Inputs this attempt streams from (empty unless pipelined).
     pub(crate) fn streams_from(&self) -> &[StageId] {
-        if self.encoded.is_some() {
-            &self.streams_from
-        } else {
-            &[]
+        match &self.resolved {
+            Attempt::Resolved { streams_from, .. } => streams_from,
+            Attempt::Unresolved => &[],
         }
     }
 
     /// Whether every task has been placed: none waits for a slot.
     pub(crate) fn all_placed(&self) -> bool {
-        self.encoded.is_some() && self.counts.pending == 0
+        self.is_resolved() && self.counts.pending == 0
     }
 
     /// Executors holding this attempt's plan, which its tasks run on.
     pub(crate) fn plan_holders(&self) -> impl Iterator<Item = &ExecutorId> {
-        self.plan_sent_to.iter()
+        match &self.resolved {
+            Attempt::Resolved { plan_sent_to, .. } => Some(plan_sent_to.iter()),
+            Attempt::Unresolved => None,
+        }
+        .into_iter()
+        .flatten()
     }
 
     /// One slot, to read.
@@ -369,9 +438,9 @@ impl Stage {
         self.counts.running
     }
 
-    /// Partitions whose tasks wait to be placed, if the stage is runnable.
+    /// Partitions whose tasks wait to be placed, if the stage is resolved.
     pub(crate) fn pending_partitions(&self) -> Vec<usize> {
-        if self.encoded.is_none() {
+        if !self.is_resolved() {
             return Vec::new();
         }
         self.tasks
@@ -404,7 +473,7 @@ impl Stage {
         task_id: TaskId,
         executor: &ExecutorId,
     ) -> Option<u32> {
-        if self.encoded.is_none() || !matches!(self.tasks.get(partition), Some(TaskSlot::Pending)) {
+        if !self.is_resolved() || !matches!(self.tasks.get(partition), Some(TaskSlot::Pending)) {
             return None;
         }
         let launched = Instant::now();
@@ -429,15 +498,9 @@ impl Stage {
         Some(self.task_attempts[partition] - 1)
     }
 
-    /// Running -> Done: the task wrote its output on `executor`. Returns
-    /// false (nothing changes) unless the slot was running.
-    pub(crate) fn succeed(
-        &mut self,
-        partition: usize,
-        executor: &ExecutorId,
-        endpoint: String,
-        stats: Vec<PartitionStats>,
-    ) -> bool {
+    /// Running -> Done: the task wrote `output`. Returns false (nothing
+    /// changes) unless the slot was running.
+    pub(crate) fn succeed(&mut self, partition: usize, output: FinishedOutput) -> bool {
         let Some(TaskSlot::Running { launched, .. }) = self.tasks.get(partition) else {
             return false;
         };
@@ -449,40 +512,20 @@ impl Stage {
         self.longest_task = self.longest_task.max(took);
         self.last_finish = Some(now);
         self.close_run(partition, RunOutcome::Succeeded, now);
-        self.set_slot(
-            partition,
-            TaskSlot::Done {
-                executor: executor.clone(),
-                endpoint,
-                stats,
-            },
-        );
+        self.set_slot(partition, output.into());
         true
     }
 
     /// Pending -> Done without running: after a scheduler restart, an
     /// executor kept this output. Only for a pending slot, and sizes that
     /// fit the stage.
-    pub(crate) fn adopt(
-        &mut self,
-        partition: usize,
-        executor: &ExecutorId,
-        endpoint: &str,
-        stats: Vec<PartitionStats>,
-    ) -> bool {
-        if stats.len() != self.output_partitions
+    pub(crate) fn adopt(&mut self, partition: usize, output: FinishedOutput) -> bool {
+        if output.stats.len() != self.output_partitions
             || !matches!(self.tasks.get(partition), Some(TaskSlot::Pending))
         {
             return false;
         }
-        self.set_slot(
-            partition,
-            TaskSlot::Done {
-                executor: executor.clone(),
-                endpoint: endpoint.to_string(),
-                stats,
-            },
-        );
+        self.set_slot(partition, output.into());
         true
     }
 
@@ -536,15 +579,15 @@ impl Stage {
         Ok(())
     }
 
-    /// Runnable -> Waiting as a new attempt: its inputs changed. Its
-    /// running tasks go back to pending and are returned, to be cancelled
-    /// where they run. `Ok(None)`: nothing to do (not runnable, or
+    /// Ready or Running -> Waiting as a new attempt: its inputs changed.
+    /// Its running tasks go back to pending and are returned, to be
+    /// cancelled where they run. `Ok(None)`: nothing to do (waiting, or
     /// finished). `Err` once it has been re-planned `max_attempts` times.
     pub(crate) fn supersede(
         &mut self,
         max_attempts: u32,
     ) -> Result<Option<Vec<(ExecutorId, TaskId)>>, TooManyAttempts> {
-        if self.encoded.is_none() || self.is_finished() {
+        if !self.is_resolved() || self.is_finished() {
             return Ok(None);
         }
         self.reruns += 1;
@@ -554,14 +597,15 @@ impl Stage {
         Ok(Some(self.next_attempt()))
     }
 
-    /// Runnable -> Waiting as a new attempt, not counted as a re-plan: an
+    /// Ready or Running -> Waiting as a new attempt, not counted as a
+    /// re-plan: an
     /// input it streams from has a task to place again (it failed, or its
     /// executor was lost), and this attempt's tasks, which may wait for
     /// that output while holding slots, give their slots back. Returns the
     /// running tasks, to be cancelled where they run; `None` unless the
-    /// stage is runnable, unfinished and streaming.
+    /// stage is resolved, unfinished and streaming.
     pub(crate) fn withdraw(&mut self) -> Option<Vec<(ExecutorId, TaskId)>> {
-        if self.encoded.is_none() || self.is_finished() || self.streams_from.is_empty() {
+        if self.is_finished() || self.streams_from().is_empty() {
             return None;
         }
         Some(self.next_attempt())
@@ -571,9 +615,7 @@ impl Stage {
     /// go back to pending and are returned.
     fn next_attempt(&mut self) -> Vec<(ExecutorId, TaskId)> {
         self.attempt += 1;
-        self.encoded = None;
-        self.streams_from.clear();
-        self.plan_sent_to.clear();
+        self.resolved = Attempt::Unresolved;
         let mut superseded = Vec::new();
         let now = Instant::now();
         for partition in 0..self.tasks.len() {
@@ -597,9 +639,19 @@ impl Stage {
     /// The encoded plan for a launch on `executor`: whole the first time
     /// this attempt goes there, empty after (the executor cached it).
     pub(crate) fn plan_for(&mut self, executor: &ExecutorId) -> Vec<u8> {
-        match &self.encoded {
-            Some(plan) if self.plan_sent_to.insert(executor.clone()) => plan.as_ref().clone(),
-            _ => Vec::new(),
+        match &mut self.resolved {
+            Attempt::Resolved {
+                encoded,
+                plan_sent_to,
+                ..
+            } => {
+                if plan_sent_to.insert(executor.clone()) {
+                    encoded.as_ref().clone()
+                } else {
+                    Vec::new()
+                }
+            }
+            Attempt::Unresolved => Vec::new(),
         }
     }
 
@@ -636,6 +688,7 @@ impl Stage {
             executor,
             endpoint,
             stats,
+            attempt,
         }) = self.tasks.get(map_partition)
         else {
             return None;
@@ -649,6 +702,7 @@ impl Stage {
                         stage_id: self.id,
                         map_partition: map_partition as u32,
                     },
+                    attempt: *attempt,
                     output_partition: out as u32,
                     executor_id: executor.clone(),
                     endpoint: endpoint.clone(),
@@ -788,6 +842,16 @@ mod tests {
         vec![PartitionStats { rows: 1, bytes: 8 }; stage.output_partitions]
     }
 
+    /// `stats` written on `executor` by the stage's current attempt.
+    fn written(stage: &Stage, executor: &ExecutorId, stats: Vec<PartitionStats>) -> FinishedOutput {
+        FinishedOutput {
+            executor: executor.clone(),
+            endpoint: format!("http://{executor}"),
+            stats,
+            attempt: OutputAttempt::new(0, stage.attempt()),
+        }
+    }
+
     #[tokio::test]
     async fn a_task_starts_only_on_a_pending_slot_of_a_runnable_stage_and_succeeds_only_running()
     -> Result<()> {
@@ -796,20 +860,27 @@ mod tests {
         assert_eq!(stage.state(), StageState::Waiting);
         assert_eq!(stage.start(0, TaskId(1), &a), None, "not runnable yet");
         assert!(
-            !stage.succeed(0, &a, "http://a".into(), stats(&stage)),
+            !stage.succeed(0, written(&stage, &a, stats(&stage))),
             "not running"
         );
-        stage.resolve(vec![1, 2, 3], Vec::new(), 0);
-        assert_eq!(stage.state(), StageState::Runnable);
+        stage
+            .resolve(vec![1, 2, 3], Vec::new(), 0)
+            .expect("a waiting stage resolves");
+        assert_eq!(stage.state(), StageState::Ready);
+        assert!(
+            stage.resolve(vec![4], Vec::new(), 0).is_err(),
+            "an attempt is resolved once"
+        );
         assert_eq!(stage.start(0, TaskId(1), &a), Some(0));
+        assert_eq!(stage.state(), StageState::Running);
         assert_eq!(stage.start(0, TaskId(2), &a), None, "already running");
         assert!(stage.is_current(0, TaskId(1), 0));
         assert!(!stage.is_current(0, TaskId(2), 0), "another task");
         assert_eq!(stage.plan_for(&a), vec![1, 2, 3], "the plan goes once");
         assert!(stage.plan_for(&a).is_empty());
         let stats = stats(&stage);
-        assert!(stage.succeed(0, &a, "http://a".into(), stats.clone()));
-        assert!(!stage.adopt(0, &a, "http://a", stats), "done already");
+        assert!(stage.succeed(0, written(&stage, &a, stats.clone())));
+        assert!(!stage.adopt(0, written(&stage, &a, stats)), "done already");
         assert_eq!(stage.done_count(), 1);
         Ok(())
     }
@@ -862,11 +933,13 @@ mod tests {
     async fn a_superseded_stage_is_a_new_attempt_and_hands_back_its_running_tasks() -> Result<()> {
         let mut stage = map_stage().await?;
         let (a, b) = (ExecutorId::from("a"), ExecutorId::from("b"));
-        stage.resolve(vec![1], Vec::new(), 0);
+        stage
+            .resolve(vec![1], Vec::new(), 0)
+            .expect("a waiting stage resolves");
         stage.start(0, TaskId(1), &a);
         stage.start(1, TaskId(2), &b);
         let stats = stats(&stage);
-        stage.succeed(1, &b, "http://b".into(), stats);
+        stage.succeed(1, written(&stage, &b, stats));
         let superseded = stage.supersede(4).ok().flatten().unwrap_or_default();
         assert_eq!(superseded, vec![(a.clone(), TaskId(1))]);
         assert_eq!((stage.attempt(), stage.state()), (1, StageState::Waiting));
@@ -882,7 +955,9 @@ mod tests {
             matches!(stage.supersede(4), Ok(None)),
             "a waiting stage has nothing to supersede"
         );
-        stage.resolve(vec![2], Vec::new(), 0);
+        stage
+            .resolve(vec![2], Vec::new(), 0)
+            .expect("a waiting stage resolves");
         assert_eq!(
             stage.plan_for(&a),
             vec![2],
@@ -890,7 +965,9 @@ mod tests {
         );
         for _ in 0..2 {
             stage.supersede(4).ok();
-            stage.resolve(vec![3], Vec::new(), 0);
+            stage
+                .resolve(vec![3], Vec::new(), 0)
+                .expect("a waiting stage resolves");
         }
         assert!(
             matches!(stage.supersede(4), Err(TooManyAttempts(4))),

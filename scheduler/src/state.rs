@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 // The state machine's clock: tokio's, which tests pause and advance.
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
-use volley_dataflow::{ExecutorId, JobId, PartitionStats, StageId, TaskId};
+use volley_dataflow::{ExecutorId, JobId, OutputAttempt, PartitionStats, StageId, TaskId};
 use volley_proto::{error_kind_name_of, v1};
 use volley_security::Caller;
 
@@ -27,7 +27,7 @@ use crate::job::{Job, JobPhase};
 use crate::metrics::SchedulerMetrics;
 use crate::output_target::{Commit, OutputTarget};
 use crate::recovery::{RecoveryLimits, is_retryable};
-use crate::stage::TaskSlot;
+use crate::stage::{FinishedOutput, TaskSlot};
 use crate::state_store::{Epoch, Journal, StoreOp};
 
 /// What the scheduler sends down an executor's control stream.
@@ -212,7 +212,7 @@ impl SchedulerState {
     /// `stored` names the map outputs the store knew had finished.
     pub(crate) fn recover(&mut self, job: Job, stored: Vec<(u32, u32)>) {
         let id = job.id.clone();
-        info!(job_id = %id, stages = job.stages.len(), "job recovered from the state store");
+        info!(job_id = %id, stages = job.stages().len(), "job recovered from the state store");
         if let Some(recovering) = &mut self.recovering {
             recovering.stored.insert(id.clone(), stored);
         }
@@ -342,23 +342,19 @@ impl SchedulerState {
             let keep = match self.jobs.get_mut(&job_id) {
                 // A job that plans differently now cannot use what was kept
                 // (and its tasks must not find it): dropped below.
-                Some(job) if !job.phase.is_terminal() && job.takes_over_outputs() => {
+                Some(job) if !job.phase().is_terminal() && job.takes_over_outputs() => {
                     for output in held {
-                        let stats = output
-                            .partition_rows
-                            .iter()
-                            .zip(&output.partition_bytes)
-                            .map(|(rows, bytes)| PartitionStats {
-                                rows: *rows,
-                                bytes: *bytes,
-                            })
-                            .collect();
+                        let attempt = OutputAttempt::from(output.attempt.as_ref());
+                        let kept = FinishedOutput {
+                            executor: id.clone(),
+                            endpoint: endpoint.to_string(),
+                            stats: partition_stats(&output.partition_rows, &output.partition_bytes),
+                            attempt,
+                        };
                         if job.offer_output(
                             StageId(output.stage_id),
                             output.map_partition as usize,
-                            id,
-                            endpoint,
-                            stats,
+                            kept,
                         ) {
                             taken += 1;
                             let journal = self.journal.as_ref();
@@ -368,7 +364,8 @@ impl SchedulerState {
                                     stage: output.stage_id,
                                     map: output.map_partition,
                                     output: v1::StoredMapOutput {
-                                        stage_attempt: 0,
+                                        stage_attempt: attempt.stage_attempt,
+                                        epoch: attempt.epoch,
                                         executor_id: id.to_string(),
                                         endpoint: endpoint.to_string(),
                                         partition_rows: output.partition_rows,
@@ -381,8 +378,8 @@ impl SchedulerState {
                     touched.push(job_id.clone());
                     true
                 }
-                Some(job) if job.phase.is_terminal() => {
-                    job.phase == JobPhase::Succeeded && !self.released.contains(&job_id)
+                Some(job) if job.phase().is_terminal() => {
+                    *job.phase() == JobPhase::Succeeded && !self.released.contains(&job_id)
                 }
                 Some(_) => false,
                 None => false,
@@ -566,8 +563,9 @@ impl SchedulerState {
         if let Some(log) = &self.event_log {
             job.log_events(log.clone());
         }
-        if job.phase.is_terminal() {
-            self.metrics.job_finished(job.phase.name(), job.run_time());
+        if job.phase().is_terminal() {
+            self.metrics
+                .job_finished(job.phase().name(), job.run_time());
             self.record(StoreOp::Ended {
                 job: id.clone(),
                 status: Box::new(job.status()),
@@ -584,7 +582,8 @@ impl SchedulerState {
                     .into(),
                 query_error: None,
             }));
-            self.metrics.job_finished(job.phase.name(), job.run_time());
+            self.metrics
+                .job_finished(job.phase().name(), job.run_time());
             self.record(StoreOp::Ended {
                 job: id.clone(),
                 status: Box::new(job.status()),
@@ -593,7 +592,7 @@ impl SchedulerState {
             self.remember_finished(id);
             return;
         }
-        info!(job_id = %id, stages = job.stages.len(), "job submitted");
+        info!(job_id = %id, stages = job.stages().len(), "job submitted");
         self.jobs.insert(id.clone(), job);
         self.active.push_back(id.clone());
         self.advance(&id);
@@ -624,7 +623,7 @@ impl SchedulerState {
         result_schema: Vec<u8>,
         done: tokio::sync::oneshot::Sender<()>,
     ) -> bool {
-        let Some(job) = self.jobs.get_mut(id).filter(|j| !j.phase.is_terminal()) else {
+        let Some(job) = self.jobs.get_mut(id).filter(|j| !j.phase().is_terminal()) else {
             return false;
         };
         let previous = job.stage_ids();
@@ -669,7 +668,7 @@ impl SchedulerState {
     /// A script job prepared `target`: if the job fails, it goes with it.
     pub(crate) fn attach_script_output(&mut self, id: &JobId, target: OutputTarget) {
         match self.jobs.get_mut(id) {
-            Some(job) if !job.phase.is_terminal() => job.script_outputs.push(target),
+            Some(job) if !job.phase().is_terminal() => job.script_outputs.push(target),
             _ => target.abandon(),
         }
     }
@@ -677,7 +676,7 @@ impl SchedulerState {
     /// A script job ran all its statements; its outputs (`commit`) are
     /// moved into place like a plan job's, then it succeeds.
     pub(crate) fn finish_script(&mut self, id: &JobId, commit: Commit) {
-        let Some(job) = self.jobs.get_mut(id).filter(|j| !j.phase.is_terminal()) else {
+        let Some(job) = self.jobs.get_mut(id).filter(|j| !j.phase().is_terminal()) else {
             commit.abandon();
             return;
         };
@@ -763,7 +762,7 @@ impl SchedulerState {
     }
 
     pub(crate) fn cancel(&mut self, id: &JobId) -> bool {
-        let running = self.jobs.get(id).is_some_and(|j| !j.phase.is_terminal());
+        let running = self.jobs.get(id).is_some_and(|j| !j.phase().is_terminal());
         if running {
             info!(job_id = %id, "job cancelled");
             self.end_job(id, JobPhase::Cancelled);
@@ -827,7 +826,7 @@ impl SchedulerState {
             self.schedule();
             return;
         };
-        if job.phase.is_terminal() {
+        if job.phase().is_terminal() {
             self.schedule();
             return;
         }
@@ -835,7 +834,7 @@ impl SchedulerState {
             self.schedule();
             return;
         };
-        let stage = &mut job.stages[stage_index];
+        let stage = job.stage_mut(stage_index);
         let partition = status.partition as usize;
         if !stage.is_current(partition, task_id, key.stage_attempt) {
             debug!(job_id = %job_id, stage = %stage_id, %task_id, "stale task status ignored");
@@ -849,22 +848,18 @@ impl SchedulerState {
                     .get(from)
                     .map(|e| e.endpoint.clone())
                     .unwrap_or_default();
-                let stats = success
-                    .partition_rows
-                    .iter()
-                    .zip(success.partition_bytes.iter())
-                    .map(|(rows, bytes)| PartitionStats {
-                        rows: *rows,
-                        bytes: *bytes,
-                    })
-                    .collect();
+                let stats = partition_stats(&success.partition_rows, &success.partition_bytes);
+                // The executor named the output with the task's stage
+                // attempt under this scheduler's epoch.
+                let attempt = OutputAttempt::new(self.epoch, key.stage_attempt);
                 if let Some(journal) = &self.journal {
                     journal.record(StoreOp::Output {
                         job: job_id.clone(),
                         stage: stage_id.0,
                         map: partition as u32,
                         output: v1::StoredMapOutput {
-                            stage_attempt: stage.attempt(),
+                            stage_attempt: attempt.stage_attempt,
+                            epoch: attempt.epoch,
                             executor_id: from.to_string(),
                             endpoint: endpoint.clone(),
                             partition_rows: success.partition_rows.clone(),
@@ -875,7 +870,13 @@ impl SchedulerState {
                 if let Some(TaskSlot::Running { launched, .. }) = stage.slot(partition) {
                     self.metrics.task_succeeded(launched.elapsed());
                 }
-                if stage.succeed(partition, from, endpoint, stats) {
+                let output = FinishedOutput {
+                    executor: from.clone(),
+                    endpoint,
+                    stats,
+                    attempt,
+                };
+                if stage.succeed(partition, output) {
                     stage.add_operator_metrics(from, &success.operators);
                     stage.add_key_summaries(partition, &success.key_summaries);
                 }
@@ -1081,7 +1082,7 @@ impl SchedulerState {
         id: &JobId,
         result: Result<Option<Vec<String>>, String>,
     ) -> bool {
-        let Some(job) = self.jobs.get_mut(id).filter(|j| !j.phase.is_terminal()) else {
+        let Some(job) = self.jobs.get_mut(id).filter(|j| !j.phase().is_terminal()) else {
             return false;
         };
         match result {
@@ -1103,7 +1104,7 @@ impl SchedulerState {
     }
 
     fn fail_job(&mut self, id: &JobId, error: v1::JobError) {
-        if self.jobs.get(id).is_some_and(|j| !j.phase.is_terminal()) {
+        if self.jobs.get(id).is_some_and(|j| !j.phase().is_terminal()) {
             warn!(job_id = %id, error = %error.message, "job failed");
             self.end_job(id, JobPhase::Failed(error));
         }
@@ -1125,7 +1126,8 @@ impl SchedulerState {
             target.abandon();
         }
         job.finish(phase);
-        self.metrics.job_finished(job.phase.name(), job.run_time());
+        self.metrics
+            .job_finished(job.phase().name(), job.run_time());
         if let Some(journal) = &self.journal {
             journal.record(StoreOp::Ended {
                 job: id.clone(),
@@ -1226,7 +1228,7 @@ impl SchedulerState {
                 continue;
             };
             let excluded = job.excluded().clone();
-            for stage in job.stages.iter_mut() {
+            for stage in job.stages_mut() {
                 for partition in stage.pending_partitions() {
                     if self.executors.values().all(|e| e.free_slots() == 0) {
                         break;
@@ -1284,8 +1286,8 @@ impl SchedulerState {
                 continue;
             };
             job.executors_used.insert(executor_id.clone());
-            let key = job.stage_key(&job.stages[index]);
-            let plan = job.stages[index].plan_for(&executor_id);
+            let key = job.stage_key(&job.stages()[index]);
+            let plan = job.stage_mut(index).plan_for(&executor_id);
             let first_here = !plan.is_empty();
             debug!(job_id = %job_id, stage = %stage_id, executor_id = %executor_id, tasks = tasks.len(), "launching tasks");
             entry.send(v1::scheduler_message::Kind::LaunchTasks(v1::LaunchTasks {
@@ -1334,7 +1336,7 @@ impl SchedulerState {
             .map(|state| (state, 0))
             .collect();
         for job in self.jobs.values() {
-            *jobs.entry(job.phase.name()).or_default() += 1;
+            *jobs.entry(job.phase().name()).or_default() += 1;
         }
         let draining = self
             .executors
@@ -1394,6 +1396,17 @@ fn task_failure_to_job_error(
             query_error: None,
         },
     }
+}
+
+/// Rows and bytes per output partition, as an executor reports them.
+fn partition_stats(rows: &[u64], bytes: &[u64]) -> Vec<PartitionStats> {
+    rows.iter()
+        .zip(bytes)
+        .map(|(rows, bytes)| PartitionStats {
+            rows: *rows,
+            bytes: *bytes,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -2149,6 +2162,11 @@ mod tests {
                 map_partition: t.partition,
                 partition_rows: vec![10; 4],
                 partition_bytes: vec![100; 4],
+                // Written under the first scheduler, epoch 1.
+                attempt: Some(v1::OutputAttempt {
+                    epoch: 1,
+                    stage_attempt: launch.stage.as_ref().map_or(0, |s| s.stage_attempt),
+                }),
             })
             .collect()
     }
@@ -2254,6 +2272,16 @@ mod tests {
             .filter_map(|l| l.stage.as_ref().map(|s| s.stage_id))
             .collect();
         assert_eq!(stages, HashSet::from([1]), "only the unfinished stage runs");
+        let job = state.jobs.get(&JobId::from("test-job")).expect("recovered");
+        for map in 0..4 {
+            let pieces = job.stages()[0]
+                .map_output_pieces(&job.id, map, |_| Vec::new())
+                .expect("taken over");
+            assert!(
+                pieces.iter().all(|p| p.attempt == OutputAttempt::new(1, 0)),
+                "readers name the attempt that wrote the kept output: {pieces:?}"
+            );
+        }
         let mut inboxes = vec![(a2, inbox_a), (b2, inbox_b)];
         for (executor, launch) in [(&inboxes[0].0, &la[0]), (&inboxes[1].0, &lb[0])] {
             for task in &launch.tasks {
@@ -2263,6 +2291,16 @@ mod tests {
         run_to_end(&mut state, &mut inboxes, &[4, 1]);
         let status = watch.borrow().clone();
         assert_eq!(status.state, v1::JobState::Succeeded as i32, "{status:?}");
+        assert!(
+            !status.result.is_empty()
+                && status.result.iter().all(|l| l.attempt
+                    == Some(v1::OutputAttempt {
+                        epoch: 2,
+                        stage_attempt: 0
+                    })),
+            "what the restarted scheduler ran is named with its epoch: {:?}",
+            status.result
+        );
         let recovery = status.recovery.expect("counters");
         assert_eq!(
             (

@@ -33,8 +33,9 @@ use volley_proto::v1;
 
 use crate::error::SchedulerError;
 
-/// A scheduler's claim on a store: its number among the schedulers that
-/// opened it, starting at 1.
+/// A scheduler's claim on a store: above every claim before it on that
+/// store, and at least the claim's time in Unix milliseconds (so a fresh
+/// store outranks the old one's schedulers too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Epoch(pub(crate) u64);
 

@@ -304,7 +304,7 @@ async fn api_job(State(web): State<Web>, headers: HeaderMap, Path(id): Path<Stri
         match state.job(&id) {
             Some(job) if !job.access.visible_to(&caller) => return not_found(),
             // Read back after a restart: only its final status is left.
-            Some(job) if job.stages.is_empty() && job.phase.is_terminal() => {
+            Some(job) if job.stages().is_empty() && job.phase().is_terminal() => {
                 let owner = job.access.is_owner(&caller);
                 let user = job.access.owner().map(|o| o.as_str().to_string());
                 return axum::Json(status_detail(&job.status(), user.as_deref(), owner))
@@ -385,7 +385,7 @@ fn job_detail(job: &Job, owner: bool) -> Value {
     let status = job.status();
     let mut detail = job_summary(job, &status);
     let shapes: Vec<StageShape<'_>> = job
-        .stages
+        .stages()
         .iter()
         .map(|s| StageShape {
             id: s.id(),
@@ -394,7 +394,7 @@ fn job_detail(job: &Job, owner: bool) -> Value {
         })
         .collect();
     let edges = exchanges(&shapes);
-    let last = job.stages.last().map(|s| s.id());
+    let last = job.stages().last().map(|s| s.id());
     if owner && !job.source().is_empty() {
         detail["source"] = json!(job.source());
         detail["source_kind"] = json!(if job.script.is_some() {
@@ -404,7 +404,7 @@ fn job_detail(job: &Job, owner: bool) -> Value {
         });
     }
     let stages: Vec<Value> = job
-        .stages
+        .stages()
         .iter()
         .map(|stage| {
             let (rows, bytes) = stage.rows_and_bytes();
@@ -443,7 +443,7 @@ fn job_detail(job: &Job, owner: bool) -> Value {
         })
         .collect();
     let tasks: Vec<Value> = job
-        .stages
+        .stages()
         .iter()
         .flat_map(|stage| {
             stage.runs().iter().map(move |run| {

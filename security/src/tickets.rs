@@ -104,6 +104,10 @@ mod tests {
             stage_id: 2,
             map_partition: 3,
             output_partition: 1,
+            attempt: Some(v1::OutputAttempt {
+                epoch: 1,
+                stage_attempt: 2,
+            }),
         }
     }
 

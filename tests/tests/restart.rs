@@ -3,6 +3,10 @@
 //! job complete with DataFusion's answer; stages whose outputs the executors
 //! kept are not run again; finished jobs and their statuses are still
 //! listed; a damaged store stops the start with an error naming its file.
+//! Also: a DataFrame `JobHandle` follows its job across a restart; outputs
+//! kept past `--orphan-grace-secs` are dropped and run again; executors
+//! join a scheduler started on a fresh store; and without `--state-dir` the
+//! scheduler says so.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -32,6 +36,11 @@ struct DurableCluster {
 
 impl DurableCluster {
     fn start(executors: usize) -> Self {
+        Self::start_with(executors, &[])
+    }
+
+    /// Like [`DurableCluster::start`], each executor also given `args`.
+    fn start_with(executors: usize, args: &[&str]) -> Self {
         let mut cluster = Self {
             url: String::new(),
             // Not from the ephemeral range: nothing else can take it while
@@ -50,6 +59,7 @@ impl DurableCluster {
                 .args(["--scheduler", &cluster.url, "--bind", "127.0.0.1:0"])
                 .args(["--slots", "2", "--work-dir"])
                 .arg(cluster.work.path().join("executors"))
+                .args(args)
                 .args(credentials().executor_args());
             let log = cluster.logs_dir().join(format!("executor-{i}.log"));
             let (process, line) = start_logging(executor, Some(&log));
@@ -69,12 +79,19 @@ impl DurableCluster {
 
     /// Starts the scheduler (again) on its port, with its state store.
     fn start_scheduler(&mut self) {
+        self.start_scheduler_with(&[]);
+    }
+
+    /// Starts the scheduler (again) on its port, with its state store and
+    /// `args`.
+    fn start_scheduler_with(&mut self, args: &[&str]) {
         let mut scheduler = Command::new(binary("volley-scheduler"));
         scheduler
             .args(["--bind", &format!("127.0.0.1:{}", self.port)])
             .arg("--state-dir")
             .arg(self.state_dir())
             .args(["--executor-timeout-secs", "3"])
+            .args(args)
             .args(credentials().scheduler_args());
         let log = self
             .logs_dir()
@@ -117,6 +134,19 @@ impl DurableCluster {
             text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
         }
         text
+    }
+
+    /// Waits until an executor's log shows `text` `times` times.
+    async fn wait_for_executor_log(&self, index: usize, text: &str, times: usize) {
+        let log = self.logs_dir().join(format!("executor-{index}.log"));
+        while std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches(text)
+            .count()
+            < times
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     async fn admin(&self) -> SchedulerClient {
@@ -395,4 +425,175 @@ fn a_damaged_state_store_stops_the_start_naming_its_file_and_fresh_state_starts_
         .expect("read the first line");
     assert!(line.contains("listening on"), "{line}");
     assert!(state.join("state.sqlite.corrupt").exists(), "kept aside");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dataframe_job_handle_follows_its_job_across_a_scheduler_restart() {
+    let mut cluster = DurableCluster::start(2);
+    let out = tempfile::tempdir().expect("output dir");
+    let target = out.path().join("q3");
+    let ctx = volley_client::Context::remote_with(&cluster.url, credentials().link("admin"))
+        .await
+        .expect("connect");
+    volley_client::tpch::register_tpch(&ctx, tpch_dir())
+        .await
+        .expect("register TPC-H tables");
+    // A detached job: it writes its answer to files, so nothing is lost
+    // with the client's connection to the scheduler.
+    let copy = format!(
+        "COPY ({}) TO '{}/' STORED AS PARQUET",
+        tpch_query(3).trim().trim_end_matches(';'),
+        target.display()
+    );
+    let df = ctx.sql(&copy).await.expect("plan the COPY");
+    let handle = ctx.submit(df, "handle-q3").await.expect("submit");
+    let before = at_seeded_moment(&cluster, "handle-q3", 31, 0.5).await;
+    cluster.kill_scheduler();
+    cluster.start_scheduler();
+    let status = handle
+        .wait()
+        .await
+        .unwrap_or_else(|e| panic!("the handle lost its job: {e}\n{}", cluster.logs()));
+    assert_eq!(status.state, v1::JobState::Succeeded as i32, "{status:?}");
+    if let Err(difference) = check_answer(3, &target).await {
+        panic!("q3 through a JobHandle across a restart: {difference}");
+    }
+    if !volley_client::is_terminal(before.state) {
+        let recovery = status.recovery.expect("counters");
+        assert_eq!(recovery.scheduler_restarts, 1, "{recovery:?}");
+        assert_eq!(recovery.map_tasks_rerun, 0, "{recovery:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_kept_past_the_orphan_grace_are_dropped_and_the_restarted_scheduler_reruns_them() {
+    // A grace of nothing: the executors drop what they hold as soon as the
+    // scheduler is gone.
+    let mut cluster = DurableCluster::start_with(2, &["--orphan-grace-secs", "0"]);
+    let data = tempfile::tempdir().expect("data dir");
+    let script = data.path().join("q5.sql");
+    std::fs::write(&script, tpch_script(5)).expect("write the script");
+    let out = data.path().join("q5-out");
+    let submitted = submit(&cluster.url, &script, &out, "q5");
+    // Once some stage has finished, so the executors hold output it needs.
+    let client = cluster.admin().await;
+    let job_id = loop {
+        let jobs = client.list_jobs().await.expect("list jobs");
+        if let Some(job) = jobs.iter().find(|j| j.name == "q5") {
+            break volley_client::JobId::from(job.job_id.as_str());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut updates = Box::pin(client.watch(&job_id).await.expect("watch"));
+    let mut before = v1::JobStatus::default();
+    while let Some(status) = updates.next().await {
+        before = status.expect("a status");
+        if finished_map_outputs(&before) > 0 || volley_client::is_terminal(before.state) {
+            break;
+        }
+    }
+    drop(updates);
+    cluster.kill_scheduler();
+    for executor in 0..2 {
+        cluster
+            .wait_for_executor_log(
+                executor,
+                "no scheduler took over the stored outputs in time",
+                1,
+            )
+            .await;
+    }
+    cluster.start_scheduler();
+    let (exit, stdout, stderr) = finish(submitted);
+    assert!(exit.success(), "{stderr}\n{}", cluster.logs());
+    let status: Value = serde_json::from_str(stdout.trim()).expect("--json prints a status");
+    assert_eq!(status["state"], "succeeded", "{status}");
+    if let Err(difference) = check_answer(5, &out).await {
+        panic!("q5 after the executors dropped their outputs: {difference}");
+    }
+    if !volley_client::is_terminal(before.state) {
+        // Every output finished before the kill was held then, and dropped.
+        let dropped: u64 = cluster
+            .logs()
+            .lines()
+            .filter(|l| l.contains("no scheduler took over the stored outputs in time"))
+            .filter_map(|l| {
+                let count = l.split("dropped_outputs=").nth(1)?;
+                count
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum();
+        assert!(
+            dropped >= finished_map_outputs(&before),
+            "dropped {dropped}; finished before the kill: {before:?}"
+        );
+        assert_eq!(status["recovery"]["scheduler_restarts"], 1, "{status}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executors_that_served_a_scheduler_join_one_started_on_a_fresh_store() {
+    let mut cluster = DurableCluster::start(1);
+    // The executor serves a second scheduler of the same store, then the
+    // store is started afresh (as after a lost disk).
+    cluster.kill_scheduler();
+    cluster.start_scheduler();
+    cluster
+        .wait_for_executor_log(0, "executor registered", 2)
+        .await;
+    cluster.kill_scheduler();
+    cluster.start_scheduler_with(&["--fresh-state"]);
+    let client = cluster.admin().await;
+    // Registered again, or refused as stale: whichever the log shows first.
+    loop {
+        if !client.executors().await.expect("executors").is_empty() {
+            break;
+        }
+        let log =
+            std::fs::read_to_string(cluster.logs_dir().join("executor-0.log")).unwrap_or_default();
+        assert!(
+            !log.contains("is stale"),
+            "a scheduler on a fresh store was refused as stale:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let answer = volley_with_env(
+        &[
+            "sql",
+            "--scheduler",
+            &cluster.url,
+            "-c",
+            "SELECT 40 + 2 AS n",
+        ],
+        cluster.work.path(),
+        &[],
+    );
+    assert!(
+        String::from_utf8_lossy(&answer.stdout).contains("42"),
+        "{}",
+        String::from_utf8_lossy(&answer.stderr)
+    );
+}
+
+#[test]
+fn a_scheduler_without_a_state_dir_says_at_start_that_jobs_live_in_memory_only() {
+    let work = tempfile::tempdir().expect("work dir");
+    let log = work.path().join("scheduler.log");
+    let mut scheduler = Command::new(binary("volley-scheduler"));
+    scheduler
+        .args(["--bind", "127.0.0.1:0"])
+        .args(credentials().scheduler_args());
+    // The log line comes before the scheduler listens and announces itself.
+    let (_running, line) = start_logging(scheduler, Some(&log));
+    assert!(line.contains("listening on"), "{line}");
+    let said = std::fs::read_to_string(&log).expect("the log");
+    assert!(
+        said.contains(
+            "no --state-dir: jobs live in memory only and are lost if the scheduler stops"
+        ),
+        "{said}"
+    );
 }
