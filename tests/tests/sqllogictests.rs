@@ -94,10 +94,15 @@ async fn run() -> ExitCode {
         slots_per_executor: 2,
         target_partitions: Some(4),
         memory_per_executor: 2 << 30,
-        // The scratch copy (the files' relative paths) and the package,
-        // not the whole temp dir: records that write to /tmp then behave
-        // the same whatever another program left there.
-        allowed_paths: vec![work.path().to_path_buf(), package.clone()],
+        // The scratch copy (the files' relative paths), the package and
+        // the generated TPC-H data its tpch files link to; not the whole
+        // temp dir: records that write to /tmp then behave the same
+        // whatever another program left there.
+        allowed_paths: {
+            let mut paths = vec![work.path().to_path_buf(), package.clone()];
+            paths.extend(volley_tests::tpch_dir().parent().map(Path::to_path_buf));
+            paths
+        },
         ..EmbeddedClusterConfig::with_executors(2)
     })
     .await
