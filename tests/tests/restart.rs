@@ -206,6 +206,40 @@ fn finish(mut child: Child) -> (std::process::ExitStatus, String, String) {
     )
 }
 
+/// The id of the job named `name`, once the scheduler lists it.
+async fn job_named(client: &SchedulerClient, name: &str) -> volley_client::JobId {
+    loop {
+        let jobs = client.list_jobs().await.expect("list jobs");
+        if let Some(job) = jobs.iter().find(|j| j.name == name) {
+            return volley_client::JobId::from(job.job_id.as_str());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits for `volley submit --wait --json` to end and checks it succeeded
+/// with DataFusion's answer to `query` in `out`; its printed status.
+async fn finished_right(
+    cluster: &DurableCluster,
+    submitted: Child,
+    query: usize,
+    out: &Path,
+    what: &str,
+) -> Value {
+    let (exit, stdout, stderr) = finish(submitted);
+    assert!(
+        exit.success(),
+        "{what}: volley submit failed: {stderr}\n{}",
+        cluster.logs()
+    );
+    let status: Value = serde_json::from_str(stdout.trim()).expect("--json prints a status");
+    assert_eq!(status["state"], "succeeded", "{what}: {status}");
+    if let Err(difference) = check_answer(query, out).await {
+        panic!("{what}: {difference}");
+    }
+    status
+}
+
 /// Follows the job named `name` until a seeded share (below `at_most`) of
 /// its tasks are done; the status then (the job may have ended already).
 async fn at_seeded_moment(
@@ -215,13 +249,7 @@ async fn at_seeded_moment(
     at_most: f64,
 ) -> v1::JobStatus {
     let client = cluster.admin().await;
-    let job_id = loop {
-        let jobs = client.list_jobs().await.expect("list jobs");
-        if let Some(job) = jobs.iter().find(|j| j.name == name) {
-            break volley_client::JobId::from(job.job_id.as_str());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let job_id = job_named(&client, name).await;
     let mut random = seed;
     let mut updates = Box::pin(client.watch(&job_id).await.expect("watch"));
     let mut goal = None;
@@ -290,17 +318,8 @@ async fn a_scheduler_killed_mid_query_and_restarted_finishes_every_job_right_rer
         let before = at_seeded_moment(&cluster, &name, 1000 + seed as u64, 0.5).await;
         cluster.kill_scheduler();
         cluster.start_scheduler();
-        let (exit, stdout, stderr) = finish(submitted);
-        assert!(
-            exit.success(),
-            "{name}: volley submit failed after the restart: {stderr}\n{}",
-            cluster.logs()
-        );
-        let status: Value = serde_json::from_str(stdout.trim()).expect("--json prints a status");
-        assert_eq!(status["state"], "succeeded", "{name}: {status}");
-        if let Err(difference) = check_answer(query, &out).await {
-            panic!("{name} after a scheduler restart: {difference}");
-        }
+        let what = format!("{name} after a scheduler restart");
+        let status = finished_right(&cluster, submitted, query, &out, &what).await;
         let recovery = &status["recovery"];
         eprintln!(
             "{name}: killed at {}/{} tasks; after the restart: {recovery}",
@@ -371,13 +390,8 @@ async fn a_scheduler_and_an_executor_killed_together_still_finish_the_job_right(
     cluster.kill_scheduler();
     cluster.kill_executor(1);
     cluster.start_scheduler();
-    let (exit, stdout, stderr) = finish(submitted);
-    assert!(exit.success(), "{stderr}\n{}", cluster.logs());
-    let status: Value = serde_json::from_str(stdout.trim()).expect("--json prints a status");
-    assert_eq!(status["state"], "succeeded", "{status}");
-    if let Err(difference) = check_answer(9, &out).await {
-        panic!("q9 after losing the scheduler and an executor: {difference}");
-    }
+    let what = "q9 after losing the scheduler and an executor";
+    let status = finished_right(&cluster, submitted, 9, &out, what).await;
     if !volley_client::is_terminal(before.state) {
         assert_eq!(status["recovery"]["scheduler_restarts"], 1, "{status}");
         assert!(
@@ -477,13 +491,7 @@ async fn outputs_kept_past_the_orphan_grace_are_dropped_and_the_restarted_schedu
     let submitted = submit(&cluster.url, &script, &out, "q5");
     // Once some stage has finished, so the executors hold output it needs.
     let client = cluster.admin().await;
-    let job_id = loop {
-        let jobs = client.list_jobs().await.expect("list jobs");
-        if let Some(job) = jobs.iter().find(|j| j.name == "q5") {
-            break volley_client::JobId::from(job.job_id.as_str());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let job_id = job_named(&client, "q5").await;
     let mut updates = Box::pin(client.watch(&job_id).await.expect("watch"));
     let mut before = v1::JobStatus::default();
     while let Some(status) = updates.next().await {
@@ -504,13 +512,8 @@ async fn outputs_kept_past_the_orphan_grace_are_dropped_and_the_restarted_schedu
             .await;
     }
     cluster.start_scheduler();
-    let (exit, stdout, stderr) = finish(submitted);
-    assert!(exit.success(), "{stderr}\n{}", cluster.logs());
-    let status: Value = serde_json::from_str(stdout.trim()).expect("--json prints a status");
-    assert_eq!(status["state"], "succeeded", "{status}");
-    if let Err(difference) = check_answer(5, &out).await {
-        panic!("q5 after the executors dropped their outputs: {difference}");
-    }
+    let what = "q5 after the executors dropped their outputs";
+    let status = finished_right(&cluster, submitted, 5, &out, what).await;
     if !volley_client::is_terminal(before.state) {
         // Every output finished before the kill was held then, and dropped.
         let dropped: u64 = cluster
