@@ -38,6 +38,14 @@ extensions_options! {
         /// the scan, before they are joined or shuffled. The scan's stage
         /// waits for the build stage.
         pub runtime_filters: bool, default = true
+        /// A stage's map outputs are dropped from the executors as soon as
+        /// every stage reading them has finished, not when the job ends:
+        /// early stages' outputs no longer sit in memory beside later
+        /// stages' joins. If a reader must run again (its output was lost
+        /// with its executor), the released stage runs again from its own
+        /// inputs first, as Spark re-runs a lost shuffle's lineage. Off:
+        /// outputs stay until the job ends.
+        pub release_outputs: bool, default = true
     }
 }
 

@@ -777,8 +777,14 @@ impl Job {
         };
         let last = self.stages.len().saturating_sub(1);
         for (i, stage) in self.stages.iter().enumerate() {
-            let done = stage.done_count();
-            if stage.state() == StageState::Finished {
+            // A stage released after a scheduler restart without running
+            // (nothing needed it) did its work before the restart.
+            let done = if stage.is_released() {
+                stage.partitions()
+            } else {
+                stage.done_count()
+            };
+            if matches!(stage.state(), StageState::Finished | StageState::Released) {
                 status.stages_done += 1;
             }
             status.tasks_total += stage.partitions() as u32;
@@ -811,6 +817,7 @@ impl Job {
                 operators: stage.operators(),
                 runtime_filters: stage.filters_applied() as u32,
                 filtered_by: stage.filter_sources().map(|s| s.0).collect(),
+                released: stage.is_released(),
             });
         }
         if let Some(stage) = self.final_stage() {

@@ -129,6 +129,7 @@ pub(crate) fn plan_stages(
     }
     for stage in &mut stages {
         stage.pipelined = options.pipelined_exchange;
+        stage.releases_outputs = options.release_outputs;
     }
     check_stages(&stages, config)?;
     Ok((schema, stages))

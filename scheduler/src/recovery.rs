@@ -11,6 +11,11 @@
 //!   map task runs again and the consumer stage is re-planned, up to
 //!   `max_stage_attempts` times.
 //!
+//! - A released stage (its outputs dropped once every reader had finished,
+//!   `volley.release_outputs`) whose reader must run again is no longer
+//!   released: each of its map tasks runs again, after the released
+//!   stages it reads in turn (its lineage), and its readers are re-planned.
+//!
 //! Re-running a map task yields the same output (plans are deterministic),
 //! so consumer tasks that already finished keep their results. Every step is
 //! counted in the job's `JobRecovery`, so tests can assert that recovery ran.
@@ -99,11 +104,97 @@ impl Job {
         }
         self.stages[stage].requeue(partition);
         self.recovery.map_tasks_rerun += 1;
+        // The stage has work again: what it reads must be there.
+        self.restore_inputs(stage, limits)?;
         let id = self.stages[stage].id();
         for consumer in self.consumers_of(id) {
             self.replan(consumer, limits)?;
         }
         Ok(())
+    }
+
+    /// Stage `index` has tasks to run again: each released stage it reads
+    /// runs again first.
+    fn restore_inputs(&mut self, index: usize, limits: RecoveryLimits) -> Result<(), v1::JobError> {
+        let inputs: Vec<usize> = self.stages[index]
+            .inputs()
+            .iter()
+            .filter_map(|input| self.stage_index(*input))
+            .collect();
+        for input in inputs {
+            if self.stages[input].unrelease() {
+                self.recovery.released_stages_rerun += 1;
+                for partition in 0..self.stages[input].partitions() {
+                    // Each Done slot names an output that is gone.
+                    self.lose_output(input, partition, limits)?;
+                }
+                // Slots that never ran (released after a scheduler
+                // restart) need their inputs too.
+                self.restore_inputs(input, limits)?;
+                // Its reader reads the new outputs (a no-op if re-planned
+                // above, or never resolved).
+                self.replan(index, limits)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stage `finished` has just finished: each stage it reads whose every
+    /// reader has now finished is released, if it releases its outputs
+    /// (never the final stage, whose outputs are the result). Returns the
+    /// released stages and the executors holding their outputs.
+    pub(crate) fn release_inputs_of(&mut self, finished: usize) -> Vec<(StageId, Vec<ExecutorId>)> {
+        let last = self.stages.len().saturating_sub(1);
+        let inputs: Vec<usize> = self.stages[finished]
+            .inputs()
+            .iter()
+            .filter_map(|input| self.stage_index(*input))
+            .filter(|&input| input != last)
+            .collect();
+        let mut released = Vec::new();
+        for input in inputs {
+            let stage = &self.stages[input];
+            if !stage.releases_outputs() || stage.is_released() || !stage.is_finished() {
+                continue;
+            }
+            if !self.readers_finished(stage.id()) {
+                continue;
+            }
+            if let Some(holders) = self.stages[input].release() {
+                released.push((self.stages[input].id(), holders));
+            }
+        }
+        released
+    }
+
+    /// Whether every stage reading `stage` has finished (and some does).
+    fn readers_finished(&self, stage: StageId) -> bool {
+        let readers = self.consumers_of(stage);
+        !readers.is_empty() && readers.iter().all(|&c| self.stages[c].is_finished())
+    }
+
+    /// After a scheduler restart, once the kept outputs are taken over:
+    /// a stage every reader of which has finished is not needed. One with
+    /// tasks still to run is released rather than run; a finished one is
+    /// released if it releases its outputs. Readers come after the stages
+    /// they read, so one pass from the end releases whole chains. Returns
+    /// the released stages and the executors holding their outputs.
+    pub(crate) fn release_unneeded(&mut self) -> Vec<(StageId, Vec<ExecutorId>)> {
+        let last = self.stages.len().saturating_sub(1);
+        let mut released = Vec::new();
+        for index in (0..last).rev() {
+            let stage = &self.stages[index];
+            if stage.is_released()
+                || (stage.is_finished() && !stage.releases_outputs())
+                || !self.readers_finished(stage.id())
+            {
+                continue;
+            }
+            if let Some(holders) = self.stages[index].release() {
+                released.push((self.stages[index].id(), holders));
+            }
+        }
+        released
     }
 
     /// An executor is gone: recovers what it ran and held (it counts as lost
@@ -142,6 +233,7 @@ impl Job {
                             // without running that partition again.
                             self.stages[index].requeue(partition);
                             self.recovery.tasks_retried += 1;
+                            self.restore_inputs(index, limits)?;
                         } else {
                             self.lose_output(index, partition, limits)?;
                         }
@@ -214,7 +306,10 @@ impl Job {
             let pending = self
                 .stage_index(StageId(*stage))
                 .and_then(|i| self.stages[i].slot(*map as usize))
-                .is_some_and(|slot| matches!(slot, TaskSlot::Pending));
+                .is_some_and(|slot| matches!(slot, TaskSlot::Pending))
+                && self
+                    .stage_index(StageId(*stage))
+                    .is_some_and(|i| !self.stages[i].is_released());
             if pending {
                 self.recovery.map_tasks_rerun += 1;
             }

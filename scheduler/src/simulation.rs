@@ -86,6 +86,7 @@ fn simulated_job(tasks: usize) -> Result<Job, SchedulerError> {
         inputs: Vec::new(),
         filters: Vec::new(),
         pipelined: true,
+        releases_outputs: true,
     };
     Ok(Job::new(
         job_id,

@@ -11,7 +11,15 @@
 //! Ready | Running ──(an input lost an output; supersede: attempt + 1)──▶ Waiting
 //! Ready | Running ──(an input it streams from has tasks to place again;
 //!                    withdraw: attempt + 1)──▶ Waiting
+//! Finished ──(every reader finished; release: outputs dropped)──▶ Released
+//! Released ──(a reader must run again; unrelease, then each Done slot
+//!             requeued)──▶ Ready, or Waiting if its inputs run again too
 //! ```
+//!
+//! A released stage counts as finished for its readers and the job (its
+//! work is done) but holds no outputs. After a scheduler restart, a stage
+//! every reader of which has finished is released without running, even
+//! with pending slots: nothing needs what it would write.
 //!
 //! The state is derived from the current attempt (resolved or not: the
 //! encoded plan lives inside `Attempt::Resolved`) and the slot counts, so
@@ -55,6 +63,9 @@ pub(crate) enum StageState {
     Running,
     /// Every task is done.
     Finished,
+    /// Finished, and its outputs dropped because every stage reading them
+    /// has finished.
+    Released,
 }
 
 /// What the current attempt of a stage has been given.
@@ -226,6 +237,10 @@ pub(crate) struct Stage {
     /// once every partition's is in).
     summaries: HashMap<usize, KeySummary>,
     summarized: Vec<bool>,
+    /// Whether its outputs go once every reader has finished.
+    releases_outputs: bool,
+    /// Whether they went: its work is done, its outputs are gone.
+    released: bool,
 }
 
 impl Stage {
@@ -259,6 +274,8 @@ impl Stage {
             pipelined: plan.pipelined,
             filters_applied: 0,
             summaries: HashMap::new(),
+            releases_outputs: plan.releases_outputs,
+            released: false,
         }
     }
 
@@ -347,7 +364,9 @@ impl Stage {
     }
 
     pub(crate) fn state(&self) -> StageState {
-        if self.is_finished() {
+        if self.released {
+            StageState::Released
+        } else if self.is_finished() {
             StageState::Finished
         } else if !self.is_resolved() {
             StageState::Waiting
@@ -363,8 +382,49 @@ impl Stage {
         matches!(self.resolved, Attempt::Resolved { .. })
     }
 
+    /// Whether its work is done: every slot is, or it was released.
     pub(crate) fn is_finished(&self) -> bool {
-        self.counts.done == self.tasks.len()
+        self.released || self.counts.done == self.tasks.len()
+    }
+
+    /// Whether its outputs were dropped (see [`StageState::Released`]).
+    pub(crate) fn is_released(&self) -> bool {
+        self.released
+    }
+
+    /// Whether its outputs go as soon as every reader has finished
+    /// (`volley.release_outputs`).
+    pub(crate) fn releases_outputs(&self) -> bool {
+        self.releases_outputs
+    }
+
+    /// Finished (or, after a scheduler restart, not needed) -> Released:
+    /// nothing will read its outputs. Returns the executors holding them,
+    /// to drop them; `None` if it was released already.
+    pub(crate) fn release(&mut self) -> Option<Vec<ExecutorId>> {
+        if self.released {
+            return None;
+        }
+        self.released = true;
+        let mut holders: Vec<ExecutorId> = self
+            .tasks
+            .iter()
+            .filter_map(|slot| match slot {
+                TaskSlot::Done { executor, .. } => Some(executor.clone()),
+                _ => None,
+            })
+            .collect();
+        holders.sort();
+        holders.dedup();
+        Some(holders)
+    }
+
+    /// Released -> Finished (or, with slots that never ran, Ready or
+    /// Waiting): a reader must run again. Its Done slots still name
+    /// outputs that are gone: the caller requeues each. Returns whether it
+    /// was released.
+    pub(crate) fn unrelease(&mut self) -> bool {
+        std::mem::replace(&mut self.released, false)
     }
 
     /// Puts `new` in slot `partition`, keeping the counts; returns what was
@@ -438,9 +498,10 @@ impl Stage {
         self.counts.running
     }
 
-    /// Partitions whose tasks wait to be placed, if the stage is resolved.
+    /// Partitions whose tasks wait to be placed, if the stage is resolved
+    /// (and needed: not released).
     pub(crate) fn pending_partitions(&self) -> Vec<usize> {
-        if !self.is_resolved() {
+        if !self.is_resolved() || self.released {
             return Vec::new();
         }
         self.tasks
@@ -520,7 +581,8 @@ impl Stage {
     /// executor kept this output. Only for a pending slot, and sizes that
     /// fit the stage.
     pub(crate) fn adopt(&mut self, partition: usize, output: FinishedOutput) -> bool {
-        if output.stats.len() != self.output_partitions
+        if self.released
+            || output.stats.len() != self.output_partitions
             || !matches!(self.tasks.get(partition), Some(TaskSlot::Pending))
         {
             return false;

@@ -52,6 +52,9 @@ pub(crate) struct StagePlan {
     /// Whether it may start while the stages it reads still run
     /// (`volley.pipelined_exchange` of the session that planned it).
     pub(crate) pipelined: bool,
+    /// Whether its outputs are dropped once every reader has finished
+    /// (`volley.release_outputs`), rather than when the job ends.
+    pub(crate) releases_outputs: bool,
 }
 
 /// Cuts `plan` into stages; the last one is the final stage. With `output`,
@@ -92,6 +95,7 @@ pub(crate) fn cut_into_stages(
                 inputs,
                 filters: Vec::new(),
                 pipelined: true,
+                releases_outputs: true,
             });
         }
     }
@@ -178,6 +182,7 @@ impl StageCutter {
             inputs,
             filters: Vec::new(),
             pipelined: true,
+            releases_outputs: true,
         });
         Ok(id)
     }

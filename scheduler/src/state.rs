@@ -231,7 +231,10 @@ impl SchedulerState {
         }
         for (job_id, stored) in &recovering.stored {
             if let Some(job) = self.jobs.get_mut(job_id) {
+                // What no unfinished stage reads is not run again.
+                let released = job.release_unneeded();
                 job.count_lost_outputs(stored);
+                self.drop_released(job_id, released);
             }
         }
         info!(jobs = self.active.len(), "recovery over; placing tasks");
@@ -894,6 +897,12 @@ impl SchedulerState {
                         entry.send(v1::scheduler_message::Kind::MapOutputsReady(ready));
                     }
                 }
+                let last = job.stages().len().saturating_sub(1);
+                if stage_index != last && job.stages()[stage_index].is_finished() {
+                    // The final stage's inputs go when the job ends.
+                    let released = job.release_inputs_of(stage_index);
+                    self.drop_released(&job_id, released);
+                }
                 debug!(job_id = %job_id, stage = %stage_id, %task_id, executor_id = %from, "task succeeded");
                 self.advance(&job_id);
             }
@@ -1206,6 +1215,27 @@ impl SchedulerState {
         }
     }
 
+    /// Tells the executors holding released stages' outputs to drop them.
+    fn drop_released(&self, job_id: &JobId, released: Vec<(StageId, Vec<ExecutorId>)>) {
+        let mut by_executor: BTreeMap<ExecutorId, Vec<u32>> = BTreeMap::new();
+        for (stage, holders) in released {
+            debug!(job_id = %job_id, %stage, "every reader finished; stage outputs released");
+            for holder in holders {
+                by_executor.entry(holder).or_default().push(stage.0);
+            }
+        }
+        for (executor, stage_ids) in by_executor {
+            if let Some(entry) = self.executors.get(&executor) {
+                entry.send(v1::scheduler_message::Kind::RemoveJobData(
+                    v1::RemoveJobData {
+                        job_id: job_id.to_string(),
+                        stage_ids,
+                    },
+                ));
+            }
+        }
+    }
+
     fn broadcast(&self, kind: v1::scheduler_message::Kind) {
         for entry in self.executors.values() {
             entry.send(kind.clone());
@@ -1415,6 +1445,7 @@ mod tests {
     use tokio::sync::mpsc::UnboundedReceiver;
 
     use super::*;
+    use crate::stage::StageState;
     use crate::test_support::stages;
 
     type Inbox = UnboundedReceiver<Result<v1::SchedulerMessage, tonic::Status>>;
@@ -1823,6 +1854,180 @@ mod tests {
         let recovery = status.recovery.expect("recovery counters");
         assert_eq!(recovery.map_tasks_rerun, 2, "{recovery:?}");
         assert_eq!(recovery.executors_lost, 1);
+        Ok(())
+    }
+
+    /// Three stages: the first aggregation's map side, its final side
+    /// feeding the second aggregation's map side, and the final stage.
+    const TWO_GROUP_BYS: &str = "SELECT c, count(*) FROM \
+        (SELECT k % 3 AS g, count(*) AS c FROM t GROUP BY k % 3) GROUP BY c";
+
+    /// The stage lists of the `RemoveJobData` messages among `messages`.
+    fn removals(messages: &[v1::scheduler_message::Kind]) -> Vec<Vec<u32>> {
+        messages
+            .iter()
+            .filter_map(|m| match m {
+                v1::scheduler_message::Kind::RemoveJobData(r) => Some(r.stage_ids.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Succeeds every task of `launches` on `executor`.
+    fn succeed_all(
+        state: &mut SchedulerState,
+        executor: &ExecutorId,
+        launches: &[v1::LaunchTasks],
+        outputs: usize,
+    ) {
+        for launch in launches {
+            for task in &launch.tasks {
+                state.task_status(executor, success(launch, task, outputs));
+            }
+        }
+    }
+
+    /// Executors a and b (2 slots each) ran stages 0 and 1 of the
+    /// TWO_GROUP_BYS job (barriers); returns what each was sent once
+    /// stage 1 finished, and what a and b ran of stage 1.
+    struct PastStage1 {
+        state: SchedulerState,
+        watch: tokio::sync::watch::Receiver<v1::JobStatus>,
+        a: (ExecutorId, Inbox),
+        b: (ExecutorId, Inbox),
+        stage_1: (Vec<v1::LaunchTasks>, Vec<v1::LaunchTasks>),
+        /// What a and b were sent once stage 1 finished.
+        after: (
+            Vec<v1::scheduler_message::Kind>,
+            Vec<v1::scheduler_message::Kind>,
+        ),
+    }
+
+    async fn past_stage_1(epoch: u64, releases_outputs: bool) -> Result<PastStage1> {
+        let mut state = SchedulerState::new(&SchedulerConfig::default());
+        state.set_epoch(epoch);
+        let (a, mut inbox_a) = executor(&mut state, "a", 2);
+        let (b, mut inbox_b) = executor(&mut state, "b", 2);
+        let mut stages = stages(TWO_GROUP_BYS).await?;
+        assert_eq!(stages.len(), 3, "the test needs three stages");
+        for stage in &mut stages {
+            stage.pipelined = false;
+            stage.releases_outputs = releases_outputs;
+        }
+        let job = Job::new(
+            JobId::from("test-job"),
+            "test".into(),
+            stages,
+            HashMap::new(),
+            Vec::new(),
+        );
+        let watch = job.watch.subscribe();
+        state.submit(job);
+        for stage in 0..2 {
+            let (ma, mb) = (drain(&mut inbox_a), drain(&mut inbox_b));
+            assert!(
+                removals(&ma).is_empty() && removals(&mb).is_empty(),
+                "nothing is dropped while stage {stage} runs"
+            );
+            let (la, lb) = (launches(&ma), launches(&mb));
+            succeed_all(&mut state, &a, &la, 4);
+            succeed_all(&mut state, &b, &lb, 4);
+            if stage == 1 {
+                return Ok(PastStage1 {
+                    after: (drain(&mut inbox_a), drain(&mut inbox_b)),
+                    state,
+                    watch,
+                    a: (a, inbox_a),
+                    b: (b, inbox_b),
+                    stage_1: (la, lb),
+                });
+            }
+        }
+        unreachable!("returned after stage 1")
+    }
+
+    #[tokio::test]
+    async fn a_stages_outputs_are_dropped_once_every_reader_finished_not_when_the_job_ends()
+    -> Result<()> {
+        let PastStage1 {
+            mut state,
+            watch,
+            a,
+            b,
+            after,
+            ..
+        } = past_stage_1(1, true).await?;
+        assert_eq!(
+            (removals(&after.0), removals(&after.1)),
+            (vec![vec![0]], vec![vec![0]]),
+            "stage 0's holders drop it as soon as stage 1 has read it"
+        );
+        let status = watch.borrow().clone();
+        assert_eq!(status.state, v1::JobState::Running as i32);
+        let released: Vec<bool> = status.stages.iter().map(|s| s.released).collect();
+        assert_eq!(released, vec![true, false, false]);
+        assert_eq!(status.stages_done, 2, "a released stage is done");
+        succeed_all(&mut state, &a.0, &launches(&after.0), 1);
+        succeed_all(&mut state, &b.0, &launches(&after.1), 1);
+        assert_eq!(watch.borrow().state, v1::JobState::Succeeded as i32);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn with_release_outputs_off_stage_outputs_stay_until_the_job_ends() -> Result<()> {
+        let PastStage1 {
+            mut state,
+            watch,
+            a,
+            b,
+            after,
+            ..
+        } = past_stage_1(1, false).await?;
+        assert!(removals(&after.0).is_empty() && removals(&after.1).is_empty());
+        succeed_all(&mut state, &a.0, &launches(&after.0), 1);
+        succeed_all(&mut state, &b.0, &launches(&after.1), 1);
+        let (mut inbox_a, mut inbox_b) = (a.1, b.1);
+        assert_eq!(watch.borrow().state, v1::JobState::Succeeded as i32);
+        assert_eq!(
+            (
+                removals(&drain(&mut inbox_a)),
+                removals(&drain(&mut inbox_b))
+            ),
+            (vec![vec![0, 1]], vec![vec![0, 1]]),
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_must_run_again_reruns_its_released_input_first() -> Result<()> {
+        let PastStage1 {
+            mut state,
+            watch,
+            a,
+            b,
+            ..
+        } = past_stage_1(1, true).await?;
+        // a holds half of stage 1's outputs, which stage 2 still reads; stage
+        // 0, which they were made from, is gone everywhere.
+        state.executor_lost(&a.0, "killed");
+        let status = watch.borrow().clone();
+        assert!(!status.stages[0].released, "stage 0 is needed again");
+        let job = state.jobs.get(&JobId::from("test-job")).expect("running");
+        assert_eq!(
+            (job.stages()[0].running_count(), job.stages()[1].state()),
+            (2, StageState::Waiting),
+            "stage 0 runs again (on b's two slots) before stage 1 can"
+        );
+        let mut inboxes = vec![b];
+        run_to_end(&mut state, &mut inboxes, &[4, 4, 1]);
+        let status = watch.borrow().clone();
+        assert_eq!(status.state, v1::JobState::Succeeded as i32, "{status:?}");
+        let recovery = status.recovery.expect("counters");
+        assert_eq!(
+            (recovery.released_stages_rerun, recovery.map_tasks_rerun),
+            (1, 2 + 4),
+            "a's two stage-1 outputs and all four of stage 0: {recovery:?}"
+        );
         Ok(())
     }
 
@@ -2310,6 +2515,76 @@ mod tests {
                 recovery.scheduler_restarts
             ),
             (4, 0, 0, 1),
+            "{recovery:?}"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_restarted_scheduler_runs_no_released_stage_whose_readers_outputs_were_kept()
+    -> Result<()> {
+        let before = past_stage_1(1, true).await?;
+        let mut state = SchedulerState::new(&SchedulerConfig::default());
+        state.set_epoch(2);
+        state.begin_recovery(
+            Duration::from_secs(10),
+            [before.a.0, before.b.0].into_iter().collect(),
+        );
+        // The store knew of both stages' outputs; stage 0's were dropped.
+        let stored = (0..2)
+            .flat_map(|stage| (0..4).map(move |map| (stage, map)))
+            .collect();
+        let mut stages = stages(TWO_GROUP_BYS).await?;
+        for stage in &mut stages {
+            stage.pipelined = false;
+        }
+        let job = Job::new(
+            JobId::from("test-job"),
+            "test".into(),
+            stages,
+            HashMap::new(),
+            Vec::new(),
+        );
+        state.recover(job.restarted(), stored);
+        let watch = state.watch(&JobId::from("test-job")).expect("recovered");
+        let held_of = |launches: &[v1::LaunchTasks]| -> Vec<v1::HeldOutput> {
+            launches.iter().flat_map(held).collect()
+        };
+        let a = reattach(&mut state, "a2", "a", 1, held_of(&before.stage_1.0));
+        let b = reattach(&mut state, "b2", "b", 1, held_of(&before.stage_1.1));
+        let mut inboxes = vec![a, b];
+        let sent: Vec<Vec<v1::LaunchTasks>> = inboxes
+            .iter_mut()
+            .map(|(_, inbox)| launches(&drain(inbox)))
+            .collect();
+        let launched: HashSet<u32> = sent
+            .iter()
+            .flatten()
+            .filter_map(|l| l.stage.as_ref().map(|s| s.stage_id))
+            .collect();
+        assert_eq!(launched, HashSet::from([2]), "only the final stage runs");
+        let status = watch.borrow().clone();
+        assert!(status.stages[0].released, "stage 0 is not needed");
+        assert_eq!(
+            (status.tasks_done, status.stages_done),
+            (8, 2),
+            "what ran before the restart is done"
+        );
+        for ((executor, _), launches) in inboxes.iter().zip(&sent) {
+            succeed_all(&mut state, executor, launches, 1);
+        }
+        run_to_end(&mut state, &mut inboxes, &[4, 4, 1]);
+        let status = watch.borrow().clone();
+        assert_eq!(status.state, v1::JobState::Succeeded as i32, "{status:?}");
+        let recovery = status.recovery.expect("counters");
+        assert_eq!(
+            (
+                recovery.outputs_recovered,
+                recovery.map_tasks_rerun,
+                recovery.stages_rerun,
+                recovery.released_stages_rerun
+            ),
+            (4, 0, 0, 0),
             "{recovery:?}"
         );
         Ok(())
