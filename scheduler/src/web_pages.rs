@@ -148,7 +148,7 @@ async function draw() {
   drawDag(job.stage_list); drawTimeline(job);
   if (job.from_history) document.getElementById("timeline").innerHTML = "<p>This job was read back from the scheduler's history: its task timeline is not kept.</p>";
   document.querySelector("#stages tbody").innerHTML = job.stage_list.map(s => `<tr class="stage-row" data-stage="${s.id}">
-    <td>${s.id}${s.final ? " (final)" : ""}</td><td class="num">${s.tasks_done}/${s.partitions}</td>
+    <td>${s.id}${s.final ? " (final)" : ""}${s.released ? " (outputs released)" : ""}</td><td class="num">${s.tasks_done}/${s.partitions}</td>
     <td>${s.inputs.map(i => "stage " + i.stage + " (" + esc(i.exchange) + ")").join(", ") || "—"}</td><td>${esc(s.output)}</td>
     <td class="num">${readOf(job.stage_list, s).rows}</td><td class="num">${bytes(readOf(job.stage_list, s).bytes)}</td>
     <td class="num">${s.rows_out}</td><td class="num">${bytes(s.bytes_out)}</td><td class="num">${secs(s.median_task_ms)} / ${secs(s.longest_task_ms)}</td><td class="num">${s.attempt}</td></tr>

@@ -421,6 +421,8 @@ fn job_detail(job: &Job, owner: bool) -> Value {
                 "attempt": stage.attempt(),
                 "tasks_done": stage.done_count(),
                 "tasks_running": stage.running_count(),
+                // Its outputs were dropped once every reader had finished.
+                "released": stage.is_released(),
                 "inputs": inputs,
                 "output": if Some(stage.id()) == last && !stage.plan().is::<volley_dataflow::FileOutputExec>() {
                     "returned to the client".to_string()
