@@ -1,7 +1,8 @@
 //! The pipelined exchange on real processes: a stage starts while the
 //! stages it reads still run, and still never deadlocks, never changes an
 //! answer when a producer dies mid-stream, and never buffers a stalled
-//! consumer's input in memory.
+//! consumer's input in memory. A stage's outputs leave the executors once
+//! every reader has finished, and run again if a reader must.
 //!
 //! The gate function (`volley_gate`, in `volley-test-executor`) holds
 //! chosen tasks mid-flight until the test creates a file; every wait here
@@ -248,4 +249,85 @@ async fn a_consumer_stalled_mid_read_leaves_its_producers_output_spilled_not_in_
         .expect("the query task")
         .expect("the stalled query completes");
     assert_same_rows(&expected(&sql).await, &batches, false, "stalled consumer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_stages_outputs_leave_the_executors_while_the_job_runs_and_come_back_if_a_reader_is_lost()
+ {
+    let mut cluster = start_cluster_with(&ClusterSpec {
+        executor_binary: "volley-test-executor",
+        slots: 2,
+        scheduler_args: vec!["--target-partitions".into(), "2".into()],
+        ..ClusterSpec::default()
+    });
+    let gate_dir = tempfile::tempdir().expect("gate dir");
+    let gate = gate_dir.path().join("open");
+    let ctx = connect(&cluster).await;
+    // Three stages: lineitem's partial aggregation; the first aggregation's
+    // final side with the second one's partial side; the final stage,
+    // whose tasks wait at the gate once stage 1 has finished.
+    let sql = format!(
+        "SELECT volley_gate(c, '{}') AS c, m FROM \
+         (SELECT n % 5 AS c, count(*) AS m FROM \
+          (SELECT l_orderkey % 7 AS g, count(*) AS n FROM lineitem GROUP BY l_orderkey % 7) \
+          GROUP BY n % 5)",
+        gate.display()
+    );
+    let query = spawn_query(&ctx, &sql);
+    let status = until_job(&cluster.url, &query, |job| {
+        job.stages.len() == 3 && job.stages[1].tasks_done == job.stages[1].partitions
+    })
+    .await;
+    assert!(
+        status.stages[0].released && !status.stages[1].released,
+        "stage 0 is released once stage 1, its only reader, has finished: {status:?}"
+    );
+    // The executors drop stage 0's outputs: what they hold comes down to
+    // stage 1's (the final stage's tasks wait at the gate). Heartbeats
+    // carry the count; polled without a deadline.
+    let client = admin(&cluster.url).await;
+    let stage_1_outputs = status.stages[1].partitions;
+    loop {
+        let executors = client.executors().await.expect("list executors");
+        let held: u32 = executors.iter().map(|e| e.stored_outputs).sum();
+        if held == stage_1_outputs {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // An executor holding a stage 1 output the final stage still reads dies:
+    // stage 0, released, runs again before stage 1's lost tasks can.
+    let holder = status.stages[1]
+        .tasks_by_executor
+        .keys()
+        .next()
+        .expect("a stage 1 task")
+        .clone();
+    let executors = client.executors().await.expect("list executors");
+    let endpoint = executors
+        .iter()
+        .find(|e| e.executor_id == holder)
+        .expect("the holder is registered")
+        .endpoint
+        .clone();
+    let index = cluster
+        .executor_endpoints
+        .iter()
+        .position(|e| *e == endpoint)
+        .expect("the holder is one of ours");
+    cluster.signal_executor(index, "KILL");
+    cluster.wait_executor(index);
+    std::fs::write(&gate, b"").expect("open the gate");
+    let (batches, job) = query
+        .await
+        .expect("the query task")
+        .expect("the query survives losing a reader of a released stage");
+    assert_same_rows(
+        &expected(&sql).await,
+        &batches,
+        false,
+        "released stage re-run",
+    );
+    let recovery = job.and_then(|j| j.recovery).unwrap_or_default();
+    assert!(recovery.released_stages_rerun >= 1, "{recovery:?}");
 }
