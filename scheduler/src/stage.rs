@@ -406,6 +406,11 @@ impl Stage {
             return None;
         }
         self.released = true;
+        // Executors drop a stage's plan with its outputs: if it runs
+        // again, its tasks carry the plan again.
+        if let Attempt::Resolved { plan_sent_to, .. } = &mut self.resolved {
+            plan_sent_to.clear();
+        }
         let mut holders: Vec<ExecutorId> = self
             .tasks
             .iter()

@@ -2018,7 +2018,16 @@ mod tests {
             (2, StageState::Waiting),
             "stage 0 runs again (on b's two slots) before stage 1 can"
         );
-        let mut inboxes = vec![b];
+        let (b, mut inbox_b) = b;
+        let relaunched = launches(&drain(&mut inbox_b));
+        assert!(
+            relaunched
+                .iter()
+                .all(|l| l.stage.as_ref().map(|s| s.stage_id) == Some(0) && !l.plan.is_empty()),
+            "b dropped stage 0's plan with its outputs: the launch carries it again"
+        );
+        succeed_all(&mut state, &b, &relaunched, 4);
+        let mut inboxes = vec![(b, inbox_b)];
         run_to_end(&mut state, &mut inboxes, &[4, 4, 1]);
         let status = watch.borrow().clone();
         assert_eq!(status.state, v1::JobState::Succeeded as i32, "{status:?}");
