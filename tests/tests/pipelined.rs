@@ -91,6 +91,31 @@ async fn until_job<T>(
     panic!("job {job_id} ended before the awaited moment");
 }
 
+/// SIGKILLs an executor that ran a task of `stage` (so holds its output)
+/// and waits for the process to exit.
+async fn kill_a_runner_of(cluster: &mut Cluster, stage: &v1::StageStatus) {
+    let holder = stage
+        .tasks_by_executor
+        .keys()
+        .next()
+        .expect("a finished task of the stage")
+        .clone();
+    let executors = admin(&cluster.url).await.executors().await.expect("list");
+    let endpoint = executors
+        .iter()
+        .find(|e| e.executor_id == holder)
+        .expect("the holder is registered")
+        .endpoint
+        .clone();
+    let index = cluster
+        .executor_endpoints
+        .iter()
+        .position(|e| *e == endpoint)
+        .expect("the holder is one of ours");
+    cluster.signal_executor(index, "KILL");
+    cluster.wait_executor(index);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_one_slot_in_the_whole_cluster_queries_of_many_stages_complete_right() {
     // Four partitions, so every exchange is a stage of four tasks.
@@ -148,26 +173,7 @@ async fn a_producer_lost_while_its_pipelined_consumer_reads_changes_no_answer() 
     })
     .await;
     // Kill an executor holding a finished scan output the consumer reads.
-    let holder = status.stages[0]
-        .tasks_by_executor
-        .keys()
-        .next()
-        .expect("a finished scan task")
-        .clone();
-    let executors = admin(&cluster.url).await.executors().await.expect("list");
-    let endpoint = executors
-        .iter()
-        .find(|e| e.executor_id == holder)
-        .expect("the holder is registered")
-        .endpoint
-        .clone();
-    let index = cluster
-        .executor_endpoints
-        .iter()
-        .position(|e| *e == endpoint)
-        .expect("the holder is one of ours");
-    cluster.signal_executor(index, "KILL");
-    cluster.wait_executor(index);
+    kill_a_runner_of(&mut cluster, &status.stages[0]).await;
     std::fs::write(&gate, b"").expect("open the gate");
     let (batches, job) = query
         .await
@@ -297,26 +303,7 @@ async fn an_early_stages_outputs_leave_the_executors_while_the_job_runs_and_come
     }
     // An executor holding a stage 1 output the final stage still reads dies:
     // stage 0, released, runs again before stage 1's lost tasks can.
-    let holder = status.stages[1]
-        .tasks_by_executor
-        .keys()
-        .next()
-        .expect("a stage 1 task")
-        .clone();
-    let executors = client.executors().await.expect("list executors");
-    let endpoint = executors
-        .iter()
-        .find(|e| e.executor_id == holder)
-        .expect("the holder is registered")
-        .endpoint
-        .clone();
-    let index = cluster
-        .executor_endpoints
-        .iter()
-        .position(|e| *e == endpoint)
-        .expect("the holder is one of ours");
-    cluster.signal_executor(index, "KILL");
-    cluster.wait_executor(index);
+    kill_a_runner_of(&mut cluster, &status.stages[1]).await;
     std::fs::write(&gate, b"").expect("open the gate");
     let (batches, job) = query
         .await
