@@ -777,13 +777,7 @@ impl Job {
         };
         let last = self.stages.len().saturating_sub(1);
         for (i, stage) in self.stages.iter().enumerate() {
-            // A stage released after a scheduler restart without running
-            // (nothing needed it) did its work before the restart.
-            let done = if stage.is_released() {
-                stage.partitions()
-            } else {
-                stage.done_count()
-            };
+            let done = stage.tasks_done();
             if matches!(stage.state(), StageState::Finished | StageState::Released) {
                 status.stages_done += 1;
             }

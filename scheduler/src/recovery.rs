@@ -303,13 +303,11 @@ impl Job {
     /// executor brought back are run again; counts them.
     pub(crate) fn count_lost_outputs(&mut self, stored: &[(u32, u32)]) {
         for (stage, map) in stored {
-            let pending = self
-                .stage_index(StageId(*stage))
-                .and_then(|i| self.stages[i].slot(*map as usize))
-                .is_some_and(|slot| matches!(slot, TaskSlot::Pending))
-                && self
-                    .stage_index(StageId(*stage))
-                    .is_some_and(|i| !self.stages[i].is_released());
+            // A released stage's pending slots will not run.
+            let pending = self.stage_index(StageId(*stage)).is_some_and(|i| {
+                !self.stages[i].is_released()
+                    && matches!(self.stages[i].slot(*map as usize), Some(TaskSlot::Pending))
+            });
             if pending {
                 self.recovery.map_tasks_rerun += 1;
             }

@@ -499,6 +499,17 @@ impl Stage {
         self.counts.done
     }
 
+    /// Tasks whose work is done, as a status reports them: all of them
+    /// once the stage is released (one released after a scheduler restart
+    /// without running did its work before it).
+    pub(crate) fn tasks_done(&self) -> usize {
+        if self.released {
+            self.tasks.len()
+        } else {
+            self.counts.done
+        }
+    }
+
     pub(crate) fn running_count(&self) -> usize {
         self.counts.running
     }

@@ -1504,13 +1504,33 @@ mod tests {
         }
     }
 
+    /// Succeeds every task of `launches` on `executor`.
+    fn succeed_all(
+        state: &mut SchedulerState,
+        executor: &ExecutorId,
+        launches: &[v1::LaunchTasks],
+        outputs: usize,
+    ) {
+        for launch in launches {
+            for task in &launch.tasks {
+                state.task_status(executor, success(launch, task, outputs));
+            }
+        }
+    }
+
     /// A job whose stages wait for their inputs to finish (barriers, as
     /// with `volley.pipelined_exchange = false`), so a test can follow its
     /// stages one after the other.
     async fn job(sql: &str) -> Result<Job> {
+        job_releasing(sql, true).await
+    }
+
+    /// [`job`], with `volley.release_outputs` as given.
+    async fn job_releasing(sql: &str, releases_outputs: bool) -> Result<Job> {
         let mut stages = stages(sql).await?;
         for stage in &mut stages {
             stage.pipelined = false;
+            stage.releases_outputs = releases_outputs;
         }
         Ok(Job::new(
             JobId::from("test-job"),
@@ -1617,11 +1637,8 @@ mod tests {
         for task in &lb[0].tasks {
             state.task_status(&b, success(&lb[0], task, 4));
         }
-        for (executor, launch) in [(&a, &la[1]), (&b, &lb[1])] {
-            for task in &launch.tasks {
-                state.task_status(executor, success(launch, task, 1));
-            }
-        }
+        succeed_all(&mut state, &a, &la[1..=1], 1);
+        succeed_all(&mut state, &b, &lb[1..=1], 1);
         let status = watch.borrow().clone();
         assert_eq!(status.state, v1::JobState::Succeeded as i32, "{status:?}");
         assert_eq!(status.recovery.map_or(0, |r| r.pipelined_restarts), 0);
@@ -1688,11 +1705,8 @@ mod tests {
                 );
             }
         }
-        for (executor, launch) in [(&a, &la[0]), (&b, &lb[0])] {
-            for task in &launch.tasks {
-                state.task_status(executor, success(launch, task, 4));
-            }
-        }
+        succeed_all(&mut state, &a, &la[0..=0], 4);
+        succeed_all(&mut state, &b, &lb[0..=0], 4);
         let mut inboxes = vec![(a, inbox_a), (b, inbox_b)];
         run_to_end(&mut state, &mut inboxes, &[4, 1]);
         let status = watch.borrow().clone();
@@ -1745,11 +1759,8 @@ mod tests {
         assert!(!la[0].plan.is_empty() && !lb[0].plan.is_empty());
         assert_eq!(la[0].stage.as_ref().map(|s| s.stage_id), Some(0));
 
-        for (executor, launch) in [(&a, &la[0]), (&b, &lb[0])] {
-            for task in &launch.tasks {
-                state.task_status(executor, success(launch, task, 4));
-            }
-        }
+        succeed_all(&mut state, &a, &la[0..=0], 4);
+        succeed_all(&mut state, &b, &lb[0..=0], 4);
         // Stage 1 became runnable only now.
         let (la, lb) = (
             launches(&drain(&mut inbox_a)),
@@ -1757,11 +1768,8 @@ mod tests {
         );
         assert_eq!(la[0].stage.as_ref().map(|s| s.stage_id), Some(1));
         assert_eq!(la[0].tasks.len() + lb[0].tasks.len(), 4);
-        for (executor, launch) in [(&a, &la[0]), (&b, &lb[0])] {
-            for task in &launch.tasks {
-                state.task_status(executor, success(launch, task, 1));
-            }
-        }
+        succeed_all(&mut state, &a, &la[0..=0], 1);
+        succeed_all(&mut state, &b, &lb[0..=0], 1);
         let status = watch.borrow().clone();
         assert_eq!(status.state, v1::JobState::Succeeded as i32);
         assert_eq!((status.stages_done, status.stages_total), (2, 2));
@@ -1873,20 +1881,6 @@ mod tests {
             .collect()
     }
 
-    /// Succeeds every task of `launches` on `executor`.
-    fn succeed_all(
-        state: &mut SchedulerState,
-        executor: &ExecutorId,
-        launches: &[v1::LaunchTasks],
-        outputs: usize,
-    ) {
-        for launch in launches {
-            for task in &launch.tasks {
-                state.task_status(executor, success(launch, task, outputs));
-            }
-        }
-    }
-
     /// Executors a and b (2 slots each) ran stages 0 and 1 of the
     /// TWO_GROUP_BYS job (barriers); returns what each was sent once
     /// stage 1 finished, and what a and b ran of stage 1.
@@ -1908,19 +1902,8 @@ mod tests {
         state.set_epoch(epoch);
         let (a, mut inbox_a) = executor(&mut state, "a", 2);
         let (b, mut inbox_b) = executor(&mut state, "b", 2);
-        let mut stages = stages(TWO_GROUP_BYS).await?;
-        assert_eq!(stages.len(), 3, "the test needs three stages");
-        for stage in &mut stages {
-            stage.pipelined = false;
-            stage.releases_outputs = releases_outputs;
-        }
-        let job = Job::new(
-            JobId::from("test-job"),
-            "test".into(),
-            stages,
-            HashMap::new(),
-            Vec::new(),
-        );
+        let job = job_releasing(TWO_GROUP_BYS, releases_outputs).await?;
+        assert_eq!(job.stages().len(), 3, "the test needs three stages");
         let watch = job.watch.subscribe();
         state.submit(job);
         for stage in 0..2 {
@@ -2068,11 +2051,8 @@ mod tests {
         );
         assert!(!released(&told), "its tasks still run");
         assert_eq!(state.total_slots(), 2, "a's slots no longer count");
-        for (executor, launch) in [(&a, &la[0]), (&b, &lb[0])] {
-            for task in &launch.tasks {
-                state.task_status(executor, success(launch, task, 4));
-            }
-        }
+        succeed_all(&mut state, &a, &la[0..=0], 4);
+        succeed_all(&mut state, &b, &lb[0..=0], 4);
         // Stage 1 runs on b only, reading a's stored output: a must stay.
         let to_a = drain(&mut inbox_a);
         assert!(
@@ -2408,11 +2388,8 @@ mod tests {
             launches(&drain(&mut inbox_a)),
             launches(&drain(&mut inbox_b)),
         );
-        for (executor, launch) in [(&a, &la[0]), (&b, &lb[0])] {
-            for task in &launch.tasks {
-                state.task_status(executor, success(launch, task, 4));
-            }
-        }
+        succeed_all(&mut state, &a, &la[0..=0], 4);
+        succeed_all(&mut state, &b, &lb[0..=0], 4);
         Ok(PastStage0 {
             state,
             watch,
@@ -2543,18 +2520,7 @@ mod tests {
         let stored = (0..2)
             .flat_map(|stage| (0..4).map(move |map| (stage, map)))
             .collect();
-        let mut stages = stages(TWO_GROUP_BYS).await?;
-        for stage in &mut stages {
-            stage.pipelined = false;
-        }
-        let job = Job::new(
-            JobId::from("test-job"),
-            "test".into(),
-            stages,
-            HashMap::new(),
-            Vec::new(),
-        );
-        state.recover(job.restarted(), stored);
+        state.recover(job(TWO_GROUP_BYS).await?.restarted(), stored);
         let watch = state.watch(&JobId::from("test-job")).expect("recovered");
         let held_of = |launches: &[v1::LaunchTasks]| -> Vec<v1::HeldOutput> {
             launches.iter().flat_map(held).collect()

@@ -419,9 +419,7 @@ fn job_detail(job: &Job, owner: bool) -> Value {
                 "final": Some(stage.id()) == last,
                 "partitions": stage.partitions(),
                 "attempt": stage.attempt(),
-                // As in the status API: a stage released after a scheduler
-                // restart without running did its work before it.
-                "tasks_done": if stage.is_released() { stage.partitions() } else { stage.done_count() },
+                "tasks_done": stage.tasks_done(),
                 "tasks_running": stage.running_count(),
                 // Its outputs were dropped once every reader had finished.
                 "released": stage.is_released(),
