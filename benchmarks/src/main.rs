@@ -88,8 +88,13 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         runs: usize,
         /// Use a running scheduler instead of an embedded cluster.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "processes")]
         scheduler: Option<String>,
+        /// Start a scheduler and two executors as processes (the volley
+        /// binaries built next to this one, with TLS and a token as
+        /// deployed) and measure through a remote client.
+        #[arg(long)]
+        processes: bool,
     },
     /// Task placement rate of the scheduler alone: one job of TASKS tasks on
     /// EXECUTORS simulated executors (no execution, no network).
@@ -150,14 +155,26 @@ async fn main() -> ExitCode {
             data,
             runs,
             scheduler,
+            processes,
         } => {
             let outcome = async {
+                // Kept alive until the runs end; dropping it stops the processes.
+                let cluster =
+                    processes.then(|| volley_tests::chaos::ChaosCluster::with_executors(2));
                 let to_df = |e: volley_client::ClientError| {
                     datafusion::error::DataFusionError::External(Box::new(e))
                 };
-                let ctx = match &scheduler {
-                    Some(url) => volley_client::Context::remote(url).await.map_err(to_df)?,
-                    None => volley_client::Context::embedded_with(
+                let ctx = match (&cluster, &scheduler) {
+                    (Some(cluster), _) => volley_client::Context::remote_with(
+                        &cluster.url,
+                        volley_tests::processes::credentials().link("admin"),
+                    )
+                    .await
+                    .map_err(to_df)?,
+                    (None, Some(url)) => {
+                        volley_client::Context::remote(url).await.map_err(to_df)?
+                    }
+                    (None, None) => volley_client::Context::embedded_with(
                         volley_client::EmbeddedClusterConfig {
                             allowed_paths: {
                                 let mut paths = volley_client::default_allowed_paths();
@@ -171,7 +188,13 @@ async fn main() -> ExitCode {
                     .map_err(to_df)?,
                 };
                 volley_client::tpch::register_tpch(&ctx, &data).await?;
-                let mut lines = Vec::new();
+                let mut lines = vec![match (&cluster, &scheduler) {
+                    (Some(_), _) => {
+                        "a scheduler and 2 executors as processes, TLS and a token".to_string()
+                    }
+                    (None, Some(url)) => format!("the scheduler at {url}"),
+                    (None, None) => "an embedded cluster of 2 executors".to_string(),
+                }];
                 for (what, sql) in [
                     ("SELECT 1", "SELECT 1"),
                     (
@@ -296,12 +319,13 @@ async fn main() -> ExitCode {
                 recovered += usize::from(ok);
                 let counters = run.counters.map_or(String::new(), |c| {
                     format!(
-                        " (executors lost {}, scheduler restarts {}, outputs taken over {}, map tasks re-run {}, stages re-run {}, tasks retried {})",
+                        " (executors lost {}, scheduler restarts {}, outputs taken over {}, map tasks re-run {}, stages re-run {}, released stages re-run {}, tasks retried {})",
                         c.executors_lost,
                         c.scheduler_restarts,
                         c.outputs_recovered,
                         c.map_tasks_rerun,
                         c.stages_rerun,
+                        c.released_stages_rerun,
                         c.tasks_retried
                     )
                 });

@@ -70,6 +70,12 @@ pub struct ChaosCluster {
 impl ChaosCluster {
     /// Starts the scheduler (executor timeout of 2s) and three executors.
     pub fn start() -> Self {
+        Self::with_executors(3)
+    }
+
+    /// Starts the scheduler (executor timeout of 2s, a state store, TLS and
+    /// the test users) and `executors` executors of 2 slots each.
+    pub fn with_executors(executors: usize) -> Self {
         let work_dir = tempfile::tempdir().expect("work dir");
         // A port nothing else takes while the scheduler restarts on it.
         let bind = format!("127.0.0.1:{}", restartable_port());
@@ -80,7 +86,7 @@ impl ChaosCluster {
             executors: Vec::new(),
             work_dir,
         };
-        while cluster.executors.len() < 3 {
+        while cluster.executors.len() < executors {
             cluster.add_executor();
         }
         cluster
