@@ -12,6 +12,7 @@ use volley_dataflow::{
     UdfRegistry, changed_settings, encode_logical_plan, install_volley_rules, object_store_runtime,
     session_config,
 };
+use volley_executor::FlightChannels;
 use volley_proto::v1;
 use volley_security::{Link, PathPolicy};
 
@@ -94,6 +95,7 @@ impl Context {
             observer: Arc::new(Mutex::new(None)),
             last_job: Arc::new(Mutex::new(None)),
             check_round_trip: Arc::default(),
+            executor_channels: FlightChannels::default(),
         };
         let mut builder = SessionStateBuilder::new().with_config(session_config());
         // The client reads its own files (schema inference) with its own

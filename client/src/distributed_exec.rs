@@ -34,6 +34,7 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use volley_dataflow::{apply_settings, changed_settings, encode_logical_plan};
+use volley_executor::FlightChannels;
 use volley_proto::v1;
 
 use crate::analyze::ClusterAnalyzeExec;
@@ -54,6 +55,8 @@ pub(crate) struct ClusterLink {
     pub(crate) last_job: Arc<Mutex<Option<v1::JobStatus>>>,
     /// Check every plan's round trip to the scheduler (`round_trip`).
     pub(crate) check_round_trip: Arc<std::sync::atomic::AtomicBool>,
+    /// Flight connections to executors, reused by every query's fetches.
+    pub(crate) executor_channels: FlightChannels,
 }
 
 impl fmt::Debug for ClusterLink {

@@ -23,7 +23,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 use volley_dataflow::{JobId, PartitionLocation};
-use volley_executor::{fetch_location, flight_channel};
+use volley_executor::fetch_location;
 
 use crate::distributed_exec::ClusterLink;
 use crate::error::ClientError;
@@ -126,7 +126,6 @@ async fn run_once(
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     let mut updates = Box::pin(link.scheduler.watch(&job_id).await?);
-    let mut channels: HashMap<String, tonic::transport::Channel> = HashMap::new();
     // By map partition of the final stage: read, waiting to be read, and
     // locations that failed (ignored until the scheduler publishes another).
     let mut read: HashSet<u32> = HashSet::new();
@@ -188,16 +187,7 @@ async fn run_once(
         };
         debug!(job_id = %job_id, partition, executor = %location.executor_id, "fetching result partition");
         let mut partition_emitted = false;
-        match read_partition(
-            job,
-            &location,
-            &mut channels,
-            tx,
-            &mut partition_emitted,
-            ended,
-        )
-        .await
-        {
+        match read_partition(job, &location, tx, &mut partition_emitted, ended).await {
             Ok(()) => {
                 read.insert(partition);
             }
@@ -205,6 +195,7 @@ async fn run_once(
                 // Wait for the scheduler to re-run the partition elsewhere;
                 // once the job has ended, it will not.
                 debug!(job_id = %job_id, partition, error = %e, "result partition lost");
+                link.executor_channels.forget(&location.endpoint);
                 failed.insert(partition, location);
                 if ended {
                     return Err(RunError::Lost(e));
@@ -220,20 +211,15 @@ async fn run_once(
 async fn read_partition(
     job: &ResultJob,
     location: &PartitionLocation,
-    channels: &mut HashMap<String, tonic::transport::Channel>,
     tx: &mpsc::Sender<Result<RecordBatch>>,
     emitted: &mut bool,
     job_ended: bool,
 ) -> std::result::Result<(), RunError> {
-    let channel = match channels.get(&location.endpoint) {
-        Some(channel) => channel.clone(),
-        None => {
-            let channel = flight_channel(&location.endpoint, job.link.scheduler.link())
-                .map_err(|e| RunError::Failed(DataFusionError::Execution(e)))?;
-            channels.insert(location.endpoint.clone(), channel.clone());
-            channel
-        }
-    };
+    let channel = job
+        .link
+        .executor_channels
+        .get(&location.endpoint, job.link.scheduler.link())
+        .map_err(|e| RunError::Failed(DataFusionError::Execution(e)))?;
     let mut stream = fetch_location(
         channel,
         location,

@@ -2,8 +2,7 @@
 //! straight from its store (no network, no copy); others come over Flight
 //! from the executor that holds them, on one cached channel per endpoint.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -13,7 +12,8 @@ use tonic::transport::Channel;
 use volley_dataflow::{ExchangeError, ExecutorId, PartitionLocation, ShuffleSource};
 use volley_security::Link;
 
-use crate::flight_fetch::{fetch_counting, flight_channel};
+use crate::flight_channels::FlightChannels;
+use crate::flight_fetch::fetch_counting;
 use crate::shuffle_store::ShuffleStore;
 
 #[derive(Debug)]
@@ -22,7 +22,7 @@ pub(crate) struct ExchangeClient {
     store: Arc<ShuffleStore>,
     /// The executor's credential and TLS, for other executors' Flight.
     link: Link,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: FlightChannels,
 }
 
 impl ExchangeClient {
@@ -31,23 +31,17 @@ impl ExchangeClient {
             executor_id,
             store,
             link,
-            channels: Mutex::new(HashMap::new()),
+            channels: FlightChannels::default(),
         }
     }
 
     fn channel(&self, location: &PartitionLocation) -> Result<Channel, ExchangeError> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(channel) = channels.get(&location.endpoint) {
-            return Ok(channel.clone());
-        }
-        let channel = flight_channel(&location.endpoint, &self.link).map_err(|e| {
-            ExchangeError::FetchFailed {
+        self.channels
+            .get(&location.endpoint, &self.link)
+            .map_err(|e| ExchangeError::FetchFailed {
                 location: Box::new(location.clone()),
                 reason: format!("bad endpoint: {e}"),
-            }
-        })?;
-        channels.insert(location.endpoint.clone(), channel.clone());
-        Ok(channel)
+            })
     }
 }
 

@@ -21,6 +21,7 @@ mod control;
 mod error;
 mod exchange_client;
 mod executor;
+mod flight_channels;
 mod flight_encode;
 mod flight_fetch;
 mod flight_service;
@@ -36,4 +37,5 @@ pub use config::{
 };
 pub use error::ExecutorError;
 pub use executor::{Executor, Stopped};
+pub use flight_channels::FlightChannels;
 pub use flight_fetch::{fetch_location, flight_channel};
