@@ -11,7 +11,6 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use datafusion::error::Result;
-use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning, displayable};
@@ -22,7 +21,8 @@ use volley_dataflow::{
 };
 use volley_proto::v1;
 
-use crate::planning::{plan_stages, planning_context, with_table_paths};
+use crate::planning::{plan_stages, with_table_paths};
+use crate::planning_session::PlanningSessions;
 use crate::runtime_filters::describe_filter;
 use crate::stage_planner::StagePlan;
 
@@ -31,14 +31,14 @@ use crate::stage_planner::StagePlan;
 pub(crate) async fn explain_job(
     request: v1::ExplainJobRequest,
     target_partitions: usize,
-    runtime: Arc<RuntimeEnv>,
+    planning: &PlanningSessions,
 ) -> Result<v1::ExplainJobResponse> {
     let target_partitions = target_partitions.max(1);
     let config = apply_settings(
         session_config().with_target_partitions(target_partitions),
         &request.settings,
     )?;
-    let ctx = planning_context(config, runtime);
+    let ctx = planning.context(config);
     let logical = decode_logical_plan(&request.logical_plan, &ctx.task_ctx())?;
     let state = ctx.state();
     let physical = DefaultPhysicalPlanner::default()

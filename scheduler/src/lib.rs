@@ -25,6 +25,7 @@ mod metrics;
 mod output_target;
 mod partition_safety;
 mod planning;
+mod planning_session;
 // Recovery is `Job`'s own (`job/recovery`): it sees the job's private fields.
 use job::recovery;
 mod restore;

@@ -7,9 +7,7 @@ use datafusion::catalog::default_table_source::source_as_provider;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::listing::ListingTable;
 use datafusion::error::DataFusionError;
-use datafusion::execution::context::SessionContext;
-use datafusion::execution::runtime_env::RuntimeEnv;
-use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::sanity_checker::SanityCheckPlan;
@@ -18,15 +16,15 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::SessionConfig;
 use volley_dataflow::{
     JobId, OutputFormat, apply_settings, classify_error, decode_logical_plan, describe_files,
-    encode_plan, encode_schema, install_volley_rules, query_error, session_config, volley_internal,
-    volley_options,
+    encode_plan, encode_schema, query_error, session_config, volley_internal, volley_options,
 };
 use volley_proto::v1;
 use volley_security::PathPolicy;
 
 use crate::job::Job;
 use crate::output_target::{OutputTarget, check_copy_target};
-use crate::partition_safety::{check_independent_partitions, volley_physical_optimizer_rules};
+use crate::partition_safety::check_independent_partitions;
+use crate::planning_session::PlanningSessions;
 use crate::runtime_filters::plan_runtime_filters;
 use crate::scan_balance::balance_file_groups;
 use crate::script::directory_copy;
@@ -40,10 +38,10 @@ pub(crate) async fn plan_job(
     request: v1::SubmitJobRequest,
     target_partitions: usize,
     policy: &PathPolicy,
-    runtime: Arc<RuntimeEnv>,
+    planning: Arc<PlanningSessions>,
 ) -> Job {
     let name = request.name.clone();
-    match try_plan(&job_id, request, target_partitions, policy, runtime).await {
+    match try_plan(&job_id, request, target_partitions, policy, &planning).await {
         Ok(job) => job,
         Err(e) => Job::failed_at_submit(
             job_id,
@@ -57,22 +55,7 @@ pub(crate) async fn plan_job(
     }
 }
 
-/// The session the scheduler plans a job in: DataFusion's, with Volley's
-/// physical optimizer rules (`partition_safety`), so every plan it makes
-/// can run one partition per task.
-pub(crate) fn planning_context(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionContext {
-    let mut state = SessionStateBuilder::new()
-        .with_config(config)
-        .with_runtime_env(runtime)
-        .with_default_features()
-        .with_physical_optimizer_rules(volley_physical_optimizer_rules())
-        .build();
-    // Cannot fail: registering a function only replaces a namesake.
-    let _ = install_volley_rules(&mut state);
-    SessionContext::new_with_state(state)
-}
-
-/// Makes a physical plan from [`planning_context`] ready to run as tasks:
+/// Makes a physical plan from a [`PlanningSessions`] session ready to run as tasks:
 /// scans spread by whole files (unless `volley.balance_file_groups` is
 /// off), in-memory scans made sendable (`wire_memory`), and the result
 /// checked again: every operator's required input
@@ -109,7 +92,7 @@ pub(crate) async fn logical_to_stages(
     plan_stages(job_id, physical, output, state.config(), first_stage)
 }
 
-/// A physical plan from [`planning_context`] as the stages that run it:
+/// A physical plan from a [`PlanningSessions`] session as the stages that run it:
 /// made ready for tasks ([`prepare_for_tasks`]), cut, and each stage
 /// checked ([`check_stages`]); with the encoded schema of its result. The
 /// one path from a physical plan to stages, for plan and script jobs.
@@ -217,15 +200,15 @@ async fn try_plan(
     request: v1::SubmitJobRequest,
     target_partitions: usize,
     policy: &PathPolicy,
-    runtime: Arc<RuntimeEnv>,
+    planning: &PlanningSessions,
 ) -> datafusion::error::Result<Job> {
     let config = apply_settings(
         session_config().with_target_partitions(target_partitions.max(1)),
         &request.settings,
     )?;
-    let ctx = planning_context(config, Arc::clone(&runtime));
+    let ctx = planning.context(config);
     let logical = decode_logical_plan(&request.logical_plan, &ctx.task_ctx())?;
-    check_copy_target(&logical, &runtime, policy).await?;
+    check_copy_target(&logical, planning.runtime(), policy).await?;
     let source = logical.display_indent().to_string();
     // COPY TO a directory (DataFrame::write_parquet and friends): the
     // executors write their partitions in parallel, staged until success.

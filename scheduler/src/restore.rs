@@ -88,7 +88,7 @@ async fn resume(shared: &Arc<Shared>, job_id: JobId, stored: LoadedJob, access: 
         request,
         target,
         &shared.config.security.paths,
-        Arc::clone(&shared.planning_runtime),
+        Arc::clone(&shared.planning),
     )
     .await
     .with_access(access)

@@ -25,7 +25,7 @@ use volley_security::PathPolicy;
 
 use crate::job::Job;
 use crate::output_target::{Commit, OutputTarget, check_copy_target};
-use crate::planning::{logical_to_stages, planning_context};
+use crate::planning::logical_to_stages;
 use crate::service::Shared;
 
 /// Does this plan run on the scheduler alone?
@@ -111,8 +111,8 @@ async fn run(
     )
     .map_err(|e| user_error(&e))?;
     let policy = &shared.config.security.paths;
-    let runtime = Arc::clone(&shared.planning_runtime);
-    let ctx = planning_context(config, Arc::clone(&runtime));
+    let runtime = Arc::clone(shared.planning.runtime());
+    let ctx = shared.planning.context(config);
     if let Some(output) = output {
         let prepared = output.prepare().await;
         shared.state().attach_script_output(job_id, output.clone());

@@ -18,6 +18,7 @@ use crate::config::SchedulerConfig;
 use crate::error::SchedulerError;
 use crate::event_log::EventLog;
 use crate::output_target::Commit;
+use crate::planning_session::PlanningSessions;
 use crate::restore::{restore, restore_logged};
 use crate::service::{SchedulerGrpc, Shared};
 use crate::sqlite_store::SqliteStore;
@@ -86,7 +87,9 @@ impl SchedulerServer {
             }
             None => (None, None),
         };
-        let planning_runtime = volley_dataflow::planning_runtime(config.security.paths.clone())?;
+        let planning = Arc::new(PlanningSessions::new(volley_dataflow::planning_runtime(
+            config.security.paths.clone(),
+        )?));
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             config: config.clone(),
@@ -95,7 +98,7 @@ impl SchedulerServer {
             executor_joined: tokio::sync::Notify::new(),
             waiting_for_executors: tokio::sync::watch::Sender::new(0),
             journal,
-            planning_runtime,
+            planning,
         });
         if let Some(loaded) = loaded {
             restore(&shared, loaded).await;

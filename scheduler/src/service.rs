@@ -40,8 +40,9 @@ pub(crate) struct Shared {
     pub(crate) journal: Option<crate::state_store::Journal>,
     /// Where jobs are planned: one runtime for every job, so files'
     /// statistics and Parquet metadata are read once, not per job
-    /// (`volley_dataflow::planning_runtime`).
-    pub(crate) planning_runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+    /// (`volley_dataflow::planning_runtime`), and one session built once
+    /// that each job's is copied from.
+    pub(crate) planning: Arc<crate::planning_session::PlanningSessions>,
 }
 
 impl Shared {
@@ -358,7 +359,7 @@ impl SchedulerService for SchedulerGrpc {
             request.clone(),
             target,
             &security.paths,
-            Arc::clone(&self.shared.planning_runtime),
+            Arc::clone(&self.shared.planning),
         )
         .await;
         if let Err(refused) = self
@@ -447,8 +448,7 @@ impl SchedulerService for SchedulerGrpc {
         if request.logical_plan.is_empty() {
             return Err(SchedulerError::InvalidRequest("nothing to explain".into()).into());
         }
-        let runtime = Arc::clone(&self.shared.planning_runtime);
-        match explain_job(request, self.target_partitions(), runtime).await {
+        match explain_job(request, self.target_partitions(), &self.shared.planning).await {
             Ok(explained) => Ok(Response::new(explained)),
             Err(e) => Err(Status::invalid_argument(e.to_string())),
         }

@@ -13,16 +13,15 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use volley_dataflow::{JobId, session_config};
 
-use crate::planning::{planning_context, prepare_for_tasks};
+use crate::planning::prepare_for_tasks;
+use crate::planning_session::PlanningSessions;
 use crate::stage_planner::{StagePlan, cut_into_stages};
 
 /// A scheduler's planning session with table `t(k BIGINT, v VARCHAR)` in
 /// four partitions and table `small(k BIGINT)` in one.
 pub(crate) fn context() -> Result<SessionContext> {
-    let ctx = planning_context(
-        session_config().with_target_partitions(4),
-        Arc::new(RuntimeEnv::default()),
-    );
+    let ctx = PlanningSessions::new(Arc::new(RuntimeEnv::default()))
+        .context(session_config().with_target_partitions(4));
     register_tables(&ctx)?;
     Ok(ctx)
 }
