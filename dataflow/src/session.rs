@@ -2,6 +2,7 @@
 //! changed settings travel with a job.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use datafusion::common::extensions_options;
 use datafusion::config::{ConfigExtension, ConfigOptions, ExtensionOptions};
@@ -136,10 +137,14 @@ fn pin_distributed_settings(options: &mut ConfigOptions) {
 /// The settings in `options` that differ from [`session_config`]'s, as
 /// `key = value` strings: what a client sends with a job.
 pub fn changed_settings(options: &ConfigOptions) -> HashMap<String, String> {
-    let defaults: HashMap<String, Option<String>> = entries(session_config().options())
-        .into_iter()
-        .map(|e| (e.key, e.value))
-        .collect();
+    // Listed once: every query a client sends asks.
+    static DEFAULTS: LazyLock<HashMap<String, Option<String>>> = LazyLock::new(|| {
+        entries(session_config().options())
+            .into_iter()
+            .map(|e| (e.key, e.value))
+            .collect()
+    });
+    let defaults = &*DEFAULTS;
     entries(options)
         .into_iter()
         .filter_map(|e| {
