@@ -8,9 +8,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::flight_fetch::flight_channel;
 use tonic::transport::Channel;
 use volley_security::Link;
+
+use crate::flight_fetch::flight_channel;
 
 /// Connections kept at most; past it the cache starts over (executors that
 /// left a long-lived cluster are not kept forever).
