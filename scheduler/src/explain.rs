@@ -17,7 +17,7 @@ use datafusion::physical_plan::{ExecutionPlan, Partitioning, displayable};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use volley_dataflow::{
     ExchangeKind, FileOutputExec, JobId, ShuffleReaderExec, ShuffleWriterExec, StageId,
-    apply_settings, decode_logical_plan, session_config,
+    decode_logical_plan,
 };
 use volley_proto::v1;
 
@@ -34,11 +34,7 @@ pub(crate) async fn explain_job(
     planning: &PlanningSessions,
 ) -> Result<v1::ExplainJobResponse> {
     let target_partitions = target_partitions.max(1);
-    let config = apply_settings(
-        session_config().with_target_partitions(target_partitions),
-        &request.settings,
-    )?;
-    let ctx = planning.context(config);
+    let ctx = planning.for_job(target_partitions, &request.settings)?;
     let logical = decode_logical_plan(&request.logical_plan, &ctx.task_ctx())?;
     let state = ctx.state();
     let physical = DefaultPhysicalPlanner::default()

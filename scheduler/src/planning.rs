@@ -15,8 +15,8 @@ use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::SessionConfig;
 use volley_dataflow::{
-    JobId, OutputFormat, apply_settings, classify_error, decode_logical_plan, describe_files,
-    encode_plan, encode_schema, query_error, session_config, volley_internal, volley_options,
+    JobId, OutputFormat, classify_error, decode_logical_plan, describe_files, encode_plan,
+    encode_schema, query_error, volley_internal, volley_options,
 };
 use volley_proto::v1;
 use volley_security::PathPolicy;
@@ -202,11 +202,7 @@ async fn try_plan(
     policy: &PathPolicy,
     planning: &PlanningSessions,
 ) -> datafusion::error::Result<Job> {
-    let config = apply_settings(
-        session_config().with_target_partitions(target_partitions.max(1)),
-        &request.settings,
-    )?;
-    let ctx = planning.context(config);
+    let ctx = planning.for_job(target_partitions, &request.settings)?;
     let logical = decode_logical_plan(&request.logical_plan, &ctx.task_ctx())?;
     check_copy_target(&logical, planning.runtime(), policy).await?;
     let source = logical.display_indent().to_string();

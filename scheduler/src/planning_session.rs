@@ -4,10 +4,12 @@
 //! each job a copy with the job's own settings, catalog and execution
 //! properties, as fresh as a newly built one.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
 use datafusion::config::TableOptions;
+use datafusion::error::Result;
 use datafusion::execution::FunctionRegistry;
 use datafusion::execution::SessionStateDefaults;
 use datafusion::execution::context::SessionContext;
@@ -15,7 +17,7 @@ use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::execution_props::ExecutionProps;
 use datafusion::prelude::SessionConfig;
-use volley_dataflow::{install_volley_rules, session_config};
+use volley_dataflow::{apply_settings, install_volley_rules, session_config};
 
 use crate::partition_safety::volley_physical_optimizer_rules;
 
@@ -38,6 +40,21 @@ impl PlanningSessions {
     /// The runtime jobs are planned with.
     pub(crate) fn runtime(&self) -> &Arc<RuntimeEnv> {
         self.template.runtime_env()
+    }
+
+    /// The session of a job planned for `target_partitions` partitions
+    /// with the settings its client sent; a bad setting is an error naming
+    /// it.
+    pub(crate) fn for_job(
+        &self,
+        target_partitions: usize,
+        settings: &HashMap<String, String>,
+    ) -> Result<SessionContext> {
+        let config = apply_settings(
+            session_config().with_target_partitions(target_partitions.max(1)),
+            settings,
+        )?;
+        Ok(self.context(config))
     }
 
     /// A session for one job, with `config`: what building a new session

@@ -17,9 +17,7 @@ use std::sync::Arc;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 use tracing::{info, warn};
-use volley_dataflow::{
-    JobId, Statement, apply_settings, classify_error, query_error, session_config, split_statements,
-};
+use volley_dataflow::{JobId, Statement, classify_error, query_error, split_statements};
 use volley_proto::v1;
 use volley_security::PathPolicy;
 
@@ -105,14 +103,12 @@ async fn run(
     target_partitions: usize,
     copies: &mut Vec<OutputTarget>,
 ) -> Result<bool, v1::JobError> {
-    let config = apply_settings(
-        session_config().with_target_partitions(target_partitions.max(1)),
-        settings,
-    )
-    .map_err(|e| user_error(&e))?;
+    let ctx = shared
+        .planning
+        .for_job(target_partitions, settings)
+        .map_err(|e| user_error(&e))?;
     let policy = &shared.config.security.paths;
     let runtime = Arc::clone(shared.planning.runtime());
-    let ctx = shared.planning.context(config);
     if let Some(output) = output {
         let prepared = output.prepare().await;
         shared.state().attach_script_output(job_id, output.clone());
