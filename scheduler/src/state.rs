@@ -97,6 +97,8 @@ pub(crate) struct SchedulerState {
     grace: Duration,
     /// Since when no executor is left.
     no_executors_since: Option<Instant>,
+    /// When executors' silence was last checked (`expire_executors`).
+    last_expiry_check: Option<Instant>,
     /// Commits object-store outputs outside the lock (`server.rs`).
     committer: Option<Committer>,
     /// Where changes go to be stored (`--state-dir`), and this scheduler's
@@ -482,8 +484,29 @@ impl SchedulerState {
     }
 
     /// Declares executors silent for longer than `timeout` lost.
+    ///
+    /// It is called every tenth of `timeout` (`server.rs`). Called more
+    /// than half a timeout after the last time, the scheduler itself did
+    /// not run in between (its process or machine stalled: in
+    /// `volley-bench` at TPC-H SF 100, work that blocked the runtime it
+    /// shares with an embedded cluster held it for 18 to 22 s), so
+    /// heartbeats may be waiting unread and the silence is not the
+    /// executors'. Each then gets
+    /// a whole timeout from now to be heard from; one really gone is
+    /// declared lost that much later.
     pub(crate) fn expire_executors(&mut self, timeout: Duration) {
         let now = Instant::now();
+        if let Some(last) = self.last_expiry_check.replace(now)
+            && now.duration_since(last) > timeout / 2
+        {
+            warn!(
+                stalled = ?now.duration_since(last),
+                "the scheduler did not run for a while; every executor gets a whole timeout to be heard from"
+            );
+            for executor in self.executors.values_mut() {
+                executor.last_seen = executor.last_seen.max(now);
+            }
+        }
         if self.recovering.as_ref().is_some_and(|r| now >= r.deadline) {
             self.end_recovery();
         }
@@ -2258,6 +2281,28 @@ mod tests {
             error.message
         );
         Ok(())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silence_the_scheduler_itself_slept_through_loses_no_executor() {
+        let mut state = SchedulerState::new(&SchedulerConfig::default());
+        let (a, _inbox) = executor(&mut state, "a", 1);
+        let timeout = Duration::from_secs(10);
+        state.expire_executors(timeout);
+        // No check ran for longer than the timeout: the scheduler stalled.
+        tokio::time::advance(Duration::from_secs(15)).await;
+        state.expire_executors(timeout);
+        assert!(state.executors.contains_key(&a), "lost for a stall");
+        // Checked on time from then on, its own silence counts, from the
+        // end of the stall.
+        for _ in 0..10 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            state.expire_executors(timeout);
+        }
+        assert!(state.executors.contains_key(&a), "silent only 10 s");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        state.expire_executors(timeout);
+        assert!(!state.executors.contains_key(&a), "silent past the timeout");
     }
 
     #[tokio::test(start_paused = true)]
