@@ -50,6 +50,11 @@ pub trait MapOutputWriter: Send {
     fn write(&mut self, output_partition: usize, batch: RecordBatch) -> Result<()>;
     /// Makes the output readable and returns per-partition statistics.
     fn finish(self: Box<Self>) -> Result<Vec<PartitionStats>>;
+    /// Bytes of data written to files so far because memory refused them
+    /// (0 for a writer that keeps everything where it was asked to).
+    fn spilled_bytes(&self) -> u64 {
+        0
+    }
 }
 
 /// Where shuffle readers get map outputs from.

@@ -23,7 +23,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{
-    self, BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet,
+    self, BaselineMetrics, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
 use datafusion::physical_plan::repartition::BatchPartitioner;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -286,6 +286,8 @@ impl ExecutionPlan for ShuffleWriterExec {
         };
         let batch_size = context.session_config().batch_size();
         let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let spilled_bytes = MetricBuilder::new(&self.metrics).spilled_bytes(partition);
+        let spill_count = MetricBuilder::new(&self.metrics).spill_count(partition);
         let mut summarizers: Vec<KeySummarizer> = self
             .summarize
             .iter()
@@ -337,6 +339,11 @@ impl ExecutionPlan for ShuffleWriterExec {
                 while let Some(done) = coalescer.next_completed_batch() {
                     writer.write(out, done)?;
                 }
+            }
+            let spilled = writer.spilled_bytes();
+            if spilled > 0 {
+                spilled_bytes.add(spilled as usize);
+                spill_count.add(1);
             }
             let stats = writer.finish()?;
             exchange.add_key_summaries(summarizers.into_iter().map(KeySummarizer::finish));

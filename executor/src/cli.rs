@@ -86,7 +86,7 @@ struct Args {
     #[arg(long, env = "VOLLEY_SHUFFLE_MEMORY", value_parser = parse_size)]
     shuffle_memory: Option<usize>,
     /// Compression of shuffle and result data sent to readers: auto (none to
-    /// readers on this machine, LZ4 to others; none for spilled files),
+    /// readers on this machine, LZ4 to others; LZ4 for spilled files),
     /// none, lz4 or zstd.
     #[arg(long, env = "VOLLEY_SHUFFLE_COMPRESSION", default_value = "auto")]
     shuffle_compression: WireCompression,

@@ -46,7 +46,10 @@ pub enum WireCompression {
     /// address the reader reached this executor on), LZ4 to any other. On
     /// one machine compressing costs more CPU than the copy it saves: at
     /// TPC-H SF 1 with two executors, LZ4 was a fifth of Volley's CPU time
-    /// (`benchmarks/README.md`).
+    /// (`benchmarks/README.md`). Spilled files are LZ4: output spills only
+    /// past the shuffle budget, where the disk, not the CPU, is what runs
+    /// out (at SF 100 uncompressed spills filled the disk, see
+    /// `benchmarks/README.md`).
     #[default]
     Auto,
     /// Never compressed.
@@ -72,12 +75,12 @@ impl WireCompression {
         self.for_local_files()
     }
 
-    /// The IPC compression of shuffle output spilled to local files: none
-    /// unless a codec was chosen explicitly.
+    /// The IPC compression of shuffle output spilled to local files: LZ4
+    /// unless another codec, or none, was chosen explicitly.
     pub fn for_local_files(self) -> Option<CompressionType> {
         match self {
-            Self::Auto | Self::None => None,
-            Self::Lz4 => Some(CompressionType::LZ4_FRAME),
+            Self::None => None,
+            Self::Auto | Self::Lz4 => Some(CompressionType::LZ4_FRAME),
             Self::Zstd => Some(CompressionType::ZSTD),
         }
     }
@@ -260,6 +263,8 @@ mod tests {
             Some(CompressionType::LZ4_FRAME)
         );
         assert_eq!(WireCompression::None.for_peer(other, lan), None);
+        assert_eq!(auto.for_local_files(), Some(CompressionType::LZ4_FRAME));
+        assert_eq!(WireCompression::None.for_local_files(), None);
         assert_eq!("ZSTD".parse(), Ok(WireCompression::Zstd));
         assert!("snappy".parse::<WireCompression>().is_err());
     }

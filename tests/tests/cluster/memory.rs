@@ -42,6 +42,22 @@ async fn a_sort_of_several_times_an_executors_memory_budget_completes() {
         per_executor > 3 * (16 << 20),
         "only {per_executor} bytes sorted per executor"
     );
+    // What went to disk is reported per operator: the sort's runs, and the
+    // sorted output its stage's shuffle writer could not keep in memory.
+    let spilled = |name: &str| -> u64 {
+        job.stages
+            .iter()
+            .flat_map(|s| &s.operators)
+            .filter(|o| o.name == name)
+            .map(|o| o.spilled_bytes)
+            .sum()
+    };
+    assert!(spilled("SortExec") > 0, "the sort spilled nothing");
+    assert!(
+        spilled("ShuffleWriterExec") > 16 << 20,
+        "the shuffle writers spilled only {} bytes",
+        spilled("ShuffleWriterExec")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
