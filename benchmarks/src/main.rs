@@ -77,6 +77,19 @@ enum Command {
         /// cost against a run without).
         #[arg(long)]
         tls: bool,
+        /// Memory for each side, e.g. 12G: single-node DataFusion's memory
+        /// pool, and the embedded executors' pools together (each gets its
+        /// share). Past it, operators that can spill do; others fail.
+        #[arg(long, value_parser = volley_executor::parse_size)]
+        memory_limit: Option<usize>,
+        /// Record a query that fails on one side and go on with the next
+        /// (a wrong answer still stops the run).
+        #[arg(long)]
+        keep_going: bool,
+        /// How the embedded executors compress shuffle data they send and
+        /// spill: auto, none, lz4 or zstd (as `volley-executor`'s flag).
+        #[arg(long, default_value = "auto")]
+        shuffle_compression: volley_executor::WireCompression,
     },
     /// End-to-end latency of `SELECT 1` and of a one-stage scan through a
     /// client, p50/p99.
@@ -357,6 +370,9 @@ async fn main() -> ExitCode {
             datafusion_settings,
             shuffle_memory,
             tls,
+            memory_limit,
+            keep_going,
+            shuffle_compression,
         } => {
             let run = TpchRun {
                 queries: queries.unwrap_or_else(|| (1..=22).collect()),
@@ -369,16 +385,23 @@ async fn main() -> ExitCode {
                 datafusion_settings,
                 shuffle_memory,
                 tls,
+                memory_limit,
+                keep_going,
+                shuffle_compression,
             };
             match run_tpch(&data, &run).await {
                 Ok(results) => {
                     println!(
-                        "TPC-H on {} ({} executors x {} slots{}; DataFusion with {} partitions), best of {}",
+                        "TPC-H on {} ({} executors x {} slots{}; DataFusion with {} partitions{}), best of {}",
                         data.display(),
                         run.executors,
                         run.slots,
                         if run.tls { ", TLS" } else { "" },
                         run.executors * run.slots,
+                        run.memory_limit.map_or(String::new(), |limit| format!(
+                            "; {:.1} GiB of memory a side",
+                            limit as f64 / (1u64 << 30) as f64
+                        )),
                         run.iterations
                     );
                     print!("{}", report(&results));

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 use volley_dataflow::{ExecutorId, UdfRegistry};
-use volley_executor::{Executor, ExecutorConfig, ExecutorSecurity, default_memory_limit};
+use volley_executor::{
+    Executor, ExecutorConfig, ExecutorSecurity, WireCompression, default_memory_limit,
+};
 use volley_scheduler::{SchedulerConfig, SchedulerSecurity, SchedulerServer};
 use volley_security::tls;
 use volley_security::{
@@ -45,6 +47,9 @@ pub struct EmbeddedClusterConfig {
     /// TLS on every connection, with certificates made for the cluster
     /// (default off: everything stays on loopback in this process).
     pub tls: bool,
+    /// How the executors compress shuffle data they send and spill
+    /// (default: `auto`, see [`WireCompression`]).
+    pub shuffle_compression: WireCompression,
 }
 
 impl Default for EmbeddedClusterConfig {
@@ -68,6 +73,7 @@ impl EmbeddedClusterConfig {
             udfs: UdfRegistry::default(),
             allowed_paths: default_allowed_paths(),
             tls: false,
+            shuffle_compression: WireCompression::Auto,
         }
     }
 }
@@ -148,6 +154,7 @@ impl EmbeddedCluster {
             executor_config.slots = config.slots_per_executor.max(1);
             executor_config.memory_limit = config.memory_per_executor;
             executor_config.shuffle_memory = config.shuffle_memory_per_executor;
+            executor_config.compression = config.shuffle_compression;
             executor_config.udfs = config.udfs.clone();
             executor_config.security = ExecutorSecurity {
                 cluster_secret: Some(secret.clone()),

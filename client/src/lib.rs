@@ -101,5 +101,6 @@ pub use scheduler_client::{
     SchedulerClient, check_health, is_terminal, link_from_env, read_token_file,
 };
 pub use volley_dataflow::{ExecutorId, JobId, UdfRegistry};
+pub use volley_executor::WireCompression;
 pub use volley_proto::v1;
 pub use volley_security::{Link, Secret};
