@@ -86,8 +86,8 @@ struct Args {
     #[arg(long, env = "VOLLEY_SHUFFLE_MEMORY", value_parser = parse_size)]
     shuffle_memory: Option<usize>,
     /// Compression of shuffle and result data sent to readers: auto (none to
-    /// readers on this machine, LZ4 to others; LZ4 for spilled files),
-    /// none, lz4 or zstd.
+    /// readers on this machine, LZ4 to others; none for spilled files),
+    /// none, lz4 (also for spilled files: for data far past memory) or zstd.
     #[arg(long, env = "VOLLEY_SHUFFLE_COMPRESSION", default_value = "auto")]
     shuffle_compression: WireCompression,
     /// Address of Prometheus `/metrics` (HTTPS with --tls-cert; readable

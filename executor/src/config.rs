@@ -46,10 +46,14 @@ pub enum WireCompression {
     /// address the reader reached this executor on), LZ4 to any other. On
     /// one machine compressing costs more CPU than the copy it saves: at
     /// TPC-H SF 1 with two executors, LZ4 was a fifth of Volley's CPU time
-    /// (`benchmarks/README.md`). Spilled files are LZ4: output spills only
-    /// past the shuffle budget, where the disk, not the CPU, is what runs
-    /// out (at SF 100 uncompressed spills filled the disk, see
-    /// `benchmarks/README.md`).
+    /// (`benchmarks/README.md`). Spilled files are uncompressed: arrow
+    /// reads a buffer LZ4 left uncompressed as a slice of the whole
+    /// message, so each batch read back holds its compressed message as
+    /// well, and a merge of many spilled inputs under a small budget ran
+    /// out of memory with LZ4 files (the cluster test
+    /// `a_sort_of_several_times_an_executors_memory_budget_completes`).
+    /// With data far past memory (TPC-H SF 100), choose `Lz4`: uncompressed
+    /// spills filled the disk there (`benchmarks/README.md`).
     #[default]
     Auto,
     /// Never compressed.
@@ -75,12 +79,12 @@ impl WireCompression {
         self.for_local_files()
     }
 
-    /// The IPC compression of shuffle output spilled to local files: LZ4
-    /// unless another codec, or none, was chosen explicitly.
+    /// The IPC compression of shuffle output spilled to local files: none
+    /// unless a codec was chosen explicitly.
     pub fn for_local_files(self) -> Option<CompressionType> {
         match self {
-            Self::None => None,
-            Self::Auto | Self::Lz4 => Some(CompressionType::LZ4_FRAME),
+            Self::Auto | Self::None => None,
+            Self::Lz4 => Some(CompressionType::LZ4_FRAME),
             Self::Zstd => Some(CompressionType::ZSTD),
         }
     }
@@ -263,8 +267,11 @@ mod tests {
             Some(CompressionType::LZ4_FRAME)
         );
         assert_eq!(WireCompression::None.for_peer(other, lan), None);
-        assert_eq!(auto.for_local_files(), Some(CompressionType::LZ4_FRAME));
-        assert_eq!(WireCompression::None.for_local_files(), None);
+        assert_eq!(auto.for_local_files(), None);
+        assert_eq!(
+            WireCompression::Lz4.for_local_files(),
+            Some(CompressionType::LZ4_FRAME)
+        );
         assert_eq!("ZSTD".parse(), Ok(WireCompression::Zstd));
         assert!("snappy".parse::<WireCompression>().is_err());
     }

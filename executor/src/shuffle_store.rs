@@ -9,9 +9,8 @@
 //! of the pool (stored outputs cannot be asked to spill later, so running
 //! operators must keep room), the writer spills everything it holds, and
 //! all it writes afterwards, to Arrow IPC files under the work directory
-//! (LZ4 unless `--shuffle-compression` says otherwise: output spills only
-//! past the budget, when it is large enough for the disk to be what runs
-//! out). A writer dropped before `finish` (a failed or cancelled task)
+//! (uncompressed unless `--shuffle-compression` names a codec; with data far
+//! past memory, LZ4 keeps the disk from filling). A writer dropped before `finish` (a failed or cancelled task)
 //! deletes its files; a finished output's files go when the output is
 //! removed.
 
