@@ -9,10 +9,10 @@
 //! of the pool (stored outputs cannot be asked to spill later, so running
 //! operators must keep room), the writer spills everything it holds, and
 //! all it writes afterwards, to Arrow IPC files under the work directory
-//! (uncompressed unless `--shuffle-compression` names a codec; with data far
-//! past memory, LZ4 keeps the disk from filling). A writer dropped before `finish` (a failed or cancelled task)
-//! deletes its files; a finished output's files go when the output is
-//! removed.
+//! (uncompressed unless `--shuffle-compression` names a codec; with data
+//! far past memory, LZ4 keeps the disk from filling). A writer dropped
+//! before `finish` (a failed or cancelled task) deletes its files; a
+//! finished output's files go when the output is removed.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;

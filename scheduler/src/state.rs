@@ -485,19 +485,19 @@ impl SchedulerState {
 
     /// Declares executors silent for longer than `timeout` lost.
     ///
-    /// It is called every tenth of `timeout` (`server.rs`). Called more
-    /// than half a timeout after the last time, the scheduler itself did
-    /// not run in between (its process or machine stalled: in
-    /// `volley-bench` at TPC-H SF 100, work that blocked the runtime it
-    /// shares with an embedded cluster held it for 18 to 22 s), so
-    /// heartbeats may be waiting unread and the silence is not the
-    /// executors'. Each then gets
-    /// a whole timeout from now to be heard from; one really gone is
-    /// declared lost that much later.
+    /// It is called every tenth of `timeout`, at least every 100 ms
+    /// (`server.rs`). Called more than half a timeout (and a second) after
+    /// the last time, the scheduler itself did not run in between (its
+    /// process or machine stalled: in `volley-bench` at TPC-H SF 100, work
+    /// that blocked the runtime it shares with an embedded cluster held it
+    /// for 18 to 22 s), so heartbeats may be waiting unread and the silence
+    /// is not the executors'. Each then gets a whole timeout from now to be
+    /// heard from; one really gone is declared lost that much later.
     pub(crate) fn expire_executors(&mut self, timeout: Duration) {
         let now = Instant::now();
+        let stall = (timeout / 2).max(Duration::from_secs(1));
         if let Some(last) = self.last_expiry_check.replace(now)
-            && now.duration_since(last) > timeout / 2
+            && now.duration_since(last) > stall
         {
             warn!(
                 stalled = ?now.duration_since(last),
