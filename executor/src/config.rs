@@ -46,12 +46,11 @@ pub enum WireCompression {
     /// address the reader reached this executor on), LZ4 to any other. On
     /// one machine compressing costs more CPU than the copy it saves: at
     /// TPC-H SF 1 with two executors, LZ4 was a fifth of Volley's CPU time
-    /// (`benchmarks/README.md`). Spilled files are uncompressed: arrow
-    /// reads a buffer LZ4 left uncompressed as a slice of the whole
-    /// message, so each batch read back holds its compressed message as
-    /// well, and a merge of many spilled inputs under a small budget ran
-    /// out of memory with LZ4 files (the cluster test
-    /// `a_sort_of_several_times_an_executors_memory_budget_completes`).
+    /// (`benchmarks/README.md`). Spilled files are uncompressed: with LZ4
+    /// files a merge of many spilled inputs under a small budget ran out
+    /// of memory (the cluster test
+    /// `a_sort_of_several_times_an_executors_memory_budget_completes`),
+    /// for a reason not yet found.
     /// With data far past memory (TPC-H SF 100), choose `Lz4`: uncompressed
     /// spills filled the disk there (`benchmarks/README.md`).
     #[default]
