@@ -26,6 +26,7 @@ mod key_filter;
 mod location;
 mod logging;
 mod logical_codec;
+mod message_slices;
 mod object_stores;
 mod planned_aggregate;
 mod planned_window;
@@ -62,6 +63,7 @@ pub use key_filter::{
 pub use location::PartitionLocation;
 pub use logging::{init_logging, log_plans};
 pub use logical_codec::{VolleyLogicalCodec, decode_logical_plan, encode_logical_plan};
+pub use message_slices::without_message_slices;
 pub use object_stores::{EnvObjectStoreRegistry, object_store_runtime, planning_runtime, s3_store};
 pub use planned_aggregate::{AggregateCall, PlannedUdaf};
 pub use planned_window::{PlannedUdwf, WindowCall};

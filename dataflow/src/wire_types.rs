@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use crate::message_slices::without_message_slices;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
@@ -53,8 +54,11 @@ pub fn to_wire(batch: RecordBatch, wire: &SchemaRef) -> Result<RecordBatch, Arro
     retype(&batch, wire)
 }
 
-/// A batch that travelled, as its reader expects it.
+/// A batch that travelled, as its reader expects it, holding no more of
+/// the message it was decoded from than it uses
+/// ([`without_message_slices`]).
 pub fn from_wire(batch: RecordBatch, expected: &SchemaRef) -> Result<RecordBatch, ArrowError> {
+    let batch = without_message_slices(batch)?;
     let differs = batch
         .schema()
         .fields()
