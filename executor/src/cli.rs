@@ -85,9 +85,9 @@ struct Args {
     /// files in the work dir.
     #[arg(long, env = "VOLLEY_SHUFFLE_MEMORY", value_parser = parse_size)]
     shuffle_memory: Option<usize>,
-    /// Compression of shuffle and result data sent to readers: auto (none to
-    /// readers on this machine, LZ4 to others; none for spilled files),
-    /// none, lz4 (also for spilled files: for data far past memory) or zstd.
+    /// Compression of shuffle and result data sent to readers, and of
+    /// spilled shuffle files: auto (none to readers on this machine, LZ4 to
+    /// others; LZ4 for spilled files), none (nowhere), lz4 or zstd.
     #[arg(long, env = "VOLLEY_SHUFFLE_COMPRESSION", default_value = "auto")]
     shuffle_compression: WireCompression,
     /// Address of Prometheus `/metrics` (HTTPS with --tls-cert; readable

@@ -46,13 +46,10 @@ pub enum WireCompression {
     /// address the reader reached this executor on), LZ4 to any other. On
     /// one machine compressing costs more CPU than the copy it saves: at
     /// TPC-H SF 1 with two executors, LZ4 was a fifth of Volley's CPU time
-    /// (`benchmarks/README.md`). Spilled files are uncompressed: with LZ4
-    /// files a merge of many spilled inputs under a small budget ran out
-    /// of memory (the cluster test
-    /// `a_sort_of_several_times_an_executors_memory_budget_completes`),
-    /// for a reason not yet found.
-    /// With data far past memory (TPC-H SF 100), choose `Lz4`: uncompressed
-    /// spills filled the disk there (`benchmarks/README.md`).
+    /// (`benchmarks/README.md`). Spilled files are LZ4, as Spark's are:
+    /// with data far past memory (TPC-H SF 100), uncompressed spills filled
+    /// the disk, and LZ4 spills made the query that spilled most 2.6 times
+    /// faster (`benchmarks/README.md`).
     #[default]
     Auto,
     /// Never compressed.
@@ -78,12 +75,12 @@ impl WireCompression {
         self.for_local_files()
     }
 
-    /// The IPC compression of shuffle output spilled to local files: none
-    /// unless a codec was chosen explicitly.
+    /// The IPC compression of shuffle output spilled to local files: LZ4
+    /// unless another codec, or none, was chosen explicitly.
     pub fn for_local_files(self) -> Option<CompressionType> {
         match self {
-            Self::Auto | Self::None => None,
-            Self::Lz4 => Some(CompressionType::LZ4_FRAME),
+            Self::None => None,
+            Self::Auto | Self::Lz4 => Some(CompressionType::LZ4_FRAME),
             Self::Zstd => Some(CompressionType::ZSTD),
         }
     }
@@ -252,7 +249,7 @@ mod tests {
     }
 
     #[test]
-    fn automatic_compression_skips_readers_on_this_machine_only() {
+    fn automatic_compression_skips_readers_on_this_machine_only_and_spills_lz4() {
         let loopback = Some("127.0.0.1".parse().unwrap());
         let lan = Some("10.0.0.7".parse().unwrap());
         let other = Some("10.0.0.8".parse().unwrap());
@@ -266,7 +263,8 @@ mod tests {
             Some(CompressionType::LZ4_FRAME)
         );
         assert_eq!(WireCompression::None.for_peer(other, lan), None);
-        assert_eq!(auto.for_local_files(), None);
+        assert_eq!(auto.for_local_files(), Some(CompressionType::LZ4_FRAME));
+        assert_eq!(WireCompression::None.for_local_files(), None);
         assert_eq!(
             WireCompression::Lz4.for_local_files(),
             Some(CompressionType::LZ4_FRAME)

@@ -9,8 +9,9 @@
 //! of the pool (stored outputs cannot be asked to spill later, so running
 //! operators must keep room), the writer spills everything it holds, and
 //! all it writes afterwards, to Arrow IPC files under the work directory
-//! (uncompressed unless `--shuffle-compression` names a codec; with data
-//! far past memory, LZ4 keeps the disk from filling). A writer dropped
+//! (LZ4 unless `--shuffle-compression` says otherwise: with data far past
+//! memory, LZ4 keeps the disk from filling), in pieces of at most about
+//! `MAX_MESSAGE_BYTES`, as a Flight reader would get them. A writer dropped
 //! before `finish` (a failed or cancelled task) deletes its files; a
 //! finished output's files go when the output is removed.
 
@@ -22,6 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tracing::debug;
 
+use crate::flight_encode::{data_bytes, message_pieces};
 use crate::metrics::ExecutorMetrics;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc::CompressionType;
@@ -348,9 +350,14 @@ struct SpillFile {
 impl SpillFile {
     fn write(&mut self, batch: RecordBatch) -> Result<()> {
         let batch = to_wire(batch, &self.wire).map_err(|e| spill_error(&self.path, e))?;
-        self.writer
-            .write(&batch)
-            .map_err(|e| spill_error(&self.path, e))
+        // Read back in the pieces a Flight reader would get, so a reader's
+        // memory does not depend on where its input was kept.
+        for piece in message_pieces(&batch) {
+            self.writer
+                .write(&piece)
+                .map_err(|e| spill_error(&self.path, e))?;
+        }
+        Ok(())
     }
 }
 
@@ -452,15 +459,7 @@ impl StoreWriter {
 
 /// The bytes of data a batch holds (not the capacity of its buffers).
 fn data_size(batch: &RecordBatch) -> u64 {
-    batch
-        .columns()
-        .iter()
-        .map(|c| {
-            c.to_data()
-                .get_slice_memory_size()
-                .unwrap_or_else(|_| c.get_array_memory_size()) as u64
-        })
-        .sum()
+    data_bytes(batch) as u64
 }
 
 fn uuid_suffix() -> String {

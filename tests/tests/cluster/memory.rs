@@ -2,17 +2,22 @@
 //! and work that cannot spill fails as resources-exhausted, naming the
 //! operator, without taking the executor down.
 
-use volley_client::{ClientError, Context, EmbeddedClusterConfig, find_client_error, v1};
+use volley_client::{
+    ClientError, Context, EmbeddedClusterConfig, WireCompression, find_client_error, v1,
+};
 use volley_tests::{assert_same_rows, local_tpch_context, run_script, tpch_dir};
 
 async fn context_with_memory(bytes: usize, slots: usize) -> Context {
-    let ctx = Context::embedded_with(EmbeddedClusterConfig {
+    context_with(EmbeddedClusterConfig {
         memory_per_executor: bytes,
         slots_per_executor: slots,
         ..super::small_cluster()
     })
     .await
-    .expect("cluster");
+}
+
+async fn context_with(config: EmbeddedClusterConfig) -> Context {
+    let ctx = Context::embedded_with(config).await.expect("cluster");
     volley_client::tpch::register_tpch(&ctx, tpch_dir())
         .await
         .expect("register");
@@ -58,6 +63,29 @@ async fn a_sort_of_several_times_an_executors_memory_budget_completes() {
         "the shuffle writers spilled only {} bytes",
         spilled("ShuffleWriterExec")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sort_past_the_budget_completes_with_every_file_and_fetch_lz4_compressed() {
+    // LZ4 on every path: spilled files, and Flight reads on loopback too.
+    // A batch decoded from LZ4 is as large as the batch that was written
+    // (not cut by accident as an uncompressed one once was), and the merge
+    // of four inputs must still fit 16 MiB.
+    let sql = "SELECT * FROM lineitem ORDER BY l_comment, l_orderkey, l_linenumber";
+    let ctx = context_with(EmbeddedClusterConfig {
+        memory_per_executor: 16 << 20,
+        slots_per_executor: 1,
+        shuffle_compression: WireCompression::Lz4,
+        ..super::small_cluster()
+    })
+    .await;
+    let actual = run_script(&ctx, sql)
+        .await
+        .expect("the sort spills instead of failing");
+    let expected = run_script(&local_tpch_context().await.unwrap(), sql)
+        .await
+        .unwrap();
+    assert_same_rows(&expected, &actual, true, "sort past the memory budget, LZ4");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
