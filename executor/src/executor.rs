@@ -356,7 +356,7 @@ impl Executor {
             pool,
             work_dir.join("shuffle"),
             config.shuffle_memory_bytes(),
-            config.compression.for_local_files(),
+            config.compression.for_local_files(config.memory_limit),
         ));
         let security = &config.security;
         let link = Link::new(
