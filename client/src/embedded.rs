@@ -6,10 +6,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tempfile::TempDir;
 use volley_dataflow::{ExecutorId, UdfRegistry};
 use volley_executor::{
-    Executor, ExecutorConfig, ExecutorSecurity, WireCompression, default_memory_limit,
+    Executor, ExecutorConfig, ExecutorSecurity, OwnedDir, WireCompression, default_memory_limit,
 };
 use volley_scheduler::{SchedulerConfig, SchedulerSecurity, SchedulerServer};
 use volley_security::tls;
@@ -103,16 +102,17 @@ pub struct EmbeddedCluster {
     token: Secret,
     /// What a client trusts, when the cluster uses TLS.
     client_tls: Option<tls::ClientTls>,
-    _work_dir: TempDir,
+    /// Removed when the cluster is dropped; if the process is killed
+    /// instead, by the next embedded cluster started on this machine.
+    _work_dir: OwnedDir,
 }
 
 impl EmbeddedCluster {
     /// Starts a scheduler on a free loopback port and the executors, and
     /// waits until every executor has registered.
     pub async fn start(config: EmbeddedClusterConfig) -> Result<Self> {
-        let work_dir = tempfile::Builder::new()
-            .prefix("volley-embedded-")
-            .tempdir()?;
+        let name = format!("volley-embedded-{}", uuid::Uuid::new_v4().simple());
+        let (work_dir, _) = OwnedDir::claim(&std::env::temp_dir(), "volley-embedded-", &name)?;
         // Its own random cluster secret and one admin token, so nobody else
         // on this machine can use its ports.
         let embedded = |e: volley_security::SecurityError| ClientError::Embedded(e.to_string());

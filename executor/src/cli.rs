@@ -283,9 +283,8 @@ async fn run(udfs: UdfRegistry) -> ExitCode {
         }
     };
     // A stop, clean or on an error, leaves nothing behind in the work
-    // directory (a SIGKILL cannot be helped).
-    let work_dir = executor.work_dir().to_path_buf();
+    // directory: dropping the executor removes its own. What a SIGKILL
+    // leaves, the next executor started on the same --work-dir removes.
     drop(executor);
-    let _ = std::fs::remove_dir_all(&work_dir);
     code
 }

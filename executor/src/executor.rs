@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +33,7 @@ use crate::exchange_client::ExchangeClient;
 use crate::flight_service::ShuffleFlightService;
 use crate::shuffle_store::ShuffleStore;
 use crate::task_runner::TaskEnv;
+use crate::work_dirs::OwnedDir;
 
 /// A running executor. Dropping it stops it at once, like a killed process:
 /// its Flight server, its control stream and its running tasks.
@@ -48,7 +49,8 @@ use crate::task_runner::TaskEnv;
 pub struct Executor {
     id: watch::Receiver<ExecutorId>,
     endpoint: String,
-    work_dir: PathBuf,
+    /// Removed, with all spilled files, when the executor is dropped.
+    work_dir: OwnedDir,
     /// Runs the tasks; its threads are the executor's slots.
     tasks_runtime: Option<tokio::runtime::Runtime>,
     flight: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
@@ -328,9 +330,12 @@ impl Executor {
             return Err(ExecutorError::Config("--slots must be at least 1".into()));
         }
         let id = ExecutorId::new_random();
-        // Named after the first registration's id, kept for the process.
-        let work_dir = config.work_dir.join(id.as_str());
-        std::fs::create_dir_all(&work_dir)?;
+        // Named after the first registration's id, kept for the process;
+        // siblings that SIGKILLed executors left behind go first.
+        let (work_dir, removed) = OwnedDir::claim(&config.work_dir, "exec-", id.as_str())?;
+        for dir in removed {
+            tracing::info!(dir = %dir.display(), "removed the work directory of an executor that is gone");
+        }
 
         let pool: Arc<dyn MemoryPool> = Arc::new(TrackConsumersPool::new(
             GreedyMemoryPool::new(config.memory_limit),
@@ -338,7 +343,7 @@ impl Executor {
         ));
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::clone(&pool))
-            .with_temp_file_path(work_dir.join("spill"))
+            .with_temp_file_path(work_dir.path().join("spill"))
             .with_object_store_registry(EnvObjectStoreRegistry::shared(
                 config.security.paths.clone(),
             ))
@@ -354,7 +359,7 @@ impl Executor {
         let pool_for_metrics = Arc::clone(&pool);
         let store = Arc::new(ShuffleStore::new(
             pool,
-            work_dir.join("shuffle"),
+            work_dir.path().join("shuffle"),
             config.shuffle_memory_bytes(),
             config.compression.for_local_files(config.memory_limit),
         ));
@@ -492,7 +497,7 @@ impl Executor {
 
     /// Its work directory (spill and shuffle files).
     pub fn work_dir(&self) -> &Path {
-        &self.work_dir
+        self.work_dir.path()
     }
 
     /// Asks the executor to drain: no new tasks; it stops (and [`wait`]

@@ -29,6 +29,7 @@ mod metrics;
 mod operator_metrics;
 mod shuffle_store;
 mod task_runner;
+mod work_dirs;
 
 pub use cli::run_main;
 pub use config::{
@@ -39,3 +40,4 @@ pub use error::ExecutorError;
 pub use executor::{Executor, Stopped};
 pub use flight_channels::FlightChannels;
 pub use flight_fetch::{fetch_location, flight_channel};
+pub use work_dirs::OwnedDir;

@@ -3,7 +3,8 @@
 //! functions, as a user builds a custom executor). A bad file or a panicking
 //! kernel fails its query with an error naming the file, is not retried,
 //! and no executor process dies; losing every executor fails a job after the
-//! grace period, saying so.
+//! grace period, saying so; a SIGKILLed executor's work directory is
+//! removed by the next executor started on the same `--work-dir`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -239,6 +240,7 @@ async fn a_full_spill_disk_fails_its_tasks_which_run_again_elsewhere_and_the_exe
     let (mut full_disk, line) = start(command);
     assert!(line.contains("serving on"), "{line}");
     let pid = full_disk.0.id();
+    let id = executor_id(&line);
 
     let ctx = client(&cluster.url).await;
     while ctx.scheduler().executors().await.expect("executors").len() < 2 {
@@ -282,10 +284,12 @@ async fn a_full_spill_disk_fails_its_tasks_which_run_again_elsewhere_and_the_exe
         matches!(full_disk.0.try_wait(), Ok(None)),
         "the executor died"
     );
+    // Its own directory on that disk (beside it, its lock file).
     let its_disk = Path::new("/proc")
         .join(pid.to_string())
         .join("root")
-        .join(small_disk.strip_prefix("/").expect("absolute"));
+        .join(small_disk.strip_prefix("/").expect("absolute"))
+        .join(&id);
     // The failed tasks' partial files go as their writers are dropped.
     while bytes_under(&its_disk) > 0 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -349,4 +353,57 @@ fn a_local_output_the_executors_cannot_see_fails_the_job_and_nothing_appears() {
         .filter(|name| name.contains("volley-staging"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// The id in an executor's first line, "volley-executor <id> serving on …".
+fn executor_id(line: &str) -> String {
+    line.split_whitespace().nth(1).expect("id").to_string()
+}
+
+#[test]
+fn a_killed_executors_work_directory_is_removed_by_the_next_executor_started_on_it() {
+    let cluster = start_cluster_with(&ClusterSpec {
+        executors: 0,
+        ..ClusterSpec::default()
+    });
+    let work = tempfile::tempdir().expect("work dir");
+    let executor = || {
+        let mut command = Command::new(binary("volley-executor"));
+        command
+            .args(["--scheduler", &cluster.url, "--bind", "127.0.0.1:0"])
+            .arg("--work-dir")
+            .arg(work.path())
+            .args(credentials().executor_args());
+        let (process, line) = start(command);
+        assert!(line.contains("serving on"), "{line}");
+        (process, executor_id(&line))
+    };
+    // Something else's directory in the same place is never touched.
+    let foreign = work.path().join("exec-not-volleys");
+    std::fs::create_dir(&foreign).expect("foreign dir");
+    std::fs::write(foreign.join("keep"), "precious\n").expect("write");
+
+    let (mut killed, killed_id) = executor();
+    let (_living, living_id) = executor();
+    let leftover = work.path().join(&killed_id);
+    std::fs::write(leftover.join("spilled.arrow"), vec![7u8; 1 << 20]).expect("spill");
+    killed.0.kill().expect("SIGKILL");
+    killed.0.wait().expect("reaped");
+    assert!(leftover.is_dir(), "a SIGKILLed executor cannot clean up");
+
+    // Claimed before it serves: once it announces itself, the sweep is done.
+    let (_next, next_id) = executor();
+    assert!(
+        !leftover.exists(),
+        "the dead executor's directory is still there"
+    );
+    assert!(
+        work.path().join(&living_id).is_dir(),
+        "a living executor's was removed"
+    );
+    assert!(work.path().join(&next_id).is_dir());
+    assert_eq!(
+        std::fs::read_to_string(foreign.join("keep")).expect("kept"),
+        "precious\n"
+    );
 }
