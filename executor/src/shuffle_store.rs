@@ -9,9 +9,8 @@
 //! of the pool (stored outputs cannot be asked to spill later, so running
 //! operators must keep room), the writer spills everything it holds, and
 //! all it writes afterwards, to Arrow IPC files under the work directory
-//! (by default uncompressed until the executor holds a quarter of its memory
-//! budget in spilled files, LZ4 past that: [`SpillCompression`]), in pieces
-//! of at most about
+//! (LZ4 unless `--shuffle-compression` says otherwise: with data far past
+//! memory, LZ4 keeps the disk from filling), in pieces of at most about
 //! `MAX_MESSAGE_BYTES`, as a Flight reader would get them. A writer dropped
 //! before `finish` (a failed or cancelled task) deletes its files; a
 //! finished output's files go when the output is removed.
@@ -108,23 +107,6 @@ impl Drop for StoredOutput {
 /// of every run while its own output is being stored.
 pub(crate) const MAX_OUTPUT_SHARE: usize = 4;
 
-/// How shuffle output spilled to files is compressed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum SpillCompression {
-    /// Never.
-    Never,
-    /// Always, with this codec.
-    Always(CompressionType),
-    /// LZ4 for the files of a map output that starts spilling while the
-    /// executor already holds at least this many bytes in spilled files;
-    /// uncompressed below. Spills that the page cache still holds when
-    /// they are read cost LZ4's CPU for nothing: at TPC-H SF 10, q7, q9
-    /// and q18 (0.25 to 2.1 GB spilled) took 10 to 30% longer with LZ4
-    /// files. Past memory they reach the disk: at SF 100, uncompressed
-    /// spills filled it, and LZ4 made q3 2.6 times faster.
-    Lz4Past(u64),
-}
-
 #[derive(Debug)]
 pub(crate) struct ShuffleStore {
     outputs: Mutex<HashMap<MapOutputId, Arc<StoredOutput>>>,
@@ -132,7 +114,7 @@ pub(crate) struct ShuffleStore {
     /// Bytes one map output may keep in memory.
     max_output_memory: usize,
     budget: Arc<ShuffleBudget>,
-    spill_compression: SpillCompression,
+    spill_compression: Option<CompressionType>,
     dir: PathBuf,
     /// What `/metrics` exports; the store is what every part of the
     /// executor shares.
@@ -146,7 +128,7 @@ impl ShuffleStore {
         pool: Arc<dyn MemoryPool>,
         dir: PathBuf,
         shuffle_memory: usize,
-        spill_compression: SpillCompression,
+        spill_compression: Option<CompressionType>,
     ) -> Self {
         let max_output_memory = match pool.memory_limit() {
             MemoryLimit::Finite(bytes) => bytes / MAX_OUTPUT_SHARE,
@@ -186,17 +168,6 @@ impl ShuffleStore {
                 StoredPartition::Memory(_) => 0,
             })
             .sum()
-    }
-
-    /// The codec of the spill files of a map output that starts spilling now.
-    fn spill_codec(&self) -> Option<CompressionType> {
-        match self.spill_compression {
-            SpillCompression::Never => None,
-            SpillCompression::Always(codec) => Some(codec),
-            SpillCompression::Lz4Past(bytes) => {
-                (self.disk_held() >= bytes).then_some(CompressionType::LZ4_FRAME)
-            }
-        }
     }
 
     fn outputs(&self) -> MutexGuard<'_, HashMap<MapOutputId, Arc<StoredOutput>>> {
@@ -364,7 +335,6 @@ impl ShuffleSink for StoreSink {
             stats: vec![PartitionStats::default(); output_partitions],
             spilled: false,
             spilled_bytes: 0,
-            codec: None,
             finished: false,
         }))
     }
@@ -406,8 +376,6 @@ struct StoreWriter {
     spilled: bool,
     /// Bytes of data written to spill files.
     spilled_bytes: u64,
-    /// The codec of its spill files, once it has one.
-    codec: Option<Option<CompressionType>>,
     finished: bool,
 }
 
@@ -435,10 +403,8 @@ impl StoreWriter {
                 uuid_suffix()
             ));
             let file = File::create(&path).map_err(|e| spill_error(&path, e))?;
-            // Decided once per map output: all its files alike.
-            let store = &self.store;
-            let codec = *self.codec.get_or_insert_with(|| store.spill_codec());
-            let options = IpcWriteOptions::default().try_with_compression(codec)?;
+            let options =
+                IpcWriteOptions::default().try_with_compression(self.store.spill_compression)?;
             // Spill files are Arrow IPC: columns it cannot write travel as
             // their wire type, and are cast back when read.
             let wire = wire_schema(&self.schema);
@@ -608,7 +574,7 @@ mod tests {
             Arc::clone(pool),
             dir.to_path_buf(),
             shuffle_memory,
-            SpillCompression::Never,
+            None,
         ))
     }
 
@@ -661,50 +627,6 @@ mod tests {
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 30_000);
         assert_eq!(store.remove_job(&JobId::from("job"), &[]), 1);
         assert!(store.read(&id(0), a(0), 1).is_none());
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn spills_are_uncompressed_until_the_executor_holds_enough_on_disk_then_lz4() -> Result<()>
-    {
-        let dir = tempfile::tempdir()?;
-        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1 << 20));
-        // No shuffle memory: everything spills; LZ4 from the first byte held.
-        let store = Arc::new(ShuffleStore::new(
-            Arc::clone(&pool),
-            dir.path().to_path_buf(),
-            0,
-            SpillCompression::Lz4Past(1),
-        ));
-        // Zeros: LZ4 shrinks them to almost nothing.
-        let zeros = || {
-            let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
-            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![0; 10_000]))])
-        };
-        let mut spilled_on_disk = Vec::new();
-        for map in 0..2 {
-            let mut writer =
-                StoreSink::new(Arc::clone(&store), a(0)).open(id(map), zeros()?.schema(), 1)?;
-            writer.write(0, zeros()?)?;
-            writer.write(0, zeros()?)?;
-            writer.finish()?;
-            spilled_on_disk.push(store.disk_held());
-        }
-        let first = spilled_on_disk[0];
-        let second = spilled_on_disk[1] - first;
-        assert!(
-            first >= 2 * 10_000 * 8,
-            "the first spill was compressed: {first} bytes"
-        );
-        assert!(
-            second < first / 10,
-            "the second was not: {second} against {first} bytes"
-        );
-        for map in 0..2 {
-            let (_, stream) = store.read(&id(map), a(0), 0).expect("stored");
-            let back: Vec<RecordBatch> = stream.try_collect().await?;
-            assert_eq!(back.iter().map(|b| b.num_rows()).sum::<usize>(), 20_000);
-        }
         Ok(())
     }
 
