@@ -24,21 +24,33 @@ async fn context_with(config: EmbeddedClusterConfig) -> Context {
     ctx
 }
 
+/// All of lineitem, sorted: several times a 16 MiB budget.
+const SORT_ALL_LINEITEM: &str =
+    "SELECT * FROM lineitem ORDER BY l_comment, l_orderkey, l_linenumber";
+
+/// Runs [`SORT_ALL_LINEITEM`] on `ctx`, which must spill rather than fail,
+/// and checks its rows, in order, against single-node DataFusion's.
+async fn sorts_lineitem_as_datafusion_does(ctx: &Context, what: &str) {
+    let actual = run_script(ctx, SORT_ALL_LINEITEM)
+        .await
+        .expect("the sort spills instead of failing");
+    let expected = run_script(
+        &local_tpch_context().await.expect("local context"),
+        SORT_ALL_LINEITEM,
+    )
+    .await
+    .expect("single-node DataFusion sorts it");
+    assert_same_rows(&expected, &actual, true, what);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sort_of_several_times_an_executors_memory_budget_completes() {
     // All of lineitem, sorted, against a 16 MiB budget per executor, which
     // also holds the sorted output until the merge stage reads it. One slot
     // per executor: two sorts sharing a small pool can starve each other's
     // merge (see the note on issue 5).
-    let sql = "SELECT * FROM lineitem ORDER BY l_comment, l_orderkey, l_linenumber";
     let ctx = context_with_memory(16 << 20, 1).await;
-    let actual = run_script(&ctx, sql)
-        .await
-        .expect("the sort spills instead of failing");
-    let expected = run_script(&local_tpch_context().await.unwrap(), sql)
-        .await
-        .unwrap();
-    assert_same_rows(&expected, &actual, true, "sort past the memory budget");
+    sorts_lineitem_as_datafusion_does(&ctx, "sort past the memory budget").await;
     // The sorted partitions passed through the shuffle: several budgets per
     // executor.
     let job = ctx.last_job().expect("ran as a job");
@@ -71,7 +83,6 @@ async fn a_sort_past_the_budget_completes_with_every_file_and_fetch_lz4_compress
     // A batch decoded from LZ4 is as large as the batch that was written
     // (not cut by accident as an uncompressed one once was), and the merge
     // of four inputs must still fit 16 MiB.
-    let sql = "SELECT * FROM lineitem ORDER BY l_comment, l_orderkey, l_linenumber";
     let ctx = context_with(EmbeddedClusterConfig {
         memory_per_executor: 16 << 20,
         slots_per_executor: 1,
@@ -79,13 +90,7 @@ async fn a_sort_past_the_budget_completes_with_every_file_and_fetch_lz4_compress
         ..super::small_cluster()
     })
     .await;
-    let actual = run_script(&ctx, sql)
-        .await
-        .expect("the sort spills instead of failing");
-    let expected = run_script(&local_tpch_context().await.unwrap(), sql)
-        .await
-        .unwrap();
-    assert_same_rows(&expected, &actual, true, "sort past the memory budget, LZ4");
+    sorts_lineitem_as_datafusion_does(&ctx, "sort past the memory budget, LZ4").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
