@@ -87,7 +87,8 @@ struct Args {
     shuffle_memory: Option<usize>,
     /// Compression of shuffle and result data sent to readers, and of
     /// spilled shuffle files: auto (none to readers on this machine, LZ4 to
-    /// others; LZ4 for spilled files), none (nowhere), lz4 or zstd.
+    /// others; spilled files uncompressed until a quarter of the memory
+    /// limit is held in them, then LZ4), none (nowhere), lz4 or zstd.
     #[arg(long, env = "VOLLEY_SHUFFLE_COMPRESSION", default_value = "auto")]
     shuffle_compression: WireCompression,
     /// Address of Prometheus `/metrics` (HTTPS with --tls-cert; readable

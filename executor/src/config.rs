@@ -11,6 +11,8 @@ use volley_dataflow::UdfRegistry;
 use volley_security::tls::{ClientTls, ServerTls};
 use volley_security::{ClusterSecret, PathPolicy};
 
+use crate::spill_codec::SpillCompression;
+
 /// How an executor proves itself, whom it trusts, and what it may touch.
 #[derive(Clone, Debug)]
 pub struct ExecutorSecurity {
@@ -46,10 +48,9 @@ pub enum WireCompression {
     /// address the reader reached this executor on), LZ4 to any other. On
     /// one machine compressing costs more CPU than the copy it saves: at
     /// TPC-H SF 1 with two executors, LZ4 was a fifth of Volley's CPU time
-    /// (`benchmarks/README.md`). Spilled files are LZ4, as Spark's are:
-    /// with data far past memory (TPC-H SF 100), uncompressed spills filled
-    /// the disk, and LZ4 spills made the query that spilled most 2.6 times
-    /// faster (`benchmarks/README.md`).
+    /// (`benchmarks/README.md`). Spilled files are uncompressed until the
+    /// executor holds a quarter of its memory budget in them, then LZ4
+    /// (`SpillCompression::Lz4Past`).
     #[default]
     Auto,
     /// Never compressed.
@@ -72,16 +73,27 @@ impl WireCompression {
             let same_machine = peer.is_some_and(|p| p.is_loopback() || Some(p) == local);
             return (!same_machine).then_some(CompressionType::LZ4_FRAME);
         }
-        self.for_local_files()
+        self.codec()
     }
 
-    /// The IPC compression of shuffle output spilled to local files: LZ4
-    /// unless another codec, or none, was chosen explicitly.
-    pub fn for_local_files(self) -> Option<CompressionType> {
+    /// The codec chosen explicitly, if any.
+    fn codec(self) -> Option<CompressionType> {
         match self {
-            Self::None => None,
-            Self::Auto | Self::Lz4 => Some(CompressionType::LZ4_FRAME),
+            Self::Auto | Self::None => None,
+            Self::Lz4 => Some(CompressionType::LZ4_FRAME),
             Self::Zstd => Some(CompressionType::ZSTD),
+        }
+    }
+
+    /// How shuffle output spilled to local files is compressed by an
+    /// executor of `memory_limit` bytes: `Auto` leaves it uncompressed
+    /// until a quarter of that is held in spilled files, then LZ4.
+    pub(crate) fn for_local_files(self, memory_limit: usize) -> SpillCompression {
+        match self {
+            Self::Auto => SpillCompression::Lz4Past(memory_limit as u64 / 4),
+            Self::None => SpillCompression::Never,
+            Self::Lz4 => SpillCompression::Always(CompressionType::LZ4_FRAME),
+            Self::Zstd => SpillCompression::Always(CompressionType::ZSTD),
         }
     }
 }
@@ -249,7 +261,8 @@ mod tests {
     }
 
     #[test]
-    fn automatic_compression_skips_readers_on_this_machine_only_and_spills_lz4() {
+    fn automatic_compression_skips_readers_on_this_machine_and_spills_lz4_past_a_quarter_of_memory()
+    {
         let loopback = Some("127.0.0.1".parse().unwrap());
         let lan = Some("10.0.0.7".parse().unwrap());
         let other = Some("10.0.0.8".parse().unwrap());
@@ -263,11 +276,17 @@ mod tests {
             Some(CompressionType::LZ4_FRAME)
         );
         assert_eq!(WireCompression::None.for_peer(other, lan), None);
-        assert_eq!(auto.for_local_files(), Some(CompressionType::LZ4_FRAME));
-        assert_eq!(WireCompression::None.for_local_files(), None);
         assert_eq!(
-            WireCompression::Lz4.for_local_files(),
-            Some(CompressionType::LZ4_FRAME)
+            auto.for_local_files(8 << 30),
+            SpillCompression::Lz4Past(2 << 30)
+        );
+        assert_eq!(
+            WireCompression::None.for_local_files(8 << 30),
+            SpillCompression::Never
+        );
+        assert_eq!(
+            WireCompression::Lz4.for_local_files(8 << 30),
+            SpillCompression::Always(CompressionType::LZ4_FRAME)
         );
         assert_eq!("ZSTD".parse(), Ok(WireCompression::Zstd));
         assert!("snappy".parse::<WireCompression>().is_err());

@@ -361,7 +361,7 @@ impl Executor {
             pool,
             work_dir.path().join("shuffle"),
             config.shuffle_memory_bytes(),
-            config.compression.for_local_files(),
+            config.compression.for_local_files(config.memory_limit),
         ));
         let security = &config.security;
         let link = Link::new(

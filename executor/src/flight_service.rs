@@ -239,7 +239,7 @@ mod tests {
             pool,
             dir.path().to_path_buf(),
             usize::MAX,
-            None,
+            crate::spill_codec::SpillCompression::Never,
         ));
         for map in 0..4 {
             let id = location(map, "").map_output;

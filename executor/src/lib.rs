@@ -28,6 +28,7 @@ mod flight_service;
 mod metrics;
 mod operator_metrics;
 mod shuffle_store;
+mod spill_codec;
 mod task_runner;
 mod work_dirs;
 

@@ -47,6 +47,8 @@ pub(crate) struct ExecutorMetrics {
     memory_reserved: Gauge,
     memory_limit: Gauge,
     stored_outputs: Gauge,
+    spill_data_held: Gauge,
+    spill_disk_held: Gauge,
     pub(crate) shuffle_bytes_written: Counter,
     pub(crate) shuffle_bytes_spilled: Counter,
     pub(crate) shuffle_bytes_served: Counter,
@@ -71,6 +73,8 @@ impl ExecutorMetrics {
             memory_reserved: Gauge::default(),
             memory_limit: Gauge::default(),
             stored_outputs: Gauge::default(),
+            spill_data_held: Gauge::default(),
+            spill_disk_held: Gauge::default(),
             shuffle_bytes_written: Counter::default(),
             shuffle_bytes_spilled: Counter::default(),
             shuffle_bytes_served: Counter::default(),
@@ -94,6 +98,17 @@ impl ExecutorMetrics {
             "stored_outputs",
             "Map outputs (shuffle and result data) the executor holds",
             metrics.stored_outputs.clone(),
+        );
+        registry.register(
+            "spill_data_bytes",
+            "Bytes of shuffle data held in spill files now, before compression \
+             (past a quarter of the memory limit, new spill files are LZ4 by default)",
+            metrics.spill_data_held.clone(),
+        );
+        registry.register(
+            "spill_file_bytes",
+            "Bytes of stored outputs' spill files on disk now",
+            metrics.spill_disk_held.clone(),
         );
         registry.register(
             "shuffle_bytes_written",
@@ -168,6 +183,10 @@ impl ExecutorMetrics {
             self.memory_limit.set(limit as i64);
         }
         self.stored_outputs.set(store.len() as i64);
+        self.spill_data_held
+            .set(i64::try_from(store.spilled_data_held()).unwrap_or(i64::MAX));
+        self.spill_disk_held
+            .set(i64::try_from(store.disk_held()).unwrap_or(i64::MAX));
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);

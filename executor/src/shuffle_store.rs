@@ -9,13 +9,14 @@
 //! of the pool (stored outputs cannot be asked to spill later, so running
 //! operators must keep room), the writer spills everything it holds, and
 //! all it writes afterwards, to Arrow IPC files under the work directory
-//! (LZ4 unless `--shuffle-compression` says otherwise: with data far past
-//! memory, LZ4 keeps the disk from filling), in pieces of at most about
-//! `MAX_MESSAGE_BYTES`, as a Flight reader would get them. A writer dropped
-//! before `finish` (a failed or cancelled task) deletes its files; a
-//! finished output's files go when the output is removed.
+//! (by default uncompressed until the executor holds a quarter of its
+//! memory budget in spill files, then LZ4, switching file by file:
+//! [`SpillCompression`]), in pieces of at most about `MAX_MESSAGE_BYTES`,
+//! as a Flight reader would get them. A writer dropped before `finish` (a
+//! failed or cancelled task) deletes its files; a finished output's files
+//! go when the output is removed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use tracing::debug;
 
 use crate::flight_encode::{data_bytes, message_pieces};
 use crate::metrics::ExecutorMetrics;
+use crate::spill_codec::{SpillCompression, SpillLedger};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc::CompressionType;
 use datafusion::arrow::ipc::reader::FileReader;
@@ -43,8 +45,16 @@ use volley_dataflow::{
 #[derive(Debug)]
 enum StoredPartition {
     Memory(Vec<RecordBatch>),
-    /// A spill file and its size.
-    File(PathBuf, u64),
+    /// Spill files, read in order (an uncompressed one may be followed by
+    /// an LZ4 one: [`SpillCompression::Lz4Past`]).
+    Files(Vec<SpilledFile>),
+}
+
+/// A finished spill file and its size on disk.
+#[derive(Debug)]
+struct SpilledFile {
+    path: PathBuf,
+    bytes: u64,
 }
 
 /// Bytes of shuffle output all writers and stored outputs of an executor
@@ -88,14 +98,20 @@ struct StoredOutput {
     /// And their share of the shuffle budget.
     budget: Arc<ShuffleBudget>,
     budget_held: usize,
+    /// And the data of its spill files, in the executor's count of it.
+    spill_ledger: Arc<SpillLedger>,
+    spill_held: u64,
 }
 
 impl Drop for StoredOutput {
     fn drop(&mut self) {
         self.budget.give_back(self.budget_held);
+        self.spill_ledger.give_back(self.spill_held);
         for partition in &self.partitions {
-            if let StoredPartition::File(path, _) = partition {
-                let _ = std::fs::remove_file(path);
+            if let StoredPartition::Files(files) = partition {
+                for file in files {
+                    let _ = std::fs::remove_file(&file.path);
+                }
             }
         }
     }
@@ -114,7 +130,9 @@ pub(crate) struct ShuffleStore {
     /// Bytes one map output may keep in memory.
     max_output_memory: usize,
     budget: Arc<ShuffleBudget>,
-    spill_compression: Option<CompressionType>,
+    spill_compression: SpillCompression,
+    /// Data held in spill files, which `spill_compression` may depend on.
+    spill_ledger: Arc<SpillLedger>,
     dir: PathBuf,
     /// What `/metrics` exports; the store is what every part of the
     /// executor shares.
@@ -128,7 +146,7 @@ impl ShuffleStore {
         pool: Arc<dyn MemoryPool>,
         dir: PathBuf,
         shuffle_memory: usize,
-        spill_compression: Option<CompressionType>,
+        spill_compression: SpillCompression,
     ) -> Self {
         let max_output_memory = match pool.memory_limit() {
             MemoryLimit::Finite(bytes) => bytes / MAX_OUTPUT_SHARE,
@@ -143,6 +161,7 @@ impl ShuffleStore {
                 held: AtomicUsize::new(0),
             }),
             spill_compression,
+            spill_ledger: Arc::new(SpillLedger::default()),
             dir,
             metrics: ExecutorMetrics::new(),
         }
@@ -164,10 +183,16 @@ impl ShuffleStore {
             .values()
             .flat_map(|output| &output.partitions)
             .map(|partition| match partition {
-                StoredPartition::File(_, bytes) => *bytes,
+                StoredPartition::Files(files) => files.iter().map(|f| f.bytes).sum(),
                 StoredPartition::Memory(_) => 0,
             })
             .sum()
+    }
+
+    /// Bytes of data (before compression) in spill files now, of running
+    /// writers and stored outputs.
+    pub(crate) fn spilled_data_held(&self) -> u64 {
+        self.spill_ledger.held()
     }
 
     fn outputs(&self) -> MutexGuard<'_, HashMap<MapOutputId, Arc<StoredOutput>>> {
@@ -196,10 +221,10 @@ impl ShuffleStore {
                 // Batches share their buffers: no copy.
                 Box::pin(futures::stream::iter(batches.clone().into_iter().map(Ok)))
             }
-            Some(StoredPartition::File(path, _)) => match read_file(path) {
-                Ok(reader) => file_batches(reader, output),
-                Err(e) => Box::pin(futures::stream::once(async move { Err(e) })),
-            },
+            Some(StoredPartition::Files(files)) => {
+                let paths = files.iter().map(|f| f.path.clone()).collect();
+                file_batches(paths, output)
+            }
         };
         Some((schema, stream))
     }
@@ -252,40 +277,70 @@ impl ShuffleStore {
     }
 }
 
-/// A spilled partition's batches, each read and decoded on tokio's
-/// blocking pool when there is a runtime. The Flight service streams them
-/// on the runtime that carries the executor's heartbeats (and, embedded,
-/// the scheduler): reading a disk busy with writeback, and decompressing,
-/// held it for over 20 s at TPC-H SF 100. No thread is held between
-/// batches, so a slow reader costs none.
+/// A spilled partition's batches, from each of its files in order, each
+/// batch read and decoded (and each file opened) on tokio's blocking pool
+/// when there is a runtime. The Flight service streams them on the runtime
+/// that carries the executor's heartbeats (and, embedded, the scheduler):
+/// reading a disk busy with writeback, and decompressing, held it for over
+/// 20 s at TPC-H SF 100. No thread is held between batches, so a slow
+/// reader costs none.
 fn file_batches(
-    reader: FileReader<BufReader<File>>,
+    paths: VecDeque<PathBuf>,
     output: Arc<StoredOutput>,
 ) -> BoxStream<'static, Result<RecordBatch>> {
-    // Keeps the output (and so its file) alive while reading.
-    Box::pin(futures::stream::unfold(Some(reader), move |reader| {
+    // Keeps the output (and so its files) alive while reading.
+    let start = Some(SpillReader {
+        paths,
+        reader: None,
+    });
+    Box::pin(futures::stream::unfold(start, move |state| {
         let output = Arc::clone(&output);
         async move {
-            let mut reader = reader?;
+            let mut state = state?;
             let next = match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => runtime
-                    .spawn_blocking(move || (reader.next(), reader))
+                    .spawn_blocking(move || (state.next_batch(), state))
                     .await
                     .map_err(|e| volley_dataflow::volley_internal(format!("spill read: {e}"))),
-                Err(_) => Ok((reader.next(), reader)),
+                Err(_) => Ok((state.next_batch(), state)),
             };
             match next {
-                Ok((Some(batch), reader)) => Some((
-                    batch
-                        .and_then(|b| from_wire(b, &output.schema))
-                        .map_err(DataFusionError::from),
-                    Some(reader),
+                Ok((Some(Ok(batch)), state)) => Some((
+                    from_wire(batch, &output.schema).map_err(DataFusionError::from),
+                    Some(state),
                 )),
+                Ok((Some(Err(e)), _)) | Err(e) => Some((Err(e), None)),
                 Ok((None, _)) => None,
-                Err(e) => Some((Err(e), None)),
             }
         }
     }))
+}
+
+/// Where a read of a spilled partition is: the files still to open and the
+/// one being read.
+struct SpillReader {
+    paths: VecDeque<PathBuf>,
+    reader: Option<FileReader<BufReader<File>>>,
+}
+
+impl SpillReader {
+    /// The next batch as written (in its wire schema), opening the next
+    /// file when one ends; `None` after the last.
+    fn next_batch(&mut self) -> Option<Result<RecordBatch>> {
+        loop {
+            if self.reader.is_none() {
+                let path = self.paths.pop_front()?;
+                match read_file(&path) {
+                    Ok(reader) => self.reader = Some(reader),
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            match self.reader.as_mut()?.next() {
+                Some(batch) => return Some(batch.map_err(DataFusionError::from)),
+                None => self.reader = None,
+            }
+        }
+    }
 }
 
 fn read_file(path: &Path) -> Result<FileReader<BufReader<File>>> {
@@ -332,6 +387,8 @@ impl ShuffleSink for StoreSink {
             budget_held: 0,
             memory: vec![Vec::new(); output_partitions],
             files: (0..output_partitions).map(|_| None).collect(),
+            closed: (0..output_partitions).map(|_| Vec::new()).collect(),
+            spill_held: 0,
             stats: vec![PartitionStats::default(); output_partitions],
             spilled: false,
             spilled_bytes: 0,
@@ -345,6 +402,8 @@ struct SpillFile {
     writer: FileWriter<BufWriter<File>>,
     /// The schema the file is written in (see `file_for`).
     wire: SchemaRef,
+    /// Its compression.
+    codec: Option<CompressionType>,
 }
 
 impl SpillFile {
@@ -359,6 +418,20 @@ impl SpillFile {
         }
         Ok(())
     }
+
+    /// Writes the file's footer: it is complete and readable.
+    /// A file it cannot finish is removed.
+    fn finish(mut self) -> Result<SpilledFile> {
+        if let Err(e) = self.writer.finish() {
+            let _ = std::fs::remove_file(&self.path);
+            return Err(spill_error(&self.path, e));
+        }
+        let bytes = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        Ok(SpilledFile {
+            path: self.path,
+            bytes,
+        })
+    }
 }
 
 struct StoreWriter {
@@ -371,7 +444,14 @@ struct StoreWriter {
     /// Bytes of the shuffle budget this writer's in-memory batches hold.
     budget_held: usize,
     memory: Vec<Vec<RecordBatch>>,
+    /// The spill file each partition is writing, if any.
     files: Vec<Option<SpillFile>>,
+    /// The files each partition finished before it (at most one: an
+    /// uncompressed file followed by an LZ4 one).
+    closed: Vec<Vec<SpilledFile>>,
+    /// Data written to spill files and counted in the store's ledger, until
+    /// `finish` hands the count to the stored output.
+    spill_held: u64,
     stats: Vec<PartitionStats>,
     spilled: bool,
     /// Bytes of data written to spill files.
@@ -388,7 +468,17 @@ fn spill_error(path: &Path, e: impl std::fmt::Display) -> DataFusionError {
 }
 
 impl StoreWriter {
+    /// The file partition `out` spills to now: its open one, unless the
+    /// executor has since passed the mark where spills are compressed and
+    /// that one is not (then it is finished, and a new one opened).
     fn file_for(&mut self, out: usize) -> Result<&mut SpillFile> {
+        let compression = self.store.spill_compression;
+        let held = self.store.spill_ledger.held();
+        if let Some(open) = self.files[out].take_if(|f| compression.rotates(f.codec, held)) {
+            let done = open.finish()?;
+            debug!(id = %self.id, out, file = %done.path.display(), "spill file closed: the executor's spills are now compressed");
+            self.closed[out].push(done);
+        }
         if self.files[out].is_none() {
             let dir = self
                 .store
@@ -403,14 +493,19 @@ impl StoreWriter {
                 uuid_suffix()
             ));
             let file = File::create(&path).map_err(|e| spill_error(&path, e))?;
-            let options =
-                IpcWriteOptions::default().try_with_compression(self.store.spill_compression)?;
+            let codec = compression.codec(held);
+            let options = IpcWriteOptions::default().try_with_compression(codec)?;
             // Spill files are Arrow IPC: columns it cannot write travel as
             // their wire type, and are cast back when read.
             let wire = wire_schema(&self.schema);
             let writer = FileWriter::try_new_with_options(BufWriter::new(file), &wire, options)
                 .map_err(|e| spill_error(&path, e))?;
-            self.files[out] = Some(SpillFile { path, writer, wire });
+            self.files[out] = Some(SpillFile {
+                path,
+                writer,
+                wire,
+                codec,
+            });
         }
         self.files[out]
             .as_mut()
@@ -441,9 +536,8 @@ impl StoreWriter {
             let batches = std::mem::take(&mut self.memory[out]);
             for batch in batches {
                 let data = data_size(&batch);
-                self.store.metrics.shuffle_bytes_spilled.inc_by(data);
-                self.spilled_bytes += data;
                 self.file_for(out)?.write(batch)?;
+                self.count_spilled(data);
             }
         }
         if let Some(reservation) = &self.reservation {
@@ -454,6 +548,14 @@ impl StoreWriter {
             .give_back(std::mem::take(&mut self.budget_held));
         self.spilled = true;
         Ok(())
+    }
+
+    /// Counts `data` bytes written to a spill file.
+    fn count_spilled(&mut self, data: u64) {
+        self.store.metrics.shuffle_bytes_spilled.inc_by(data);
+        self.spilled_bytes += data;
+        self.spill_held += data;
+        self.store.spill_ledger.add(data);
     }
 }
 
@@ -484,9 +586,9 @@ impl MapOutputWriter for StoreWriter {
             }
             self.spill_all()?;
         }
-        self.store.metrics.shuffle_bytes_spilled.inc_by(data);
-        self.spilled_bytes += data;
-        self.file_for(output_partition)?.write(batch)
+        self.file_for(output_partition)?.write(batch)?;
+        self.count_spilled(data);
+        Ok(())
     }
 
     fn spilled_bytes(&self) -> u64 {
@@ -496,18 +598,16 @@ impl MapOutputWriter for StoreWriter {
     fn finish(mut self: Box<Self>) -> Result<Vec<PartitionStats>> {
         let mut partitions = Vec::with_capacity(self.memory.len());
         for out in 0..self.memory.len() {
-            match self.files[out].take() {
-                Some(mut file) => {
-                    file.writer
-                        .finish()
-                        .map_err(|e| spill_error(&file.path, e))?;
-                    let bytes = std::fs::metadata(&file.path).map_or(0, |m| m.len());
-                    partitions.push(StoredPartition::File(file.path, bytes));
-                }
-                None => partitions.push(StoredPartition::Memory(std::mem::take(
-                    &mut self.memory[out],
-                ))),
+            if let Some(open) = self.files[out].take() {
+                let done = open.finish()?;
+                self.closed[out].push(done);
             }
+            let files = std::mem::take(&mut self.closed[out]);
+            partitions.push(if files.is_empty() {
+                StoredPartition::Memory(std::mem::take(&mut self.memory[out]))
+            } else {
+                StoredPartition::Files(files)
+            });
         }
         let reservation = self
             .reservation
@@ -521,6 +621,8 @@ impl MapOutputWriter for StoreWriter {
             _reservation: reservation,
             budget: Arc::clone(&self.store.budget),
             budget_held: std::mem::take(&mut self.budget_held),
+            spill_ledger: Arc::clone(&self.store.spill_ledger),
+            spill_held: std::mem::take(&mut self.spill_held),
         };
         self.finished = true;
         let mut outputs = self.store.outputs();
@@ -545,8 +647,14 @@ impl Drop for StoreWriter {
         self.store
             .budget
             .give_back(std::mem::take(&mut self.budget_held));
+        self.store
+            .spill_ledger
+            .give_back(std::mem::take(&mut self.spill_held));
         if !self.finished {
             for file in self.files.iter_mut().filter_map(Option::take) {
+                let _ = std::fs::remove_file(&file.path);
+            }
+            for file in self.closed.iter().flatten() {
                 let _ = std::fs::remove_file(&file.path);
             }
         }
@@ -574,7 +682,7 @@ mod tests {
             Arc::clone(pool),
             dir.to_path_buf(),
             shuffle_memory,
-            None,
+            SpillCompression::Never,
         ))
     }
 
@@ -627,6 +735,92 @@ mod tests {
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 30_000);
         assert_eq!(store.remove_job(&JobId::from("job"), &[]), 1);
         assert!(store.read(&id(0), a(0), 1).is_none());
+        Ok(())
+    }
+
+    /// A batch of `rows` zeros from `first` on: LZ4 shrinks it to almost
+    /// nothing, and the values say where it was written.
+    fn counted(first: i64, rows: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let values = Int64Array::from_iter_values((first..first + rows).map(|v| v / 1_000_000));
+        RecordBatch::try_new(schema, vec![Arc::new(values)]).expect("one column")
+    }
+
+    #[tokio::test]
+    async fn a_partition_spilling_uncompressed_goes_on_in_lz4_once_the_executor_passes_the_mark()
+    -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1 << 30));
+        let one_batch = 10_000 * 8;
+        // No shuffle memory: everything spills. Uncompressed until three
+        // batches' data is held in spill files.
+        let store = Arc::new(ShuffleStore::new(
+            Arc::clone(&pool),
+            dir.path().to_path_buf(),
+            0,
+            SpillCompression::Lz4Past(3 * one_batch),
+        ));
+        let mut writer =
+            StoreSink::new(Arc::clone(&store), a(0)).open(id(0), counted(0, 1).schema(), 1)?;
+        for n in 0..3 {
+            writer.write(0, counted(n * 10_000, 10_000))?;
+        }
+        assert_eq!(walk(dir.path()).len(), 1, "one uncompressed file so far");
+        for n in 3..10 {
+            writer.write(0, counted(n * 10_000, 10_000))?;
+        }
+        assert_eq!(store.spilled_data_held(), 10 * one_batch);
+        writer.finish()?;
+        let mut sizes: Vec<u64> = walk(dir.path())
+            .iter()
+            .map(|p| std::fs::metadata(p).map(|m| m.len()))
+            .collect::<std::io::Result<_>>()?;
+        sizes.sort_unstable();
+        assert_eq!(sizes.len(), 2, "the partition went on in a second file");
+        assert!(
+            sizes[1] >= 3 * one_batch,
+            "the first three batches are uncompressed: {sizes:?}"
+        );
+        assert!(
+            sizes[0] < one_batch,
+            "the last seven are LZ4 (they would take {} bytes): {sizes:?}",
+            7 * one_batch
+        );
+        assert_eq!(store.disk_held(), sizes.iter().sum::<u64>());
+        // Read back whole and in the order written, across both files.
+        let (_, stream) = store.read(&id(0), a(0), 0).expect("stored");
+        let back: Vec<RecordBatch> = stream.try_collect().await?;
+        let whole = datafusion::arrow::compute::concat_batches(&back[0].schema(), &back)?;
+        assert_eq!(whole, counted(0, 100_000));
+        store.remove_job(&JobId::from("job"), &[]);
+        assert_eq!(
+            store.spilled_data_held(),
+            0,
+            "a removed output gives its count back"
+        );
+        assert!(walk(dir.path()).is_empty());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_writer_dropped_after_its_spills_rotated_removes_both_files_and_its_count()
+    -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1 << 30));
+        let store = Arc::new(ShuffleStore::new(
+            Arc::clone(&pool),
+            dir.path().to_path_buf(),
+            0,
+            SpillCompression::Lz4Past(1),
+        ));
+        let mut writer =
+            StoreSink::new(Arc::clone(&store), a(0)).open(id(0), counted(0, 1).schema(), 1)?;
+        writer.write(0, counted(0, 10_000))?;
+        writer.write(0, counted(0, 10_000))?;
+        assert_eq!(walk(dir.path()).len(), 2);
+        drop(writer);
+        assert!(walk(dir.path()).is_empty());
+        assert_eq!(store.spilled_data_held(), 0);
         Ok(())
     }
 

@@ -173,6 +173,17 @@ fn metrics_of_the_scheduler_and_executors_move_by_what_a_query_did() {
     assert_eq!(sum("volley_executor_fetch_failures_total", &[]), 0.0);
     for scraped in &after[1..] {
         assert!(value(scraped, "volley_executor_memory_pool_limit_bytes", &[]) > 0.0);
+        for gauge in [
+            "volley_executor_spill_data_bytes",
+            "volley_executor_spill_file_bytes",
+        ] {
+            let exported = scraped["samples"]
+                .as_array()
+                .expect("samples")
+                .iter()
+                .any(|s| s[0] == gauge);
+            assert!(exported, "{gauge} is not exported");
+        }
     }
 }
 
