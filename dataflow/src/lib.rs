@@ -72,8 +72,8 @@ pub use scalar_subquery::{
 };
 pub use script_text::{Statement, split_statements};
 pub use session::{
-    BROADCAST_JOIN_BYTES, BROADCAST_JOIN_ROWS, VolleyOptions, apply_settings, changed_settings,
-    session_config, volley_options,
+    BROADCAST_JOIN_BYTES, BROADCAST_JOIN_ROWS, PARTITION_BYTES, VolleyOptions, apply_settings,
+    changed_settings, session_config, volley_options,
 };
 pub use shuffle_reader::{ExchangeKind, ShuffleReaderExec};
 pub use shuffle_writer::ShuffleWriterExec;

@@ -47,6 +47,14 @@ extensions_options! {
         /// inputs first, as Spark re-runs a lost shuffle's lineage. Off:
         /// outputs stay until the job ends.
         pub release_outputs: bool, default = true
+        /// Bytes of input files one partition of a job may read: a job
+        /// whose scans read more than its partitions times this is planned
+        /// with more partitions, a multiple of the cluster's slots, so each
+        /// task's share of a hash join's build side (which cannot spill)
+        /// stays small. 0: never. Set
+        /// `datafusion.execution.target_partitions` in a job and it keeps
+        /// that.
+        pub partition_bytes: u64, default = PARTITION_BYTES
     }
 }
 
@@ -63,6 +71,12 @@ pub fn volley_options(config: &SessionConfig) -> VolleyOptions {
         .cloned()
         .unwrap_or_default()
 }
+
+/// The default of `volley.partition_bytes`: 2 GiB of files per partition.
+/// TPC-H SF 100 q18 and q21 (40 and 56 GB of Parquet read) then get 20 and
+/// 28 partitions on two slots, where two ran out of memory and sixteen
+/// completed; every SF 10 query but q21 (5.4 GB: four) keeps two.
+pub const PARTITION_BYTES: u64 = 2 << 30;
 
 /// The estimated size up to which a join's build side is broadcast (see
 /// [`session_config`]). Measured: at TPC-H SF 10 on two executors this took

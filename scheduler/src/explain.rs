@@ -14,14 +14,14 @@ use datafusion::error::Result;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning, displayable};
-use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use volley_dataflow::{
     ExchangeKind, FileOutputExec, JobId, ShuffleReaderExec, ShuffleWriterExec, StageId,
     decode_logical_plan,
 };
 use volley_proto::v1;
 
-use crate::planning::{plan_stages, with_table_paths};
+use crate::partition_sizing::plan_sized;
+use crate::planning::plan_stages;
 use crate::planning_session::PlanningSessions;
 use crate::runtime_filters::describe_filter;
 use crate::stage_planner::StagePlan;
@@ -36,17 +36,13 @@ pub(crate) async fn explain_job(
     let target_partitions = target_partitions.max(1);
     let ctx = planning.for_job(target_partitions, &request.settings)?;
     let logical = decode_logical_plan(&request.logical_plan, &ctx.task_ctx())?;
-    let state = ctx.state();
-    let physical = DefaultPhysicalPlanner::default()
-        .create_physical_plan(&logical, &state)
-        .await
-        .map_err(|e| with_table_paths(e, &logical))?;
+    let (physical, state) = plan_sized(&logical, &ctx.state()).await?;
     let job_id = JobId::from("explain");
     let (_, stages) = plan_stages(&job_id, physical, None, state.config(), 0)?;
     Ok(v1::ExplainJobResponse {
         text: describe_stages(&stages),
         stages: stages.len() as u32,
-        target_partitions: target_partitions as u32,
+        target_partitions: state.config().target_partitions() as u32,
     })
 }
 

@@ -24,6 +24,7 @@ mod job_trace;
 mod metrics;
 mod output_target;
 mod partition_safety;
+mod partition_sizing;
 mod planning;
 mod planning_session;
 // Recovery is `Job`'s own (`job/recovery`): it sees the job's private fields.

@@ -12,7 +12,6 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::sanity_checker::SanityCheckPlan;
 use datafusion::physical_plan::{ExecutionPlan, displayable};
-use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::SessionConfig;
 use volley_dataflow::{
     JobId, OutputFormat, classify_error, decode_logical_plan, describe_files, encode_plan,
@@ -24,6 +23,7 @@ use volley_security::PathPolicy;
 use crate::job::Job;
 use crate::output_target::{OutputTarget, check_copy_target};
 use crate::partition_safety::check_independent_partitions;
+use crate::partition_sizing::plan_sized;
 use crate::planning_session::PlanningSessions;
 use crate::runtime_filters::plan_runtime_filters;
 use crate::scan_balance::balance_file_groups;
@@ -75,7 +75,8 @@ pub(crate) fn prepare_for_tasks(
 }
 
 /// A logical plan as the stages that run it: DataFusion's physical planner
-/// (its errors naming the tables' paths), then [`plan_stages`]. The one
+/// (its errors naming the tables' paths), with as many partitions as its
+/// input's size calls for ([`plan_sized`]), then [`plan_stages`]. The one
 /// path from a logical plan to stages, for a plan job and for each
 /// statement of a script job.
 pub(crate) async fn logical_to_stages(
@@ -85,10 +86,7 @@ pub(crate) async fn logical_to_stages(
     output: Option<(String, OutputFormat)>,
     first_stage: u32,
 ) -> datafusion::error::Result<(Vec<u8>, Vec<StagePlan>)> {
-    let physical = DefaultPhysicalPlanner::default()
-        .create_physical_plan(logical, state)
-        .await
-        .map_err(|e| with_table_paths(e, logical))?;
+    let (physical, state) = plan_sized(logical, state).await?;
     plan_stages(job_id, physical, output, state.config(), first_stage)
 }
 

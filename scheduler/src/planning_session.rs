@@ -21,6 +21,11 @@ use volley_dataflow::{apply_settings, install_volley_rules, session_config};
 
 use crate::partition_safety::volley_physical_optimizer_rules;
 
+/// The setting that names a job's partitions.
+const TARGET_PARTITIONS: &str = "datafusion.execution.target_partitions";
+/// The setting that sizes them by input (`crate::partition_sizing`).
+const PARTITION_BYTES: &str = "volley.partition_bytes";
+
 /// Planning sessions of one scheduler: DataFusion's functions and Volley's
 /// rules (`partition_safety`), over the scheduler's planning runtime.
 #[derive(Debug)]
@@ -44,16 +49,22 @@ impl PlanningSessions {
 
     /// The session of a job planned for `target_partitions` partitions
     /// with the settings its client sent; a bad setting is an error naming
-    /// it.
+    /// it. A job whose settings name its partitions is not sized by its
+    /// input.
     pub(crate) fn for_job(
         &self,
         target_partitions: usize,
         settings: &HashMap<String, String>,
     ) -> Result<SessionContext> {
-        let config = apply_settings(
+        let mut config = apply_settings(
             session_config().with_target_partitions(target_partitions.max(1)),
             settings,
         )?;
+        // A job that chose its partitions keeps them
+        // (`crate::partition_sizing`), unless it also sized them.
+        if settings.contains_key(TARGET_PARTITIONS) && !settings.contains_key(PARTITION_BYTES) {
+            config.options_mut().set(PARTITION_BYTES, "0")?;
+        }
         Ok(self.context(config))
     }
 
@@ -138,6 +149,29 @@ mod tests {
             .count()
             .await?;
         assert_eq!(tables, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_job_that_names_its_partitions_is_not_sized_by_its_input() -> Result<()> {
+        let sessions = sessions();
+        let sized = |settings: &[(&str, &str)]| -> Result<(usize, u64)> {
+            let settings = settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let config = sessions.for_job(2, &settings)?.state().config().clone();
+            let bytes = volley_dataflow::volley_options(&config).partition_bytes;
+            Ok((config.target_partitions(), bytes))
+        };
+        let default = volley_dataflow::PARTITION_BYTES;
+        assert_eq!(sized(&[])?, (2, default));
+        assert_eq!(sized(&[(TARGET_PARTITIONS, "16")])?, (16, 0));
+        assert_eq!(
+            sized(&[(TARGET_PARTITIONS, "16"), (PARTITION_BYTES, "1000")])?,
+            (16, 1000),
+            "both named: both kept"
+        );
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use volley_tests::{run_script, tpch_query};
+use volley_tests::{assert_same_rows, is_ordered, local_tpch_context, run_script, tpch_query};
 
 use super::tpch_context;
 
@@ -203,4 +203,33 @@ async fn a_result_stays_on_the_executors_until_read_and_then_nothing_is_left() {
     let job = ctx.last_job().expect("ran as a job");
     assert!(job.stages_total >= 3);
     wait_for_stored_outputs(&ctx, |held| held == 0, "after the result was read").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_reading_more_than_its_partitions_hold_runs_in_more_tasks_with_datafusions_answer() {
+    // TPC-H q18 reads lineitem twice, orders and customer: tens of MB at SF
+    // 0.1, against 4 MB a partition here.
+    let sql = tpch_query(18);
+    let expected = run_script(&local_tpch_context().await.expect("local context"), &sql)
+        .await
+        .expect("q18 on single-node DataFusion");
+    let ctx = tpch_context().await;
+    ctx.sql("SET volley.partition_bytes = 4000000")
+        .await
+        .expect("the setting exists");
+    let actual = run_script(&ctx, &sql).await.expect("q18 runs");
+    assert_same_rows(&expected, &actual, is_ordered(&sql), "TPC-H q18");
+    let job = ctx.last_job().expect("ran as a job");
+    let widest = job.stages.iter().map(|s| s.partitions).max().unwrap_or(0);
+    assert!(
+        widest > 4 && widest % 4 == 0,
+        "planned for 4 slots, sized by input: {widest} partitions"
+    );
+    for stage in &job.stages {
+        assert_eq!(
+            stage.tasks_done, stage.partitions,
+            "stage {}",
+            stage.stage_id
+        );
+    }
 }
