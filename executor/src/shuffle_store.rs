@@ -498,7 +498,8 @@ impl StoreWriter {
             // Spill files are Arrow IPC: columns it cannot write travel as
             // their wire type, and are cast back when read.
             let wire = wire_schema(&self.schema);
-            let writer = FileWriter::try_new_with_options(BufWriter::new(file), &wire, options)
+            let file = BufWriter::with_capacity(SPILL_WRITE_BUFFER, file);
+            let writer = FileWriter::try_new_with_options(file, &wire, options)
                 .map_err(|e| spill_error(&path, e))?;
             self.files[out] = Some(SpillFile {
                 path,
@@ -559,6 +560,26 @@ impl StoreWriter {
     }
 }
 
+/// Bytes buffered before a spill file is written to: a piece of a batch
+/// at a time, not 8 KiB.
+const SPILL_WRITE_BUFFER: usize = 1 << 20;
+
+/// Runs file work that may block (a write the kernel throttles while the
+/// disk is busy with writeback can take seconds) without holding a worker
+/// of a multi-thread runtime: the runtime hands this worker's other tasks,
+/// among them heartbeats and Flight streams, to another thread. (At TPC-H
+/// SF 100 the embedded scheduler's runtime stood still for 5 to 13 s at a
+/// time while tasks spilled gigabytes, and a Flight read of a live
+/// executor failed during one such stop.)
+fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
 /// The bytes of data a batch holds (not the capacity of its buffers).
 fn data_size(batch: &RecordBatch) -> u64 {
     data_bytes(batch) as u64
@@ -584,9 +605,9 @@ impl MapOutputWriter for StoreWriter {
                 self.memory[output_partition].push(batch);
                 return Ok(());
             }
-            self.spill_all()?;
+            off_the_runtime(|| self.spill_all())?;
         }
-        self.file_for(output_partition)?.write(batch)?;
+        off_the_runtime(|| self.file_for(output_partition)?.write(batch))?;
         self.count_spilled(data);
         Ok(())
     }
@@ -599,7 +620,7 @@ impl MapOutputWriter for StoreWriter {
         let mut partitions = Vec::with_capacity(self.memory.len());
         for out in 0..self.memory.len() {
             if let Some(open) = self.files[out].take() {
-                let done = open.finish()?;
+                let done = off_the_runtime(|| open.finish())?;
                 self.closed[out].push(done);
             }
             let files = std::mem::take(&mut self.closed[out]);
