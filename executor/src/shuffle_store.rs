@@ -230,20 +230,44 @@ impl ShuffleStore {
     }
 
     /// Drops a job's outputs (of the given stages, or all if empty).
+    ///
+    /// The outputs leave the store at once; their memory and files are
+    /// freed off the runtime (on a multi-thread one), since unlinking
+    /// gigabytes of spill files can block: the caller is the control loop,
+    /// which also sends heartbeats. A whole job's directory is renamed
+    /// away first, so a later task of the same job spills into a new one
+    /// that the removal cannot reach.
     pub(crate) fn remove_job(&self, job_id: &JobId, stages: &[StageId]) -> usize {
         let mut outputs = self.outputs();
-        let before = outputs.len();
-        outputs.retain(|id, _| {
-            !(id.job_id == *job_id && (stages.is_empty() || stages.contains(&id.stage_id)))
+        let mut removed = Vec::new();
+        outputs.retain(|id, output| {
+            let gone = id.job_id == *job_id && (stages.is_empty() || stages.contains(&id.stage_id));
+            if gone {
+                removed.push(Arc::clone(output));
+            }
+            !gone
         });
-        let removed = before - outputs.len();
         drop(outputs);
+        let count = removed.len();
         // Only a well-formed id names a directory: `join` with an absolute
         // path or `..` would reach outside the work dir.
-        if stages.is_empty() && job_id.is_well_formed() {
-            let _ = std::fs::remove_dir_all(self.dir.join(job_id.as_str()));
-        }
-        removed
+        let job_dir =
+            (stages.is_empty() && job_id.is_well_formed()).then(|| self.dir.join(job_id.as_str()));
+        let trash = job_dir.and_then(|dir| {
+            let trash = self.dir.join(format!(".removed-{}", uuid_suffix()));
+            match std::fs::rename(&dir, &trash) {
+                Ok(()) => Some(trash),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(_) => Some(dir),
+            }
+        });
+        in_the_background(move || {
+            drop(removed);
+            if let Some(trash) = trash {
+                let _ = std::fs::remove_dir_all(trash);
+            }
+        });
+        count
     }
 }
 
@@ -567,14 +591,22 @@ const SPILL_WRITE_BUFFER: usize = 1 << 20;
 /// Runs file work that may block (a write the kernel throttles while the
 /// disk is busy with writeback can take seconds) without holding a worker
 /// of a multi-thread runtime: the runtime hands this worker's other tasks,
-/// among them heartbeats and Flight streams, to another thread. (At TPC-H
-/// SF 100 the embedded scheduler's runtime stood still for 5 to 13 s at a
-/// time while tasks spilled gigabytes, and a Flight read of a live
-/// executor failed during one such stop.)
+/// among them heartbeats and Flight streams, to another thread.
 fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
+/// Runs `work` on the blocking pool of a multi-thread runtime, without
+/// waiting for it; anywhere else, now.
+fn in_the_background(work: impl FnOnce() + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            drop(runtime.spawn_blocking(work));
         }
         _ => work(),
     }
@@ -842,6 +874,46 @@ mod tests {
         drop(writer);
         assert!(walk(dir.path()).is_empty());
         assert_eq!(store.spilled_data_held(), 0);
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_removed_jobs_files_go_in_the_background_and_a_later_task_of_it_keeps_its_own()
+    -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1 << 30));
+        let store = store_at(&pool, dir.path());
+        let mut writer =
+            StoreSink::new(Arc::clone(&store), a(0)).open(id(0), batch(1).schema(), 1)?;
+        writer.write(0, batch(10_000))?;
+        writer.finish()?;
+        assert_eq!(store.remove_job(&JobId::from("job"), &[]), 1);
+        assert!(
+            store.read(&id(0), a(0), 0).is_none(),
+            "gone from the store at once"
+        );
+        assert!(
+            !dir.path().join("job").exists(),
+            "the job's directory is moved away at once"
+        );
+        // The scheduler runs a task of the same job here again.
+        let mut again =
+            StoreSink::new(Arc::clone(&store), a(1)).open(id(0), batch(1).schema(), 1)?;
+        again.write(0, batch(7))?;
+        again.finish()?;
+        // The removal finishes...
+        let removing = |entry: &std::fs::DirEntry| {
+            entry.file_name().to_string_lossy().starts_with(".removed-")
+        };
+        while std::fs::read_dir(dir.path())?
+            .flatten()
+            .any(|e| removing(&e))
+        {
+            tokio::task::yield_now().await;
+        }
+        // ...and the new output's file is still there.
+        assert_eq!(rows_of(&store, &id(0), a(1)).await?, 7);
+        assert_eq!(walk(dir.path()).len(), 1);
         Ok(())
     }
 
