@@ -412,7 +412,6 @@ impl ShuffleSink for StoreSink {
             memory: vec![Vec::new(); output_partitions],
             files: (0..output_partitions).map(|_| None).collect(),
             closed: (0..output_partitions).map(|_| Vec::new()).collect(),
-            spill_held: 0,
             stats: vec![PartitionStats::default(); output_partitions],
             spilled: false,
             spilled_bytes: 0,
@@ -473,12 +472,10 @@ struct StoreWriter {
     /// The files each partition finished before it (at most one: an
     /// uncompressed file followed by an LZ4 one).
     closed: Vec<Vec<SpilledFile>>,
-    /// Data written to spill files and counted in the store's ledger, until
-    /// `finish` hands the count to the stored output.
-    spill_held: u64,
     stats: Vec<PartitionStats>,
     spilled: bool,
-    /// Bytes of data written to spill files.
+    /// Bytes of data written to spill files, also counted in the store's
+    /// ledger until `finish` hands them to the stored output.
     spilled_bytes: u64,
     finished: bool,
 }
@@ -579,7 +576,6 @@ impl StoreWriter {
     fn count_spilled(&mut self, data: u64) {
         self.store.metrics.shuffle_bytes_spilled.inc_by(data);
         self.spilled_bytes += data;
-        self.spill_held += data;
         self.store.spill_ledger.add(data);
     }
 }
@@ -593,22 +589,26 @@ const SPILL_WRITE_BUFFER: usize = 1 << 20;
 /// of a multi-thread runtime: the runtime hands this worker's other tasks,
 /// among them heartbeats and Flight streams, to another thread.
 fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(work)
-        }
-        _ => work(),
+    match multi_thread_runtime() {
+        Some(_) => tokio::task::block_in_place(work),
+        None => work(),
     }
+}
+
+/// The runtime this runs on, if it is a multi-thread one (where blocking
+/// work can be handed off; a current-thread runtime has no other worker).
+fn multi_thread_runtime() -> Option<tokio::runtime::Handle> {
+    tokio::runtime::Handle::try_current()
+        .ok()
+        .filter(|runtime| runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 /// Runs `work` on the blocking pool of a multi-thread runtime, without
 /// waiting for it; anywhere else, now.
 fn in_the_background(work: impl FnOnce() + Send + 'static) {
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            drop(runtime.spawn_blocking(work));
-        }
-        _ => work(),
+    match multi_thread_runtime() {
+        Some(runtime) => drop(runtime.spawn_blocking(work)),
+        None => work(),
     }
 }
 
@@ -675,7 +675,7 @@ impl MapOutputWriter for StoreWriter {
             budget: Arc::clone(&self.store.budget),
             budget_held: std::mem::take(&mut self.budget_held),
             spill_ledger: Arc::clone(&self.store.spill_ledger),
-            spill_held: std::mem::take(&mut self.spill_held),
+            spill_held: std::mem::take(&mut self.spilled_bytes),
         };
         self.finished = true;
         let mut outputs = self.store.outputs();
@@ -702,7 +702,7 @@ impl Drop for StoreWriter {
             .give_back(std::mem::take(&mut self.budget_held));
         self.store
             .spill_ledger
-            .give_back(std::mem::take(&mut self.spill_held));
+            .give_back(std::mem::take(&mut self.spilled_bytes));
         if !self.finished {
             for file in self.files.iter_mut().filter_map(Option::take) {
                 let _ = std::fs::remove_file(&file.path);
