@@ -6,7 +6,8 @@
 //! At planning ([`plan_runtime_filters`]) each hash join whose build input
 //! is read from a stage (B) and whose probe key can be traced, column for
 //! column, down to a Parquet scan (in the join's stage, or in a stage
-//! below it, through projections, filters and group-by keys) gets a
+//! below it that nothing else reads, through projections, filters,
+//! group-by keys and the unpadded side of other joins) gets a
 //! [`RuntimeFilter`]: B's shuffle writer summarizes the build key as it
 //! writes (bounds and a Bloom filter, `volley_dataflow::key_filter`), and
 //! the scan's stage waits for B to finish. When that stage is resolved
@@ -22,10 +23,10 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::JoinType;
 use datafusion::common::NullEquality;
 use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{JoinSide, JoinType};
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
@@ -37,6 +38,7 @@ use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::filter_pushdown::PushedDown;
 use datafusion::physical_plan::joins::HashJoinExec;
+use datafusion::physical_plan::joins::utils::build_join_schema;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{ExecutionPlan, StatisticsArgs, StatisticsContext};
 use volley_dataflow::{
@@ -60,6 +62,10 @@ pub(crate) struct RuntimeFilter {
     pub(crate) scan_column: usize,
     /// The key's type there.
     pub(crate) data_type: DataType,
+    /// Rows of the table the build keys are drawn from (by the statistics
+    /// of the scan the build key traces to), when known: the keys' share
+    /// of it is the share of probe rows a foreign key join lets through.
+    pub(crate) build_table_rows: Option<usize>,
 }
 
 /// Where a join's probe key comes from: a scan, in some stage.
@@ -132,6 +138,7 @@ pub(crate) fn plan_runtime_filters(stages: &mut [StagePlan]) -> Result<()> {
                 scan,
                 scan_column: found.column,
                 data_type,
+                build_table_rows: build_table_rows(stages, source_index, source_column),
             };
             if !stages[found.stage].filters.contains(&filter) {
                 stages[found.stage].filters.push(filter);
@@ -255,9 +262,26 @@ fn probe_scan(
         });
     }
     if let Some(reader) = plan.downcast_ref::<ShuffleReaderExec>() {
+        // Filtering the stage below filters what every reader of it gets:
+        // only a stage this reader alone reads.
+        if readers_of(stages, reader.input_stage()) != 1 {
+            return None;
+        }
         let input = index_of(stages, reader.input_stage())?;
         let writer = stages[input].plan.downcast_ref::<ShuffleWriterExec>()?;
         return probe_scan(stages, input, writer.input(), column);
+    }
+    if plan.is::<CoalescePartitionsExec>() {
+        return probe_scan(stages, stage, plan.children().first()?, column);
+    }
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+        let (side, source) = join_input_column(join, column)?;
+        let input = match side {
+            JoinSide::Left => join.left(),
+            JoinSide::Right => join.right(),
+            JoinSide::None => return None,
+        };
+        return probe_scan(stages, stage, input, source);
     }
     if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
         let source = projected_column(projection, column)?;
@@ -281,6 +305,74 @@ fn probe_scan(
     None
 }
 
+/// The input side and column that output column `column` of `join` is,
+/// when every output row carries that input row's value unchanged: a side
+/// the join never pads with nulls (both sides of an inner join, the left
+/// of a left join or left semi, anti or mark join, the right likewise).
+/// A probe row of the join above that the filter drops would reach no
+/// output through this join either, so filtering the side's rows keeps
+/// the answer.
+fn join_input_column(join: &HashJoinExec, column: usize) -> Option<(JoinSide, usize)> {
+    let column = match &join.projection {
+        Some(projection) => *projection.get(column)?,
+        None => column,
+    };
+    let (_, indices) = build_join_schema(
+        &join.left().schema(),
+        &join.right().schema(),
+        join.join_type(),
+    );
+    let from = indices.get(column)?;
+    let kept = match from.side {
+        JoinSide::Left => matches!(
+            join.join_type(),
+            JoinType::Inner
+                | JoinType::Left
+                | JoinType::LeftSemi
+                | JoinType::LeftAnti
+                | JoinType::LeftMark
+        ),
+        JoinSide::Right => matches!(
+            join.join_type(),
+            JoinType::Inner
+                | JoinType::Right
+                | JoinType::RightSemi
+                | JoinType::RightAnti
+                | JoinType::RightMark
+        ),
+        JoinSide::None => false,
+    };
+    kept.then_some((from.side, from.index))
+}
+
+/// How many readers, in all the stages, read stage `id`.
+fn readers_of(stages: &[StagePlan], id: StageId) -> usize {
+    let mut readers = 0;
+    for stage in stages {
+        let _ = stage.plan.apply(|node| {
+            if node
+                .downcast_ref::<ShuffleReaderExec>()
+                .is_some_and(|reader| reader.input_stage() == id)
+            {
+                readers += 1;
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+    }
+    readers
+}
+
+/// Rows of the scan that column `column` of stage `stage`'s writer input
+/// traces to, by its statistics.
+fn build_table_rows(stages: &[StagePlan], stage: usize, column: usize) -> Option<usize> {
+    let writer = stages[stage].plan.downcast_ref::<ShuffleWriterExec>()?;
+    let found = probe_scan(stages, stage, writer.input(), column)?;
+    let statistics = StatisticsContext::new()
+        .compute(found.scan.as_ref(), &StatisticsArgs::new())
+        .ok()?;
+    statistics.num_rows.get_value().copied()
+}
+
 /// The place of `scan` among `plan`'s scans, in pre-order.
 fn scan_ordinal(plan: &Arc<dyn ExecutionPlan>, scan: &Arc<dyn ExecutionPlan>) -> Option<usize> {
     let mut ordinal = 0;
@@ -301,13 +393,34 @@ fn scan_ordinal(plan: &Arc<dyn ExecutionPlan>, scan: &Arc<dyn ExecutionPlan>) ->
 /// A Bloom filter with more of its bits set is not worth evaluating.
 const MAX_FILL: f64 = 0.5;
 
-/// Nor is a filter whose keys are more than this share of the values the
-/// probe column spans (by the scan's statistics): most rows would pass,
-/// and evaluating it costs more than the rows it drops save. Measured on
-/// TPC-H q22 (customers with a balance above average, about a third of
-/// them, filtering orders): 17 ns a row more for a third fewer rows, a
-/// loss.
+/// Nor is a filter expected to let more than this share of rows through
+/// ([`expected_pass`]): evaluating it costs more than the rows it drops
+/// save. Measured on TPC-H q22 (customers with a balance above average,
+/// about a third of them, filtering orders): 17 ns a row more for a third
+/// fewer rows, a loss. At SF 1, q21's orders of status F (half of them,
+/// but an eighth of the order keys' span) filtering lineitem cost more
+/// than they saved, and made the scan wait for them.
 const MAX_PASS: f64 = 0.2;
+
+/// The share of probe rows `summary` is expected to let through: its keys
+/// over the values the probe column spans, or over the rows of the table
+/// the keys were drawn from (a foreign key's target, whose keys are
+/// sparse in their span), whichever is larger.
+fn expected_pass(
+    scan: &Arc<dyn ExecutionPlan>,
+    filter: &RuntimeFilter,
+    summary: &KeySummary,
+) -> Option<f64> {
+    let keys = summary.distinct_estimate();
+    let by_domain = probe_domain(scan, filter.scan_column).map(|domain| keys / domain);
+    let by_table = filter
+        .build_table_rows
+        .map(|rows| keys / (rows as f64).max(1.0));
+    match (by_domain, by_table) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
 
 /// How many values the scan's column `column` spans by its statistics
 /// (`None` when they do not say).
@@ -349,20 +462,27 @@ pub(crate) fn apply_runtime_filters(
             }
             let this = ordinal;
             ordinal += 1;
-            let mut predicates: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
+            // The most selective first: each filter above it tests only
+            // the rows the ones below let through.
+            let mut chosen: Vec<(f64, Arc<dyn PhysicalExpr>)> = Vec::new();
             for (filter, summary) in filters.iter().filter(|(f, _)| f.scan == this) {
                 if summary.fill() > MAX_FILL {
                     continue;
                 }
-                if probe_domain(&node, filter.scan_column)
-                    .is_some_and(|domain| summary.distinct_estimate() > domain * MAX_PASS)
-                {
+                let pass = expected_pass(&node, filter, summary);
+                if pass.is_some_and(|pass| pass > MAX_PASS) {
                     continue;
                 }
                 let field = node.schema().field(filter.scan_column).clone();
                 let key = Arc::new(Column::new(field.name(), filter.scan_column));
-                predicates.push(summary.predicate(key, &filter.data_type)?);
+                chosen.push((
+                    pass.unwrap_or(MAX_PASS),
+                    summary.predicate(key, &filter.data_type)?,
+                ));
             }
+            chosen.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let predicates: Vec<Arc<dyn PhysicalExpr>> =
+                chosen.into_iter().map(|(_, predicate)| predicate).collect();
             if predicates.is_empty() {
                 return Ok(Transformed::no(node));
             }
@@ -383,10 +503,10 @@ pub(crate) fn apply_runtime_filters(
                 .filter(|(_, p)| matches!(p, PushedDown::No))
                 .map(|(predicate, _)| predicate)
                 .collect();
-            let filtered = match datafusion::physical_expr::conjunction_opt(left) {
-                Some(predicate) => Arc::new(FilterExec::try_new(predicate, scanned)?) as _,
-                None => scanned,
-            };
+            let mut filtered = scanned;
+            for predicate in left {
+                filtered = Arc::new(FilterExec::try_new(predicate, filtered)?);
+            }
             Ok(Transformed::new(filtered, true, TreeNodeRecursion::Jump))
         })?
         .data;
