@@ -309,7 +309,7 @@ pub fn stage_timeline(job: &volley_client::v1::JobStatus) -> String {
     let ms = |us: u64| us as f64 / 1000.0;
     let total = job.ended_at_ms.saturating_sub(job.started_at_ms);
     let mut out = format!(
-        "  job {} ms; stage  tasks  start ms    end ms  busy ms  longest ms       rows  operators\n",
+        "  job {} ms; stage  tasks  start ms    end ms  busy ms  longest ms       rows  filters  operators\n",
         total
     );
     for stage in &job.stages {
@@ -321,8 +321,18 @@ pub fn stage_timeline(job: &volley_client::v1::JobStatus) -> String {
                 l.split([':', ' ']).next().unwrap_or(l)
             })
             .collect();
+        // Runtime filters applied, and the stages whose keys they are
+        // (the stage waited for them).
+        let filters = match stage.filtered_by.as_slice() {
+            [] => "-".to_string(),
+            by => format!(
+                "{} by {}",
+                stage.runtime_filters,
+                by.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+            ),
+        };
         out.push_str(&format!(
-            "  {:>17} {:>6} {:>9.1} {:>9.1} {:>8.1} {:>11.1} {:>10}  {}\n",
+            "  {:>17} {:>6} {:>9.1} {:>9.1} {:>8.1} {:>11.1} {:>10}  {:>7}  {}\n",
             stage.stage_id,
             stage.partitions,
             ms(stage.started_after_us),
@@ -330,6 +340,7 @@ pub fn stage_timeline(job: &volley_client::v1::JobStatus) -> String {
             ms(stage.task_busy_us),
             ms(stage.longest_task_us),
             stage.rows_out,
+            filters,
             operators.join(" < ")
         ));
     }

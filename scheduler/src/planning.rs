@@ -200,8 +200,10 @@ async fn try_plan(
     policy: &PathPolicy,
     planning: &PlanningSessions,
 ) -> datafusion::error::Result<Job> {
+    let started = std::time::Instant::now();
     let ctx = planning.for_job(target_partitions, &request.settings)?;
     let logical = decode_logical_plan(&request.logical_plan, &ctx.task_ctx())?;
+    let decoded = started.elapsed();
     check_copy_target(&logical, planning.runtime(), policy).await?;
     let source = logical.display_indent().to_string();
     // COPY TO a directory (DataFrame::write_parquet and friends): the
@@ -219,6 +221,12 @@ async fn try_plan(
         0,
     )
     .await?;
+    tracing::debug!(
+        job_id = %job_id,
+        decode_ms = decoded.as_secs_f64() * 1e3,
+        plan_ms = started.elapsed().as_secs_f64() * 1e3,
+        "job planned"
+    );
     for stage in stages.iter().filter(|_| volley_dataflow::log_plans()) {
         tracing::debug!(
             job_id = %job_id,
