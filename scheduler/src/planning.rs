@@ -103,8 +103,14 @@ pub(crate) fn plan_stages(
 ) -> datafusion::error::Result<(Vec<u8>, Vec<StagePlan>)> {
     let physical = prepare_for_tasks(physical, config)?;
     let schema = encode_schema(physical.schema().as_ref())?;
-    let mut stages = cut_into_stages(job_id, physical, output, first_stage)?;
     let options = volley_options(config);
+    let mut stages = cut_into_stages(
+        job_id,
+        physical,
+        output,
+        first_stage,
+        options.runtime_filters,
+    )?;
     if options.runtime_filters {
         plan_runtime_filters(&mut stages)?;
     }

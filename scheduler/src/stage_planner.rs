@@ -12,6 +12,13 @@
 //!   also how build sides of `CollectLeft` joins are broadcast: every probe
 //!   task reads every build partition.
 //!
+//! - the build side of a partitioned hash join that is the result of a
+//!   `HAVING` (a filter over a grouping), when the join drops probe rows
+//!   without a partner and `volley.runtime_filters` is on: it becomes a
+//!   stage of its own whose partitions pass through unsplit, so that its
+//!   few keys can filter the probe side's scans in other stages before
+//!   they run (`runtime_filters`; TPC-H q18 at SF 10 and above).
+//!
 //! The remaining root becomes the final stage, whose partitions the client
 //! fetches (a root `CoalescePartitionsExec` without a limit is dropped: the
 //! client reads the partitions itself).
@@ -22,9 +29,14 @@
 
 use std::sync::Arc;
 
+use datafusion::common::{JoinType, NullEquality};
 use datafusion::error::Result;
+use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
@@ -67,11 +79,13 @@ pub(crate) fn cut_into_stages(
     plan: Arc<dyn ExecutionPlan>,
     output: Option<(String, OutputFormat)>,
     first_stage: u32,
+    runtime_filters: bool,
 ) -> Result<Vec<StagePlan>> {
     let mut cutter = StageCutter {
         job_id: job_id.clone(),
         stages: Vec::new(),
         first: first_stage,
+        runtime_filters,
     };
     let root = match plan.downcast_ref::<CoalescePartitionsExec>() {
         Some(coalesce) if coalesce.fetch().is_none() => Arc::clone(coalesce.input()),
@@ -106,6 +120,9 @@ struct StageCutter {
     job_id: JobId,
     stages: Vec<StagePlan>,
     first: u32,
+    /// Cut `HAVING` build sides of partitioned joins into stages of their
+    /// own, for runtime filters to use.
+    runtime_filters: bool,
 }
 
 impl StageCutter {
@@ -156,6 +173,26 @@ impl StageCutter {
             return replace_children_if_necessary(plan, vec![Arc::new(reader)]);
         }
 
+        if self.runtime_filters
+            && let Some(join) = plan.downcast_ref::<HashJoinExec>()
+            && *join.partition_mode() == PartitionMode::Partitioned
+            && matches!(
+                join.join_type(),
+                JoinType::Inner | JoinType::LeftSemi | JoinType::RightSemi
+            )
+            && join.null_equality() == NullEquality::NullEqualsNothing
+            && let [build, probe] = children.as_slice()
+            && is_having_result(build)
+        {
+            let stage = self.add_stage(Arc::clone(build), None)?;
+            let reader = ShuffleReaderExec::new_unresolved(
+                stage,
+                build.properties(),
+                ExchangeKind::Passthrough,
+            );
+            return replace_children_if_necessary(plan, vec![Arc::new(reader), Arc::clone(probe)]);
+        }
+
         if children.is_empty() {
             Ok(plan)
         } else {
@@ -188,6 +225,20 @@ impl StageCutter {
     }
 }
 
+/// Whether `plan` is a filter over a grouping (a `HAVING`), under
+/// projections: few rows, computed from a whole table.
+fn is_having_result(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let below_projections = |mut plan: &Arc<dyn ExecutionPlan>| {
+        while let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
+            plan = projection.input();
+        }
+        Arc::clone(plan)
+    };
+    below_projections(plan)
+        .downcast_ref::<FilterExec>()
+        .is_some_and(|filter| below_projections(filter.input()).is::<AggregateExec>())
+}
+
 fn collect_input_stages(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<StageId>) {
     if let Some(reader) = plan.downcast_ref::<ShuffleReaderExec>() {
         if !out.contains(&reader.input_stage()) {
@@ -203,8 +254,13 @@ fn collect_input_stages(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<StageId>) {
 #[cfg(test)]
 mod tests {
     use datafusion::common::tree_node::TreeNode;
+    use datafusion::common::{JoinType, NullEquality};
     use datafusion::error::Result;
+    use datafusion::physical_plan::aggregates::AggregateExec;
     use datafusion::physical_plan::displayable;
+    use datafusion::physical_plan::filter::FilterExec;
+    use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+    use datafusion::physical_plan::projection::ProjectionExec;
 
     use super::*;
     use crate::test_support::stages;

@@ -81,5 +81,11 @@ pub(crate) async fn stages(sql: &str) -> Result<Vec<StagePlan>> {
 
 /// [`stages`], numbered from `first` (a later statement of a script).
 pub(crate) async fn stages_from(sql: &str, first: u32) -> Result<Vec<StagePlan>> {
-    cut_into_stages(&JobId::from("test-job"), physical(sql).await?, None, first)
+    cut_into_stages(
+        &JobId::from("test-job"),
+        physical(sql).await?,
+        None,
+        first,
+        true,
+    )
 }

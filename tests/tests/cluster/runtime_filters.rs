@@ -192,6 +192,62 @@ async fn build_keys_written_by_a_stage_that_reads_other_stages_filter_tpch_q21s_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_semi_joins_keys_filter_a_scan_below_an_inner_join_in_another_stage_in_tpch_q18() {
     let ctx = tpch_context().await;
+    // Broadcast joins: the semi join's keys are read from the stage that
+    // computes them.
+    q18_ships_few_orders(&ctx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_semi_joins_having_keys_get_a_stage_of_their_own_and_filter_tpch_q18s_scans()
+{
+    let ctx = tpch_context().await;
+    // Partitioned joins, as at SF 10 and above: the HAVING result would be
+    // computed in the join's own stage, after the scans it could filter
+    // had run; cut into a stage of its own, its keys filter them first.
+    set(
+        &ctx,
+        "datafusion.optimizer.hash_join_single_partition_threshold = 0",
+    )
+    .await;
+    set(
+        &ctx,
+        "datafusion.optimizer.hash_join_single_partition_threshold_rows = 0",
+    )
+    .await;
+    let job = q18_ships_few_orders(&ctx).await;
+    assert!(
+        job.stages
+            .iter()
+            .any(|s| s.plan.starts_with("ShuffleWriterExec")
+                && s.plan.contains("FilterExec")
+                && s.plan.contains("AggregateExec")
+                && !s.plan.contains("JoinExec")),
+        "the HAVING result is a stage: {:#?}",
+        job.stages
+    );
+    // Lineitem's scan is filtered in turn, by the few orders.
+    let lineitem = job
+        .stages
+        .iter()
+        .find(|s| {
+            s.plan.contains("lineitem")
+                && !s.plan.contains("AggregateExec")
+                && !s.plan.contains("JoinExec")
+        })
+        .unwrap_or_else(|| panic!("a stage scans lineitem alone: {:#?}", job.stages));
+    assert_eq!(lineitem.runtime_filters, 1, "{lineitem:?}");
+    assert!(
+        lineitem.rows_out * 100 < lineitem_rows(&ctx).await,
+        "{} lineitem rows shipped",
+        lineitem.rows_out
+    );
+}
+
+/// Runs TPC-H q18 (with a quantity the small test data has orders above)
+/// and checks the answer against DataFusion's and that the stage scanning
+/// orders ships few of them: the semi join's keys, traced through the
+/// inner joins below it, filtered its scan. Returns the job.
+async fn q18_ships_few_orders(ctx: &Context) -> v1::JobStatus {
     let orders = ctx
         .sql("SELECT count(*) FROM orders")
         .await
@@ -204,16 +260,11 @@ async fn a_semi_joins_keys_filter_a_scan_below_an_inner_join_in_another_stage_in
         .downcast_ref::<Int64Array>()
         .expect("a count")
         .value(0) as u64;
-    // q18: the orders of large quantity (a semi join on the order key)
-    // are joined with customer and lineitem. The semi join's few keys are
-    // traced through the inner join below it, to the orders scan in the
-    // stage that joins orders with customer: that stage ships a handful
-    // of orders, not all of them, to be built into the broadcast table.
     // The test data is small: the quantity is lower than q18's 313, so
     // that some orders qualify.
     let sql = volley_tests::tpch_query(18).replace("> 313", "> 250");
     assert_ne!(sql, volley_tests::tpch_query(18), "q18's threshold moved");
-    let batches = volley_tests::run_script(&ctx, &sql).await.expect("q18");
+    let batches = volley_tests::run_script(ctx, &sql).await.expect("q18");
     let local = local_tpch_context().await.expect("local context");
     let expected = volley_tests::run_script(&local, &sql)
         .await
@@ -235,4 +286,5 @@ async fn a_semi_joins_keys_filter_a_scan_below_an_inner_join_in_another_stage_in
         "{} of {orders} orders shipped",
         filtered.rows_out
     );
+    job
 }
