@@ -254,13 +254,8 @@ fn collect_input_stages(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<StageId>) {
 #[cfg(test)]
 mod tests {
     use datafusion::common::tree_node::TreeNode;
-    use datafusion::common::{JoinType, NullEquality};
     use datafusion::error::Result;
-    use datafusion::physical_plan::aggregates::AggregateExec;
     use datafusion::physical_plan::displayable;
-    use datafusion::physical_plan::filter::FilterExec;
-    use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
-    use datafusion::physical_plan::projection::ProjectionExec;
 
     use super::*;
     use crate::test_support::stages;
