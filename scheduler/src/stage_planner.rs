@@ -10,14 +10,14 @@
 //!   partition: the child stage writes its partitions unsplit; the reader
 //!   passes them through and the merge runs in the consuming stage. This is
 //!   also how build sides of `CollectLeft` joins are broadcast: every probe
-//!   task reads every build partition.
-//!
+//!   task reads every build partition;
 //! - the build side of a partitioned hash join that is the result of a
 //!   `HAVING` (a filter over a grouping), when the join drops probe rows
 //!   without a partner and `volley.runtime_filters` is on: it becomes a
 //!   stage of its own whose partitions pass through unsplit, so that its
 //!   few keys can filter the probe side's scans in other stages before
-//!   they run (`runtime_filters`; TPC-H q18 at SF 10 and above).
+//!   they run (`runtime_filters`; TPC-H q18 at SF 10 and above). It is
+//!   the one cut not at an exchange.
 //!
 //! The remaining root becomes the final stage, whose partitions the client
 //! fetches (a root `CoalescePartitionsExec` without a limit is dropped: the
