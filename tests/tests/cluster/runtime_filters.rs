@@ -8,10 +8,10 @@ use volley_tests::{assert_same_rows, local_tpch_context};
 
 use super::tpch_context;
 
-/// Rows in the TPC-H test data's lineitem table.
-async fn lineitem_rows(ctx: &Context) -> u64 {
+/// Rows in the TPC-H test data's `table`.
+async fn rows_of(ctx: &Context, table: &str) -> u64 {
     let batches = ctx
-        .sql("SELECT count(*) FROM lineitem")
+        .sql(&format!("SELECT count(*) FROM {table}"))
         .await
         .expect("plan")
         .collect()
@@ -82,22 +82,27 @@ async fn set(ctx: &Context, setting: &str) {
     ctx.sql(&format!("SET {setting}")).await.expect(setting);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partitioned_joins_build_keys_prune_the_probe_scan_in_the_stage_below() {
-    let ctx = tpch_context().await;
-    let all = lineitem_rows(&ctx).await;
-    // No broadcast: the orders side and the lineitem side are both
-    // shuffled, lineitem's scan in a stage of its own.
+/// Every join partitioned: no build side is small enough to broadcast.
+async fn no_broadcast_joins(ctx: &Context) {
     set(
-        &ctx,
+        ctx,
         "datafusion.optimizer.hash_join_single_partition_threshold = 0",
     )
     .await;
     set(
-        &ctx,
+        ctx,
         "datafusion.optimizer.hash_join_single_partition_threshold_rows = 0",
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_joins_build_keys_prune_the_probe_scan_in_the_stage_below() {
+    let ctx = tpch_context().await;
+    let all = rows_of(&ctx, "lineitem").await;
+    // No broadcast: the orders side and the lineitem side are both
+    // shuffled, lineitem's scan in a stage of its own.
+    no_broadcast_joins(&ctx).await;
     // Orders of the first order keys (in a form DataFusion does not carry
     // over to lineitem's key itself) and a few dates: lineitem's files
     // hold order key ranges, so the bounds prune most of them unread, and
@@ -133,7 +138,7 @@ async fn a_partitioned_joins_build_keys_prune_the_probe_scan_in_the_stage_below(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broadcast_joins_build_keys_filter_the_probe_scan_beside_it() {
     let ctx = tpch_context().await;
-    let all = lineitem_rows(&ctx).await;
+    let all = rows_of(&ctx, "lineitem").await;
     let sql = "SELECT count(*) AS n, sum(l_extendedprice) AS price FROM part JOIN lineitem \
                ON p_partkey = l_partkey WHERE p_brand = 'Brand#42' AND p_container = 'LG BAG'";
     let filtered = run(&ctx, sql).await;
@@ -154,7 +159,7 @@ async fn a_broadcast_joins_build_keys_filter_the_probe_scan_beside_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anti_join_that_returns_unmatched_probe_rows_gets_no_filter() {
     let ctx = tpch_context().await;
-    let all = lineitem_rows(&ctx).await;
+    let all = rows_of(&ctx, "lineitem").await;
     // Lineitem rows of no selected part: filtering the probe side by the
     // build keys would drop exactly the answer.
     let sql = "SELECT count(*) AS n FROM lineitem WHERE l_partkey NOT IN \
@@ -167,7 +172,7 @@ async fn an_anti_join_that_returns_unmatched_probe_rows_gets_no_filter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn build_keys_written_by_a_stage_that_reads_other_stages_filter_tpch_q21s_lineitem_scan() {
     let ctx = tpch_context().await;
-    let all = lineitem_rows(&ctx).await;
+    let all = rows_of(&ctx, "lineitem").await;
     let sql = volley_tests::tpch_query(21);
     let batches = volley_tests::run_script(&ctx, &sql).await.expect("q21");
     let local = local_tpch_context().await.expect("local context");
@@ -204,16 +209,7 @@ async fn a_partitioned_semi_joins_having_keys_get_a_stage_of_their_own_and_filte
     // Partitioned joins, as at SF 10 and above: the HAVING result would be
     // computed in the join's own stage, after the scans it could filter
     // had run; cut into a stage of its own, its keys filter them first.
-    set(
-        &ctx,
-        "datafusion.optimizer.hash_join_single_partition_threshold = 0",
-    )
-    .await;
-    set(
-        &ctx,
-        "datafusion.optimizer.hash_join_single_partition_threshold_rows = 0",
-    )
-    .await;
+    no_broadcast_joins(&ctx).await;
     let job = q18_ships_few_orders(&ctx).await;
     assert!(
         job.stages
@@ -237,7 +233,7 @@ async fn a_partitioned_semi_joins_having_keys_get_a_stage_of_their_own_and_filte
         .unwrap_or_else(|| panic!("a stage scans lineitem alone: {:#?}", job.stages));
     assert_eq!(lineitem.runtime_filters, 1, "{lineitem:?}");
     assert!(
-        lineitem.rows_out * 100 < lineitem_rows(&ctx).await,
+        lineitem.rows_out * 100 < rows_of(&ctx, "lineitem").await,
         "{} lineitem rows shipped",
         lineitem.rows_out
     );
@@ -248,18 +244,7 @@ async fn a_partitioned_semi_joins_having_keys_get_a_stage_of_their_own_and_filte
 /// orders ships few of them: the semi join's keys, traced through the
 /// inner joins below it, filtered its scan. Returns the job.
 async fn q18_ships_few_orders(ctx: &Context) -> v1::JobStatus {
-    let orders = ctx
-        .sql("SELECT count(*) FROM orders")
-        .await
-        .expect("plan")
-        .collect()
-        .await
-        .expect("count")[0]
-        .column(0)
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .expect("a count")
-        .value(0) as u64;
+    let orders = rows_of(ctx, "orders").await;
     // The test data is small: the quantity is lower than q18's 313, so
     // that some orders qualify.
     let sql = volley_tests::tpch_query(18).replace("> 313", "> 250");
