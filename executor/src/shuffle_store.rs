@@ -22,7 +22,7 @@ use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::flight_encode::{data_bytes, message_pieces};
 use crate::metrics::ExecutorMetrics;
@@ -236,7 +236,8 @@ impl ShuffleStore {
     /// gigabytes of spill files can block: the caller is the control loop,
     /// which also sends heartbeats. A whole job's directory is renamed
     /// away first, so a later task of the same job spills into a new one
-    /// that the removal cannot reach.
+    /// that the removal cannot reach; if it cannot be moved, it is removed
+    /// at once instead, while the caller waits.
     pub(crate) fn remove_job(&self, job_id: &JobId, stages: &[StageId]) -> usize {
         let mut outputs = self.outputs();
         let mut removed = Vec::new();
@@ -258,7 +259,14 @@ impl ShuffleStore {
             match std::fs::rename(&dir, &trash) {
                 Ok(()) => Some(trash),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(_) => Some(dir),
+                Err(e) => {
+                    // Removing the live directory later could take spill
+                    // files of a task of this job that starts meanwhile:
+                    // remove it now, before any such task can write.
+                    warn!(job = %job_id, error = %e, "could not move a job's shuffle directory away; removing it in place");
+                    let _ = std::fs::remove_dir_all(&dir);
+                    None
+                }
             }
         });
         in_the_background(move || {
