@@ -470,8 +470,13 @@ mod tests {
     #[test]
     fn a_filter_built_at_its_final_size_equals_one_built_large_and_folded() -> Result<()> {
         let keys: Vec<i32> = (0..(PENDING_KEYS as i32 + 5)).map(|k| k * 31).collect();
-        // Few keys: kept, and set at the final size.
-        let few = summary(&keys[..1000], MAX_BITS_LOG2)?;
+        // Few keys: kept, no filter of the largest size allocated, and
+        // set at the final size.
+        let mut kept = KeySummarizer::new(0, 1, MAX_BITS_LOG2);
+        kept.add(&[Arc::new(Int32Array::from(keys[..1000].to_vec())) as ArrayRef])?;
+        assert!(kept.bits.is_empty(), "no filter before the size is known");
+        assert_eq!(kept.pending.len(), 1000);
+        let few = KeySummary::from_task(kept.finish()).expect("well formed");
         assert!(few.0.bits_log2 < MAX_BITS_LOG2);
         assert_eq!(
             few.0.bloom,
